@@ -1,0 +1,2 @@
+//! `cpm`: the CPM node, client and tools.
+fn main() {}
