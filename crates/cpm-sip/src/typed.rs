@@ -510,7 +510,7 @@ impl Headers {
         let v = h.value()?;
         parse(&v)
             .map(Some)
-            .ok_or(HeaderError::Malformed(static_name(&name)))
+            .ok_or_else(|| HeaderError::Malformed(static_name(&name)))
     }
 
     fn list_typed<T>(
@@ -521,7 +521,7 @@ impl Headers {
         let mut out = Vec::new();
         for h in self.get_all(&name) {
             let v = h.value()?;
-            out.extend(parse(&v).ok_or(HeaderError::Malformed(static_name(&name)))?);
+            out.extend(parse(&v).ok_or_else(|| HeaderError::Malformed(static_name(&name)))?);
         }
         Ok(out)
     }

@@ -119,12 +119,13 @@ pub fn unescape(s: &str) -> Cow<'_, [u8]> {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
-                out.push(h << 4 | l);
-                i += 3;
-                continue;
-            }
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
+        {
+            out.push(h << 4 | l);
+            i += 3;
+            continue;
         }
         out.push(b[i]);
         i += 1;
@@ -240,10 +241,8 @@ impl SipUri {
                 if user.is_empty() || !is_escaped_run(user, is_user_char) {
                     return Err(UriError);
                 }
-                if let Some(p) = password {
-                    if !is_escaped_run(p, is_password_char) {
-                        return Err(UriError);
-                    }
+                if password.is_some_and(|p| !is_escaped_run(p, is_password_char)) {
+                    return Err(UriError);
                 }
                 (
                     Some(user.to_owned()),
@@ -272,10 +271,8 @@ impl SipUri {
             if name.is_empty() || !is_escaped_run(name, is_param_char) {
                 return Err(UriError);
             }
-            if let Some(v) = value {
-                if v.is_empty() || !is_escaped_run(v, is_param_char) {
-                    return Err(UriError);
-                }
+            if value.is_some_and(|v| v.is_empty() || !is_escaped_run(v, is_param_char)) {
+                return Err(UriError);
             }
             params.push(Param::new(name, value));
             rest = &r[end..];

@@ -218,7 +218,7 @@ fn check(row: &Row) -> Result<(), String> {
             }
             if row.file == "baddn.dat" {
                 // The archived file lacks its empty line; with it, the display name is the fault.
-                let mut fixed = bytes.clone();
+                let mut fixed = bytes;
                 fixed.extend_from_slice(b"\r\n");
                 let e = parse(&fixed).err().ok_or("baddn with CRLF parsed")?;
                 if e.kind() != &ParseErrorKind::BadHeaderValue("From")

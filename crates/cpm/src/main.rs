@@ -1,2 +1,188 @@
 //! `cpm`: the CPM node, client and tools.
-fn main() {}
+//!
+//! Today: `cpm sip check` (parse SIP messages and print the verdict a CPM node gives them) and
+//! `cpm serve` (announces the node; the SIP/IP Core arrives with the next issue).
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use bytes::{Bytes, BytesMut};
+use clap::{Parser, Subcommand};
+use cpm_sip::{Frame, Limits, Message, StreamFramer, Verdict, check_request};
+
+/// CPM: an open implementation of OMA Converged IP Messaging.
+#[derive(Parser)]
+#[command(name = "cpm", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run an all-in-one CPM node (SIP/IP Core, Conversation Server, storage, admin HTTP).
+    Serve,
+    /// SIP tools.
+    Sip {
+        #[command(subcommand)]
+        command: SipCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SipCommand {
+    /// Parse SIP messages and print what a CPM node would answer to each.
+    ///
+    /// Exit status: 0 if every message is acceptable, 1 if one is refused, 2 on a usage or IO
+    /// error.
+    Check {
+        /// Files holding one message each (as one UDP datagram); `-` or nothing reads stdin.
+        files: Vec<PathBuf>,
+        /// Treat each input as a TCP byte stream that may hold several messages.
+        #[arg(long)]
+        stream: bool,
+        /// Convert bare LF line ends to CRLF first (for messages pasted from documents).
+        #[arg(long)]
+        lf: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve => {
+            println!(
+                "cpm {}: the CPM node is not available in this build yet; it arrives with the \
+                 SIP/IP Core (registrar, proxy, transports).\n\
+                 Available now:\n  cpm sip check FILE...   parse SIP messages and print the \
+                 verdict\nPlanned: cpm serve, cpm client, cpm admin, cpm bench.",
+                env!("CARGO_PKG_VERSION")
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Sip {
+            command: SipCommand::Check { files, stream, lf },
+        } => check(&files, stream, lf),
+    }
+}
+
+fn read_input(path: &PathBuf) -> std::io::Result<Vec<u8>> {
+    if path.as_os_str() == "-" {
+        let mut v = Vec::new();
+        std::io::stdin().read_to_end(&mut v)?;
+        Ok(v)
+    } else {
+        std::fs::read(path)
+    }
+}
+
+fn lf_to_crlf(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + data.len() / 16);
+    for (i, &b) in data.iter().enumerate() {
+        if b == b'\n' && (i == 0 || data[i - 1] != b'\r') {
+            out.push(b'\r');
+        }
+        out.push(b);
+    }
+    out
+}
+
+/// One line per message: `ok` with a summary, or the response the node would send.
+fn report(name: &str, parsed: Result<Message, cpm_sip::ParseError>) -> bool {
+    match parsed {
+        Ok(Message::Request(r)) => match check_request(&r) {
+            Ok(()) => {
+                println!(
+                    "{name}: ok: {} {} ({} headers, {} body octets)",
+                    r.method,
+                    r.uri,
+                    r.headers.len(),
+                    r.body.len()
+                );
+                true
+            }
+            Err(rej) => {
+                println!("{name}: refused: {} {}", rej.status, rej.reason);
+                false
+            }
+        },
+        Ok(Message::Response(r)) => {
+            println!(
+                "{name}: ok: response {} {} ({} headers, {} body octets)",
+                r.status,
+                r.reason,
+                r.headers.len(),
+                r.body.len()
+            );
+            true
+        }
+        Err(e) => {
+            match e.verdict() {
+                Verdict::Respond(status, reason) => {
+                    println!("{name}: refused: {status} {reason} ({e})")
+                }
+                _ => println!("{name}: dropped silently ({e})"),
+            }
+            false
+        }
+    }
+}
+
+fn check(files: &[PathBuf], stream: bool, lf: bool) -> ExitCode {
+    let stdin = [PathBuf::from("-")];
+    let inputs = if files.is_empty() { &stdin[..] } else { files };
+    let mut all_ok = true;
+    for path in inputs {
+        let name = path.display().to_string();
+        let mut data = match read_input(path) {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("cpm: cannot read {name}: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        if lf {
+            data = lf_to_crlf(&data);
+        }
+        if !stream {
+            all_ok &= report(
+                &name,
+                Message::parse_datagram(Bytes::from(data), &Limits::default()),
+            );
+            continue;
+        }
+        let mut framer = StreamFramer::default();
+        let mut buf = BytesMut::from(&data[..]);
+        let mut n = 0;
+        loop {
+            match framer.decode(&mut buf) {
+                Ok(Some(Frame::Message(m))) => {
+                    n += 1;
+                    all_ok &= report(&format!("{name}#{n}"), Ok(m));
+                }
+                Ok(Some(Frame::KeepAlive)) => {}
+                Ok(None) => {
+                    if !buf.is_empty() {
+                        println!("{name}: {} octets left: incomplete message", buf.len());
+                        all_ok = false;
+                    }
+                    break;
+                }
+                Err(e) => {
+                    n += 1;
+                    all_ok &= report(&format!("{name}#{n}"), Err(e.clone()));
+                    if e.scope() == cpm_sip::Scope::Connection {
+                        println!("{name}: framing lost, the connection would be closed");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
