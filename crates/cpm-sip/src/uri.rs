@@ -7,7 +7,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::net::Ipv4Addr;
+use core::net::Ipv4Addr;
 
 use crate::scan::{is_escaped_run, is_reserved, is_unreserved};
 
@@ -423,8 +423,8 @@ impl Host {
         match (self, other) {
             (Self::Domain(a), Self::Domain(b)) => a.eq_ignore_ascii_case(b),
             (Self::Ipv6(a), Self::Ipv6(b)) => match (
-                a.parse::<std::net::Ipv6Addr>(),
-                b.parse::<std::net::Ipv6Addr>(),
+                a.parse::<core::net::Ipv6Addr>(),
+                b.parse::<core::net::Ipv6Addr>(),
             ) {
                 (Ok(x), Ok(y)) => x == y,
                 _ => a.eq_ignore_ascii_case(b),
