@@ -5,9 +5,9 @@
 //! back to the same text. Comparison ([`SipUri::equivalent`]) follows RFC 3261 section 19.1.4:
 //! escapes are decoded once, host names compare case-insensitively.
 
+use core::net::Ipv4Addr;
 use std::borrow::Cow;
 use std::fmt;
-use core::net::Ipv4Addr;
 
 use crate::scan::{is_escaped_run, is_reserved, is_unreserved};
 

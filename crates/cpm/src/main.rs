@@ -1,15 +1,18 @@
 //! `cpm`: the CPM node, client and tools.
 //!
-//! Today: `cpm sip check` (parse SIP messages and print the verdict a CPM node gives them) and
-//! `cpm serve` (announces the node; the SIP/IP Core arrives with the next issue).
+//! Today: `cpm sip check` (parse SIP messages and print the verdict a CPM node gives them),
+//! `cpm admin user add|list|remove` (accounts in the node's store) and `cpm serve` (announces
+//! the node; the SIP/IP Core arrives with the next issue).
 
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use cpm_sip::{Frame, Limits, Message, StreamFramer, Verdict, check_request};
+use cpm_store::{Aor, Store, StoreError};
 
 /// CPM: an open implementation of OMA Converged IP Messaging.
 #[derive(Parser)]
@@ -28,6 +31,57 @@ enum Command {
         #[command(subcommand)]
         command: SipCommand,
     },
+    /// Administration of a node's data directory (works while the node runs).
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// User accounts (digest credentials for REGISTER).
+    ///
+    /// Exit status: 0 on success, 1 if the user exists (add) or does not (remove), 2 on bad
+    /// input or a storage error.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create an account; the digest realm is the domain of the AOR. Only digest hashes of
+    /// the password are stored.
+    Add {
+        /// The address of record, `user@domain` (for example `alice@localhost`).
+        aor: String,
+        /// The password the user's client authenticates with.
+        #[arg(long, value_name = "PW")]
+        password: String,
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// Print the accounts, one AOR per line.
+    List {
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// Delete an account.
+    Remove {
+        /// The address of record, `user@domain`.
+        aor: String,
+        #[command(flatten)]
+        data: DataDir,
+    },
+}
+
+#[derive(Args)]
+struct DataDir {
+    /// The node's data directory (holds cpm.db).
+    #[arg(long, value_name = "DIR", default_value = "./cpm-data")]
+    data_dir: PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -64,7 +118,69 @@ fn main() -> ExitCode {
         Command::Sip {
             command: SipCommand::Check { files, stream, lf },
         } => check(&files, stream, lf),
+        Command::Admin {
+            command: AdminCommand::User { command },
+        } => match admin_user(command) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("cpm: {e}");
+                match e {
+                    StoreError::UserExists(_) => ExitCode::from(1),
+                    _ => ExitCode::from(2),
+                }
+            }
+        },
     }
+}
+
+/// `cpm admin user ...`. Listing or removing in a directory without a database reads as no
+/// users and creates nothing.
+fn admin_user(command: UserCommand) -> Result<ExitCode, StoreError> {
+    match command {
+        UserCommand::Add {
+            aor,
+            password,
+            data,
+        } => {
+            // Refuse bad input before creating the data directory.
+            let aor = Aor::parse(&aor)?;
+            if password.is_empty() {
+                return Err(StoreError::EmptyPassword);
+            }
+            let store = Store::open(&data.data_dir)?;
+            store.add_user(aor.as_str(), &password, aor.domain(), unix_now())?;
+            println!("added {aor} (realm {})", aor.domain());
+        }
+        UserCommand::List { data } => {
+            if !has_database(&data.data_dir) {
+                return Ok(ExitCode::SUCCESS);
+            }
+            for user in Store::open(&data.data_dir)?.list_users()? {
+                println!("{}", user.aor);
+            }
+        }
+        UserCommand::Remove { aor, data } => {
+            let aor = Aor::parse(&aor)?;
+            let removed = has_database(&data.data_dir)
+                && Store::open(&data.data_dir)?.remove_user(aor.as_str())?;
+            if !removed {
+                eprintln!("cpm: no such user {aor}");
+                return Ok(ExitCode::from(1));
+            }
+            println!("removed {aor}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn has_database(data_dir: &Path) -> bool {
+    data_dir.join(cpm_store::DB_FILE).is_file()
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn read_input(path: &PathBuf) -> std::io::Result<Vec<u8>> {

@@ -1,0 +1,166 @@
+//! Configuration of the SIP/IP Core.
+
+use core::net::{IpAddr, SocketAddr};
+use std::collections::HashMap;
+use std::time::Duration;
+
+use cpm_sip_core::transaction::TimerConfig;
+
+/// An address range `ADDR[/PREFIX]` whose requests are trusted: not challenged, and their
+/// P-Asserted-Identity kept (RFC 3325 trust domain). The SBC/P-CSCF or application servers in
+/// front of the core.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub struct TrustedPeer {
+    /// Network address.
+    pub addr: IpAddr,
+    /// Prefix length (32 / 128 for a single host).
+    pub prefix: u8,
+}
+
+impl TrustedPeer {
+    /// Parses `ADDR` or `ADDR/PREFIX`.
+    pub fn parse(s: &str) -> Option<Self> {
+        let (a, p) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = a.trim().parse().ok()?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            Some(p) => p.trim().parse::<u8>().ok().filter(|&p| p <= max)?,
+            None => max,
+        };
+        Some(Self { addr, prefix })
+    }
+
+    /// Whether `ip` is in the range.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Registrar limits (RFC 3261 section 10.3).
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub struct RegistrarConfig {
+    /// Shortest accepted registration; shorter ones get 423 with Min-Expires.
+    pub min_expires: u32,
+    /// Longest registration; longer requests are shortened.
+    pub max_expires: u32,
+    /// Used when the REGISTER names no expiry.
+    pub default_expires: u32,
+    /// Most bindings per address-of-record (devices); more get 403.
+    pub max_bindings_per_aor: usize,
+}
+
+impl Default for RegistrarConfig {
+    fn default() -> Self {
+        Self {
+            min_expires: 10,
+            max_expires: 3600,
+            default_expires: 3600,
+            max_bindings_per_aor: 16,
+        }
+    }
+}
+
+/// Everything the core needs to know about itself and its neighbours.
+#[derive(Clone, Debug)]
+pub struct ProxyConfig {
+    /// The domains this core serves (registrar and location service); the first is the default
+    /// realm for digest authentication.
+    pub domains: Vec<String>,
+    /// Our own SIP address as others reach it: goes into Via, Record-Route, Service-Route.
+    pub advertised: SocketAddr,
+    /// Requests from these ranges are not challenged, and keep their P-Asserted-Identity.
+    pub trusted_peers: Vec<TrustedPeer>,
+    /// The Participating Function that CPM requests are routed through (outline section
+    /// 5.2.3.2); `None` routes CPM requests like any other.
+    pub participating_function: Option<SocketAddr>,
+    /// Other domains and the address of their core (inter-domain routing); requests for a
+    /// domain that is neither ours nor here get 404 (no open relay).
+    pub peer_domains: HashMap<String, SocketAddr>,
+    /// Registrar limits.
+    pub registrar: RegistrarConfig,
+    /// How long a digest nonce stays valid; older ones get `stale=true`.
+    pub nonce_ttl: Duration,
+    /// Secret for stateless digest nonces; the driver draws it at start.
+    pub nonce_secret: [u8; 32],
+    /// Transaction timers.
+    pub timers: TimerConfig,
+    /// Seed for tags and branch suffixes (a simulation replays byte for byte).
+    pub rng_seed: u64,
+}
+
+impl ProxyConfig {
+    /// A configuration for one domain at one address, with defaults for the rest.
+    pub fn new(domain: &str, advertised: SocketAddr) -> Self {
+        Self {
+            domains: vec![domain.to_ascii_lowercase()],
+            advertised,
+            trusted_peers: Vec::new(),
+            participating_function: None,
+            peer_domains: HashMap::new(),
+            registrar: RegistrarConfig::default(),
+            nonce_ttl: Duration::from_secs(300),
+            nonce_secret: [7; 32],
+            timers: TimerConfig::default(),
+            rng_seed: 1,
+        }
+    }
+
+    /// Whether `domain` is one we serve.
+    pub fn is_local_domain(&self, domain: &str) -> bool {
+        self.domains.iter().any(|d| d.eq_ignore_ascii_case(domain))
+    }
+
+    /// Whether requests from `ip` are trusted.
+    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+        self.trusted_peers.iter().any(|t| t.contains(ip))
+    }
+
+    /// The realm of a domain's users: the domain itself.
+    pub fn default_domain(&self) -> &str {
+        self.domains.first().map_or("localhost", String::as_str)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trusted_ranges() {
+        let t = TrustedPeer::parse("10.1.0.0/16").unwrap();
+        assert!(t.contains("10.1.2.3".parse().unwrap()));
+        assert!(!t.contains("10.2.0.1".parse().unwrap()));
+        let h = TrustedPeer::parse("127.0.0.1").unwrap();
+        assert!(h.contains("127.0.0.1".parse().unwrap()));
+        assert!(!h.contains("127.0.0.2".parse().unwrap()));
+        assert!(
+            TrustedPeer::parse("::1/128")
+                .unwrap()
+                .contains("::1".parse().unwrap())
+        );
+        assert!(
+            TrustedPeer::parse("0.0.0.0/0")
+                .unwrap()
+                .contains("8.8.8.8".parse().unwrap())
+        );
+        assert!(TrustedPeer::parse("1.2.3.4/33").is_none());
+        assert!(TrustedPeer::parse("nonsense").is_none());
+    }
+}

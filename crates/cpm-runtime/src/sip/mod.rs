@@ -1,0 +1,321 @@
+//! The SIP transport driver: one UDP socket and one TCP listener on the same address, the TCP
+//! connections they lead to, and the event queue towards the core.
+//!
+//! Tasks: one UDP receive task, one TCP accept task, and per TCP connection one read task and
+//! one write task (plus a connect task for connections we open). They share [`Shared`]: the
+//! sockets, the connection table, the event sender and the shutdown flag.
+
+mod tcp;
+mod udp;
+
+use core::fmt;
+use core::net::SocketAddr;
+use core::sync::atomic::{AtomicU64, AtomicUsize};
+use core::time::Duration;
+use std::io;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use bytes::Bytes;
+use cpm_sip::{Limits, Message, ParseError};
+use cpm_sip_core::{ConnId, Peer, Transmit, TransportKind};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use self::tcp::ConnTable;
+
+/// Events waiting for [`SipTransport::recv`]; when full, receive tasks wait (backpressure).
+const EVENT_QUEUE: usize = 8192;
+/// How many times to look for a port free for both TCP and UDP when binding port 0.
+const BIND_ATTEMPTS: usize = 16;
+
+/// Settings of a [`SipTransport`].
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub struct SipTransportConfig {
+    /// Address for both the UDP socket and the TCP listener. Port 0 picks a port free for both.
+    pub listen: SocketAddr,
+    /// Parser limits; they also bound what a TCP connection can make us buffer.
+    pub limits: Limits,
+    /// A TCP connection with no traffic either way for this long is closed.
+    pub tcp_idle_timeout: Duration,
+    /// Most TCP connections open at once, accepted and opened together; beyond it accepted
+    /// connections are closed at once and sends that need a new connection fail.
+    pub max_connections: usize,
+    /// Most messages queued for one TCP connection (and UDP sends waiting for the socket);
+    /// beyond it a send fails with [`NetEvent::SendFailed`].
+    pub send_queue_per_conn: usize,
+}
+
+impl SipTransportConfig {
+    /// Listens on `listen`, with the default limits, a 300 s idle timeout, 10 000 connections
+    /// and 1024 queued messages per connection.
+    pub fn new(listen: SocketAddr) -> Self {
+        Self {
+            listen,
+            limits: Limits::default(),
+            tcp_idle_timeout: Duration::from_secs(300),
+            max_connections: 10_000,
+            send_queue_per_conn: 1024,
+        }
+    }
+}
+
+impl Default for SipTransportConfig {
+    /// [`SipTransportConfig::new`] on `0.0.0.0:5060`, the SIP port (RFC 3261 section 19.1.2).
+    fn default() -> Self {
+        Self::new(SocketAddr::from(([0, 0, 0, 0], 5060)))
+    }
+}
+
+/// What happened on the network, for the core to handle.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub enum NetEvent {
+    /// A message arrived. On TCP `peer.conn` names the connection.
+    Message {
+        /// Where it came from.
+        peer: Peer,
+        /// The parsed message.
+        message: Message,
+    },
+    /// Bytes that did not parse. The core decides what to answer ([`ParseError::verdict`]).
+    ///
+    /// After a [`Scope::Connection`](cpm_sip::Scope::Connection) error on TCP the connection
+    /// reads nothing more; it stays open so the core can answer, until the core calls
+    /// [`SipTransportHandle::close`] or the idle timeout passes.
+    ParseError {
+        /// Where it came from.
+        peer: Peer,
+        /// What is wrong.
+        error: ParseError,
+        /// The bad bytes, for copying Via, From, To, Call-ID and CSeq into the answer: the
+        /// whole datagram on UDP; on TCP the header section of the bad message, or for a
+        /// framing error what was buffered, at most `limits.max_head_len` octets.
+        raw_head: Bytes,
+    },
+    /// One CRLF between messages on a stream. Two in a row are a ping to answer with one CRLF
+    /// (RFC 5626 section 3.5.1); the core decides.
+    KeepAlive {
+        /// The connection it came on.
+        peer: Peer,
+    },
+    /// A TCP connection closed, by the peer, by an error, by the idle timeout or by
+    /// [`SipTransportHandle::close`]. Sent once per connection that opened.
+    ConnectionClosed {
+        /// The connection.
+        conn: ConnId,
+        /// Its remote address.
+        addr: SocketAddr,
+    },
+    /// A [`Transmit`] could not be sent (socket error, full queue, connection limit, connect
+    /// failure or timeout, connection closed before the bytes went out).
+    SendFailed {
+        /// The peer of the failed transmit, as the core gave it.
+        transmit_peer: Peer,
+        /// Why, for logs.
+        reason: String,
+    },
+}
+
+/// State shared by the transport, its handles and its tasks.
+struct Shared {
+    config: SipTransportConfig,
+    local_addr: SocketAddr,
+    udp: Arc<UdpSocket>,
+    events: mpsc::Sender<NetEvent>,
+    shutdown: watch::Sender<bool>,
+    conns: Mutex<ConnTable>,
+    next_conn: AtomicU64,
+    /// UDP sends waiting for the socket to become writable.
+    udp_pending: AtomicUsize,
+    /// Time base for the connections' last-activity stamps.
+    epoch: Instant,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Shared {
+    fn conns(&self) -> MutexGuard<'_, ConnTable> {
+        // The table stays consistent under every early return, so a poisoned lock is usable.
+        self.conns.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn is_shut_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// Queues an event for the core, waiting while the queue is full. `false` when the
+    /// transport is shut down or dropped: the caller stops.
+    async fn emit(&self, event: NetEvent, stop: &mut watch::Receiver<bool>) -> bool {
+        tokio::select! {
+            biased;
+            () = stopped(stop) => false,
+            sent = self.events.send(event) => sent.is_ok(),
+        }
+    }
+
+    /// Reports a failed send from a context that cannot wait. A full event queue drops the
+    /// report (the core's transaction timers still fire).
+    fn report_send_failed(&self, transmit_peer: Peer, reason: String) {
+        debug!(peer = ?transmit_peer, %reason, "send failed");
+        let event = NetEvent::SendFailed {
+            transmit_peer,
+            reason,
+        };
+        if let Err(mpsc::error::TrySendError::Full(event)) = self.events.try_send(event) {
+            warn!(?event, "event queue full, dropping the send failure report");
+        }
+    }
+}
+
+/// Resolves once the shutdown flag is set (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    // An error means the sender was dropped: stop as well.
+    let _ = stop.wait_for(|&s| s).await;
+}
+
+/// The SIP transport driver: UDP and TCP on one address, delivering [`NetEvent`]s.
+///
+/// Dropping it stops every task and closes the TCP listener and connections (the UDP socket
+/// is released with the last [`SipTransportHandle`]).
+pub struct SipTransport {
+    shared: Arc<Shared>,
+    events: mpsc::Receiver<NetEvent>,
+}
+
+impl SipTransport {
+    /// Binds the TCP listener and the UDP socket on `config.listen` (port 0: one port free for
+    /// both) and starts the receive tasks. Must be called within a tokio runtime.
+    pub async fn bind(config: SipTransportConfig) -> io::Result<(Self, SipTransportHandle)> {
+        let (listener, udp) = bind_pair(config.listen).await?;
+        let local_addr = listener.local_addr()?;
+        let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
+        let (shutdown, _) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            config,
+            local_addr,
+            udp: Arc::new(udp),
+            events: events_tx,
+            shutdown,
+            conns: Mutex::new(ConnTable::default()),
+            next_conn: AtomicU64::new(1),
+            udp_pending: AtomicUsize::new(0),
+            epoch: Instant::now(),
+            runtime: tokio::runtime::Handle::current(),
+        });
+        shared.runtime.spawn(udp::recv_loop(Arc::clone(&shared)));
+        shared
+            .runtime
+            .spawn(tcp::accept_loop(Arc::clone(&shared), listener));
+        info!(%local_addr, "SIP transport listening on UDP and TCP");
+        let handle = SipTransportHandle {
+            shared: Arc::clone(&shared),
+        };
+        Ok((Self { shared, events }, handle))
+    }
+
+    /// The bound address, shared by UDP and TCP.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local_addr
+    }
+
+    /// The next event from any transport.
+    ///
+    /// After shutdown the events already queued are still returned; then this never resolves,
+    /// so a loop that can be shut down also waits on its own shutdown signal.
+    pub async fn recv(&mut self) -> NetEvent {
+        match self.events.recv().await {
+            Some(event) => event,
+            // Cannot happen: `self.shared` holds a sender.
+            None => core::future::pending().await,
+        }
+    }
+}
+
+impl Drop for SipTransport {
+    fn drop(&mut self) {
+        self.shared.shutdown.send_replace(true);
+    }
+}
+
+impl fmt::Debug for SipTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SipTransport")
+            .field("local_addr", &self.shared.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Sends and closes on a [`SipTransport`]. Cheap to clone; usable from any thread.
+#[derive(Clone)]
+pub struct SipTransportHandle {
+    shared: Arc<Shared>,
+}
+
+impl SipTransportHandle {
+    /// Sends without blocking; a failure comes back as [`NetEvent::SendFailed`].
+    ///
+    /// UDP goes out at once (or from a task when the socket is busy). TCP goes to
+    /// `peer.conn` if that connection is open, else to an open connection to `peer.addr`,
+    /// else to a new connection (connected in a task, 5 s timeout) whose replies then arrive
+    /// as events with its [`ConnId`].
+    pub fn send(&self, transmit: Transmit) {
+        if self.shared.is_shut_down() {
+            debug!(peer = ?transmit.peer, "transport shut down, dropping transmit");
+            return;
+        }
+        match transmit.peer.transport {
+            TransportKind::Udp => udp::send(&self.shared, transmit),
+            TransportKind::Tcp => tcp::send(&self.shared, transmit),
+        }
+    }
+
+    /// Closes a TCP connection: no more sends go to it, what is queued is flushed (for up to
+    /// 5 s), then it closes and [`NetEvent::ConnectionClosed`] follows. Unknown ids are ignored.
+    pub fn close(&self, conn: ConnId) {
+        tcp::close(&self.shared, conn);
+    }
+
+    /// Stops every task: receiving, accepting, connecting and writing. Idempotent.
+    pub fn shutdown(&self) {
+        if !self.shared.shutdown.send_replace(true) {
+            info!(local_addr = %self.shared.local_addr, "SIP transport shutting down");
+        }
+    }
+
+    /// The bound address, shared by UDP and TCP.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local_addr
+    }
+}
+
+impl fmt::Debug for SipTransportHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SipTransportHandle")
+            .field("local_addr", &self.shared.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Binds a TCP listener and a UDP socket on the same address. For port 0 the TCP listener
+/// picks the port and UDP follows; if UDP finds it taken, try another.
+async fn bind_pair(listen: SocketAddr) -> io::Result<(TcpListener, UdpSocket)> {
+    if listen.port() != 0 {
+        let listener = TcpListener::bind(listen).await?;
+        let udp = UdpSocket::bind(listen).await?;
+        return Ok((listener, udp));
+    }
+    let mut last_err = None;
+    for _ in 0..BIND_ATTEMPTS {
+        let listener = TcpListener::bind(listen).await?;
+        let addr = listener.local_addr()?;
+        match UdpSocket::bind(addr).await {
+            Ok(udp) => return Ok((listener, udp)),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+                debug!(%addr, "UDP port taken, trying another");
+                last_err = Some(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last_err.unwrap_or_else(|| io::Error::from(io::ErrorKind::AddrInUse)))
+}

@@ -1,0 +1,582 @@
+//! TCP: the accept loop, the connection table, and per connection a read task (framing,
+//! idle timeout, end of the connection) and a write task (a bounded queue, flushed on close).
+//! Connections we open get a connect task first.
+//!
+//! A connection ends in its read task, which therefore sends the one
+//! [`NetEvent::ConnectionClosed`]. Everyone else (a close from the core, a write error) sets
+//! the connection's `closing` flag and lets the read task finish.
+
+use core::net::SocketAddr;
+use core::pin::pin;
+use core::sync::atomic::{AtomicU64, Ordering};
+use core::time::Duration;
+use std::collections::HashMap;
+use std::io;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use cpm_sip::{Frame, Limits, Scope, StreamFramer};
+use cpm_sip_core::{ConnId, Peer, Transmit};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio::time::{Instant, sleep, sleep_until, timeout, timeout_at};
+use tracing::{debug, trace, warn};
+
+use super::{NetEvent, Shared, stopped};
+
+/// How long an outbound connect may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a closing connection may take to flush its queue, and how long we then read and
+/// discard what the peer still sends (closing with unread data would reset the connection
+/// and could destroy the answer we just sent).
+const CLOSE_LINGER: Duration = Duration::from_secs(5);
+/// Free space ensured in a connection's buffer before each read.
+const READ_CHUNK: usize = 8 * 1024;
+/// Pause after an accept error that is not about one connection (such as too many open
+/// files), so the loop does not spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The open (and opening) connections, by id and by remote address.
+#[derive(Default)]
+pub(super) struct ConnTable {
+    by_id: HashMap<ConnId, ConnEntry>,
+    /// Oldest first; sends without a connection id take the newest.
+    by_addr: HashMap<SocketAddr, Vec<ConnId>>,
+}
+
+struct ConnEntry {
+    addr: SocketAddr,
+    /// The write task's queue. Only the table holds it: removing the entry lets the write task
+    /// finish once the queue is drained.
+    tx: mpsc::Sender<Transmit>,
+    ctl: Arc<ConnCtl>,
+}
+
+impl ConnTable {
+    fn remove(&mut self, id: ConnId) -> Option<ConnEntry> {
+        let entry = self.by_id.remove(&id)?;
+        if let Some(ids) = self.by_addr.get_mut(&entry.addr) {
+            ids.retain(|&c| c != id);
+            if ids.is_empty() {
+                self.by_addr.remove(&entry.addr);
+            }
+        }
+        Some(entry)
+    }
+
+    /// The connection a transmit goes to: its own if open, else the newest to its address.
+    fn route(&self, peer: &Peer) -> Option<(ConnId, &ConnEntry)> {
+        let id = peer
+            .conn
+            .filter(|c| self.by_id.contains_key(c))
+            .or_else(|| self.by_addr.get(&peer.addr)?.last().copied())?;
+        Some((id, self.by_id.get(&id)?))
+    }
+}
+
+/// What the tasks of one connection share.
+struct ConnCtl {
+    /// Set once the connection is to end: by [`close`], the read task or the write task.
+    closing: watch::Sender<bool>,
+    /// Last read or write, in milliseconds since [`Shared::epoch`].
+    last_activity: AtomicU64,
+}
+
+impl ConnCtl {
+    fn touch(&self, epoch: Instant) {
+        let ms = u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_activity.store(ms, Ordering::Relaxed);
+    }
+
+    fn idle_deadline(&self, epoch: Instant, idle: Duration) -> Instant {
+        let last = Duration::from_millis(self.last_activity.load(Ordering::Relaxed));
+        epoch
+            .checked_add(last)
+            .and_then(|t| t.checked_add(idle))
+            // An idle timeout too large to represent never fires.
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365))
+    }
+
+    fn close(&self) {
+        self.closing.send_replace(true);
+    }
+}
+
+/// A connection just entered in the table, before its tasks run.
+struct NewConn {
+    id: ConnId,
+    addr: SocketAddr,
+    rx: mpsc::Receiver<Transmit>,
+    ctl: Arc<ConnCtl>,
+}
+
+/// Enters a connection in the table, with `first` already queued.
+fn register(
+    shared: &Shared,
+    table: &mut ConnTable,
+    addr: SocketAddr,
+    first: Option<Transmit>,
+) -> NewConn {
+    let id = ConnId(shared.next_conn.fetch_add(1, Ordering::Relaxed));
+    let (tx, rx) = mpsc::channel(shared.config.send_queue_per_conn.max(1));
+    if let Some(transmit) = first
+        && let Err(e) = tx.try_send(transmit)
+    {
+        // Unreachable: the queue is new, open, and holds at least one message.
+        let transmit = e.into_inner();
+        shared.report_send_failed(transmit.peer, "TCP send queue refused".to_owned());
+    }
+    let (closing, _) = watch::channel(false);
+    let ctl = Arc::new(ConnCtl {
+        closing,
+        last_activity: AtomicU64::new(0),
+    });
+    ctl.touch(shared.epoch);
+    table.by_id.insert(
+        id,
+        ConnEntry {
+            addr,
+            tx,
+            ctl: Arc::clone(&ctl),
+        },
+    );
+    table.by_addr.entry(addr).or_default().push(id);
+    NewConn { id, addr, rx, ctl }
+}
+
+/// Queues a transmit on its connection, or opens one.
+pub(super) fn send(shared: &Arc<Shared>, transmit: Transmit) {
+    let mut table = shared.conns();
+    if let Some((id, entry)) = table.route(&transmit.peer) {
+        let len = transmit.payload.len();
+        let refused = match entry.tx.try_send(transmit) {
+            Ok(()) => {
+                trace!(conn = id.0, len, "TCP queued");
+                return;
+            }
+            Err(mpsc::error::TrySendError::Full(t)) => (t, "TCP send queue full"),
+            Err(mpsc::error::TrySendError::Closed(t)) => (t, "TCP connection closing"),
+        };
+        drop(table);
+        let (transmit, reason) = refused;
+        shared.report_send_failed(transmit.peer, format!("{reason} (conn {})", id.0));
+        return;
+    }
+    if table.by_id.len() >= shared.config.max_connections {
+        drop(table);
+        shared.report_send_failed(transmit.peer, "TCP connection limit reached".to_owned());
+        return;
+    }
+    let addr = transmit.peer.addr;
+    let conn = register(shared, &mut table, addr, Some(transmit));
+    drop(table);
+    debug!(conn = conn.id.0, %addr, "TCP connecting");
+    shared.runtime.spawn(connect(Arc::clone(shared), conn));
+}
+
+/// Starts closing a connection (see [`SipTransportHandle::close`](super::SipTransportHandle::close)).
+pub(super) fn close(shared: &Shared, conn: ConnId) {
+    match shared.conns().remove(conn) {
+        Some(entry) => {
+            debug!(conn = conn.0, addr = %entry.addr, "TCP close requested");
+            entry.ctl.close();
+        }
+        None => debug!(conn = conn.0, "TCP close of an unknown connection ignored"),
+    }
+}
+
+/// Accepts connections until shutdown; beyond `max_connections` they are closed at once.
+pub(super) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
+    let mut stop = shared.shutdown.subscribe();
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = stopped(&mut stop) => return,
+            r = listener.accept() => r,
+        };
+        match accepted {
+            Ok((stream, addr)) => {
+                let mut table = shared.conns();
+                if table.by_id.len() >= shared.config.max_connections {
+                    drop(table);
+                    warn!(%addr, "TCP connection limit reached, refusing");
+                    continue;
+                }
+                let conn = register(&shared, &mut table, addr, None);
+                drop(table);
+                debug!(conn = conn.id.0, %addr, "TCP accepted");
+                start(&shared, conn, stream);
+            }
+            Err(e) => {
+                let per_connection = matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionAborted
+                        | io::ErrorKind::ConnectionReset
+                        | io::ErrorKind::ConnectionRefused
+                        | io::ErrorKind::Interrupted
+                        | io::ErrorKind::WouldBlock
+                );
+                if per_connection {
+                    debug!(error = %e, "TCP accept error");
+                    continue;
+                }
+                warn!(error = %e, "TCP accept error, pausing");
+                tokio::select! {
+                    biased;
+                    () = stopped(&mut stop) => return,
+                    () = sleep(ACCEPT_BACKOFF) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Opens an outbound connection; on failure every queued transmit is reported failed.
+async fn connect(shared: Arc<Shared>, conn: NewConn) {
+    let mut stop = shared.shutdown.subscribe();
+    let addr = conn.addr;
+    let connected = tokio::select! {
+        biased;
+        () = stopped(&mut stop) => return,
+        r = timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)) => r,
+    };
+    let reason = match connected {
+        Ok(Ok(stream)) => {
+            debug!(conn = conn.id.0, %addr, "TCP connected");
+            start(&shared, conn, stream);
+            return;
+        }
+        Ok(Err(e)) => format!("TCP connect to {addr}: {e}"),
+        Err(_) => format!("TCP connect to {addr}: timed out"),
+    };
+    debug!(conn = conn.id.0, %reason, "TCP connect failed");
+    shared.conns().remove(conn.id);
+    conn.ctl.close();
+    let mut rx = conn.rx;
+    fail_queued(&shared, &mut rx, &reason, &mut stop).await;
+}
+
+/// Spawns the read and write tasks of a connection.
+fn start(shared: &Arc<Shared>, conn: NewConn, stream: TcpStream) {
+    if let Err(e) = stream.set_nodelay(true) {
+        debug!(conn = conn.id.0, error = %e, "TCP_NODELAY not set");
+    }
+    conn.ctl.touch(shared.epoch);
+    let (rd, wr) = stream.into_split();
+    shared.runtime.spawn(read_loop(
+        Arc::clone(shared),
+        conn.id,
+        conn.addr,
+        rd,
+        Arc::clone(&conn.ctl),
+    ));
+    shared.runtime.spawn(write_loop(
+        Arc::clone(shared),
+        conn.id,
+        wr,
+        conn.rx,
+        conn.ctl,
+    ));
+}
+
+/// Why a connection's read task ended.
+#[derive(Clone, Copy, Debug)]
+enum End {
+    /// `closing` was set: the core closed it, or writing failed.
+    Local,
+    /// No traffic for the idle timeout.
+    Idle,
+    /// The peer closed its side.
+    Peer,
+    /// Reading failed.
+    Error,
+}
+
+/// Reads, frames and reports until the connection ends, then reports the end.
+async fn read_loop(
+    shared: Arc<Shared>,
+    id: ConnId,
+    addr: SocketAddr,
+    mut rd: OwnedReadHalf,
+    ctl: Arc<ConnCtl>,
+) {
+    let mut stop = shared.shutdown.subscribe();
+    let mut closing = ctl.closing.subscribe();
+    let limits = shared.config.limits;
+    let idle = shared.config.tcp_idle_timeout;
+    let peer = Peer::tcp(addr, Some(id));
+    let mut framer = StreamFramer::new(limits);
+    let mut buf = BytesMut::new();
+    // After a framing error nothing more is read; the connection waits for the core's close.
+    let mut framing_lost = false;
+    let end = loop {
+        while !framing_lost {
+            let Some(event) = next_event(&mut framer, &mut buf, &mut framing_lost, peer, &limits)
+            else {
+                break;
+            };
+            if !shared.emit(event, &mut stop).await {
+                return;
+            }
+        }
+        if !framing_lost {
+            buf.reserve(READ_CHUNK);
+        }
+        let deadline = ctl.idle_deadline(shared.epoch, idle);
+        tokio::select! {
+            biased;
+            () = stopped(&mut stop) => return,
+            _ = closing.wait_for(|&c| c) => break End::Local,
+            read = rd.read_buf(&mut buf), if !framing_lost => match read {
+                Ok(0) => break End::Peer,
+                Ok(n) => {
+                    ctl.touch(shared.epoch);
+                    trace!(conn = id.0, n, "TCP read");
+                }
+                Err(e) => {
+                    debug!(conn = id.0, error = %e, "TCP read error");
+                    break End::Error;
+                }
+            },
+            () = sleep_until(deadline) => {
+                // The write task may have moved the deadline meanwhile.
+                if ctl.idle_deadline(shared.epoch, idle) <= Instant::now() {
+                    break End::Idle;
+                }
+            }
+        }
+    };
+    ctl.close();
+    shared.conns().remove(id);
+    debug!(conn = id.0, %addr, reason = ?end, "TCP connection closed");
+    let closed = NetEvent::ConnectionClosed { conn: id, addr };
+    if !shared.emit(closed, &mut stop).await {
+        return;
+    }
+    if matches!(end, End::Local | End::Idle) {
+        drain_until_eof(rd, &mut stop).await;
+    }
+}
+
+/// The next event in a connection's buffer, if a whole frame (or an error) is there.
+fn next_event(
+    framer: &mut StreamFramer,
+    buf: &mut BytesMut,
+    framing_lost: &mut bool,
+    peer: Peer,
+    limits: &Limits,
+) -> Option<NetEvent> {
+    // The framer consumes a message before parsing it, so a copy of its header section is
+    // taken first, for the error report.
+    let head = head_copy(buf, limits.max_head_len);
+    let error = match framer.decode(buf) {
+        Ok(None) => return None,
+        Ok(Some(Frame::Message(message))) => {
+            debug!(conn = ?peer.conn, addr = %peer.addr, "TCP message");
+            return Some(NetEvent::Message { peer, message });
+        }
+        Ok(Some(Frame::KeepAlive)) => {
+            trace!(conn = ?peer.conn, "TCP keep-alive");
+            return Some(NetEvent::KeepAlive { peer });
+        }
+        Err(error) => error,
+    };
+    let raw_head = match error.scope() {
+        Scope::Message => head.unwrap_or_default(),
+        Scope::Connection => {
+            let raw = Bytes::copy_from_slice(&buf[..buf.len().min(limits.max_head_len)]);
+            *buf = BytesMut::new();
+            *framing_lost = true;
+            raw
+        }
+    };
+    debug!(conn = ?peer.conn, addr = %peer.addr, %error, scope = ?error.scope(), "TCP parse error");
+    Some(NetEvent::ParseError {
+        peer,
+        error,
+        raw_head,
+    })
+}
+
+/// A copy of the complete header section at the front of `buf` (with its empty line), if
+/// there is one within the limit.
+fn head_copy(buf: &[u8], max_head_len: usize) -> Option<Bytes> {
+    if buf.starts_with(b"\r\n") {
+        return None;
+    }
+    // The framer allows the header section (through the last header's CRLF) up to the
+    // limit; the empty line's CRLF comes after.
+    let window = &buf[..buf.len().min(max_head_len.saturating_add(2))];
+    let end = memchr::memmem::find(window, b"\r\n\r\n")? + 4;
+    Some(Bytes::copy_from_slice(&buf[..end]))
+}
+
+/// After we closed: read and discard until the peer closes too, for at most [`CLOSE_LINGER`].
+async fn drain_until_eof(mut rd: OwnedReadHalf, stop: &mut watch::Receiver<bool>) {
+    let deadline = Instant::now() + CLOSE_LINGER;
+    let mut sink = [0u8; 2048];
+    loop {
+        tokio::select! {
+            biased;
+            () = stopped(stop) => return,
+            () = sleep_until(deadline) => return,
+            read = rd.read(&mut sink) => match read {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            },
+        }
+    }
+}
+
+/// How one write ended.
+enum Written {
+    Done,
+    Stopped,
+    Failed(String),
+}
+
+/// Writes queued transmits until the connection closes; then flushes what is queued (within
+/// [`CLOSE_LINGER`]) and closes the sending side.
+async fn write_loop(
+    shared: Arc<Shared>,
+    id: ConnId,
+    mut wr: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Transmit>,
+    ctl: Arc<ConnCtl>,
+) {
+    let mut stop = shared.shutdown.subscribe();
+    let mut closing = ctl.closing.subscribe();
+    // Set once the connection is closing: the flush must end by then.
+    let mut linger: Option<Instant> = None;
+    let failure = loop {
+        let next = if linger.is_some() {
+            rx.try_recv().ok()
+        } else {
+            tokio::select! {
+                biased;
+                () = stopped(&mut stop) => return,
+                // `None`: the entry left the table, so the connection is closing.
+                t = rx.recv() => t,
+                _ = closing.wait_for(|&c| c) => {
+                    linger = Some(Instant::now() + CLOSE_LINGER);
+                    continue;
+                }
+            }
+        };
+        let Some(transmit) = next else {
+            break None;
+        };
+        let len = transmit.payload.len();
+        match write(
+            &mut wr,
+            &transmit.payload,
+            &mut stop,
+            &mut closing,
+            &mut linger,
+        )
+        .await
+        {
+            Written::Done => {
+                ctl.touch(shared.epoch);
+                debug!(conn = id.0, len, "TCP sent");
+            }
+            Written::Stopped => return,
+            Written::Failed(reason) => {
+                debug!(conn = id.0, %reason, "TCP write failed");
+                let failed = NetEvent::SendFailed {
+                    transmit_peer: transmit.peer,
+                    reason: reason.clone(),
+                };
+                if !shared.emit(failed, &mut stop).await {
+                    return;
+                }
+                break Some(reason);
+            }
+        }
+    };
+    ctl.close();
+    let reason = failure
+        .as_deref()
+        .unwrap_or("TCP connection closed before sending")
+        .to_owned();
+    fail_queued(&shared, &mut rx, &reason, &mut stop).await;
+    if failure.is_none() {
+        let deadline = linger.unwrap_or_else(|| Instant::now() + CLOSE_LINGER);
+        tokio::select! {
+            biased;
+            () = stopped(&mut stop) => {}
+            r = timeout_at(deadline, wr.shutdown()) => {
+                if !matches!(r, Ok(Ok(()))) {
+                    debug!(conn = id.0, "TCP shutdown of the sending side failed");
+                }
+            }
+        }
+    }
+}
+
+/// Writes one payload; once the connection is closing, only until the linger deadline.
+async fn write(
+    wr: &mut OwnedWriteHalf,
+    payload: &[u8],
+    stop: &mut watch::Receiver<bool>,
+    closing: &mut watch::Receiver<bool>,
+    linger: &mut Option<Instant>,
+) -> Written {
+    let mut writing = pin!(wr.write_all(payload));
+    loop {
+        let deadline = *linger;
+        tokio::select! {
+            biased;
+            () = stopped(stop) => return Written::Stopped,
+            r = &mut writing => {
+                return match r {
+                    Ok(()) => Written::Done,
+                    Err(e) => Written::Failed(format!("TCP write: {e}")),
+                };
+            }
+            _ = closing.wait_for(|&c| c), if deadline.is_none() => {
+                *linger = Some(Instant::now() + CLOSE_LINGER);
+            }
+            () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                return Written::Failed("TCP connection closed before the message was sent".to_owned());
+            }
+        }
+    }
+}
+
+/// Stops a queue and reports every transmit still in it as failed.
+async fn fail_queued(
+    shared: &Shared,
+    rx: &mut mpsc::Receiver<Transmit>,
+    reason: &str,
+    stop: &mut watch::Receiver<bool>,
+) {
+    rx.close();
+    while let Ok(transmit) = rx.try_recv() {
+        let failed = NetEvent::SendFailed {
+            transmit_peer: transmit.peer,
+            reason: reason.to_owned(),
+        };
+        if !shared.emit(failed, stop).await {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_copy_takes_the_header_section() {
+        let buf = b"OPTIONS sip:a@b SIP/2.0\r\nl: 2\r\n\r\nhiNEXT";
+        let head = head_copy(buf, 1024).expect("complete head");
+        assert_eq!(&head[..], &b"OPTIONS sip:a@b SIP/2.0\r\nl: 2\r\n\r\n"[..]);
+        assert_eq!(head_copy(b"\r\nOPTIONS", 1024), None);
+        assert_eq!(head_copy(b"OPTIONS sip:a@b SIP/2.0\r\n", 1024), None);
+        // Over the limit: the framer rejects it as a framing error, no copy needed.
+        assert_eq!(head_copy(buf, 8), None);
+    }
+}

@@ -1,0 +1,103 @@
+//! UDP: one receive task parsing datagrams, and sends straight on the socket.
+
+use core::sync::atomic::Ordering;
+use std::io;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use cpm_sip::{Message, is_keepalive};
+use cpm_sip_core::{Peer, Transmit};
+use tracing::{debug, trace};
+
+use super::{NetEvent, Shared, stopped};
+
+/// Largest UDP payload (RFC 768 length field).
+const RECV_BUF: usize = 65535;
+
+/// Receives datagrams until shutdown. Parsing here, not in the core, spreads the CPU over the
+/// runtime's threads.
+pub(super) async fn recv_loop(shared: Arc<Shared>) {
+    let mut stop = shared.shutdown.subscribe();
+    let mut buf = vec![0u8; RECV_BUF];
+    loop {
+        let received = tokio::select! {
+            biased;
+            () = stopped(&mut stop) => return,
+            r = shared.udp.recv_from(&mut buf) => r,
+        };
+        let (len, src) = match received {
+            Ok(r) => r,
+            // ICMP errors from earlier sends (ECONNREFUSED) and other transient failures: the
+            // socket stays usable.
+            Err(e) => {
+                debug!(error = %e, "UDP receive error");
+                continue;
+            }
+        };
+        let datagram = &buf[..len];
+        if is_keepalive(datagram) {
+            trace!(%src, len, "UDP keep-alive ignored");
+            continue;
+        }
+        // One exact-size copy: the parsed message points into it, and must not pin the
+        // 64 KiB receive buffer.
+        let data = Bytes::copy_from_slice(datagram);
+        let peer = Peer::udp(src);
+        let event = match Message::parse_datagram(data.clone(), &shared.config.limits) {
+            Ok(message) => {
+                debug!(%src, len, "UDP message");
+                NetEvent::Message { peer, message }
+            }
+            Err(error) => {
+                debug!(%src, len, %error, "UDP datagram did not parse");
+                NetEvent::ParseError {
+                    peer,
+                    error,
+                    raw_head: data,
+                }
+            }
+        };
+        if !shared.emit(event, &mut stop).await {
+            return;
+        }
+    }
+}
+
+/// Sends a datagram now; if the socket is busy, from a task (at most
+/// `send_queue_per_conn` of them at a time).
+pub(super) fn send(shared: &Arc<Shared>, transmit: Transmit) {
+    let addr = transmit.peer.addr;
+    match shared.udp.try_send_to(&transmit.payload, addr) {
+        Ok(_) => debug!(%addr, len = transmit.payload.len(), "UDP sent"),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            let pending = shared.udp_pending.fetch_add(1, Ordering::Relaxed);
+            if pending >= shared.config.send_queue_per_conn {
+                shared.udp_pending.fetch_sub(1, Ordering::Relaxed);
+                shared.report_send_failed(transmit.peer, "UDP send queue full".to_owned());
+                return;
+            }
+            let task = Arc::clone(shared);
+            shared.runtime.spawn(async move {
+                let mut stop = task.shutdown.subscribe();
+                let sent = tokio::select! {
+                    biased;
+                    () = stopped(&mut stop) => None,
+                    r = task.udp.send_to(&transmit.payload, addr) => Some(r),
+                };
+                task.udp_pending.fetch_sub(1, Ordering::Relaxed);
+                match sent {
+                    Some(Ok(_)) => debug!(%addr, len = transmit.payload.len(), "UDP sent"),
+                    Some(Err(e)) => {
+                        let event = NetEvent::SendFailed {
+                            transmit_peer: transmit.peer,
+                            reason: format!("UDP send to {addr}: {e}"),
+                        };
+                        task.emit(event, &mut stop).await;
+                    }
+                    None => {}
+                }
+            });
+        }
+        Err(e) => shared.report_send_failed(transmit.peer, format!("UDP send to {addr}: {e}")),
+    }
+}

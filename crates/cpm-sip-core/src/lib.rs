@@ -1,0 +1,14 @@
+//! Sans-IO SIP endpoint pieces shared by the SIP/IP Core, the Conversation Server and the
+//! client: transport addressing ([`Peer`], [`Transmit`]), RFC 3261 section 17 transactions, and
+//! HTTP digest authentication (RFC 7616, RFC 8760).
+//!
+//! No IO, no clock, no unseeded randomness: time comes in as `now`, outputs are values.
+
+#![forbid(unsafe_code)]
+#![warn(clippy::unwrap_used)]
+
+pub mod digest;
+pub mod transaction;
+pub mod transport;
+
+pub use transport::{ConnId, Peer, Transmit, TransportKind};
