@@ -4,6 +4,7 @@ use core::net::{IpAddr, SocketAddr};
 use std::collections::HashMap;
 use std::time::Duration;
 
+use cpm_sip_core::digest::Algorithm;
 use cpm_sip_core::transaction::TimerConfig;
 
 /// An address range `ADDR[/PREFIX]` whose requests are trusted: not challenged, and their
@@ -99,6 +100,10 @@ pub struct ProxyConfig {
     pub nonce_ttl: Duration,
     /// Secret for stateless digest nonces; the driver draws it at start.
     pub nonce_secret: [u8; 32],
+    /// Digest algorithms offered in challenges, one header each, in this order. MD5 comes
+    /// first by default: SIPp and many deployed UAs read only the first challenge and support
+    /// only MD5; RFC 8760 clients still find SHA-256 in the second header.
+    pub digest_algorithms: Vec<Algorithm>,
     /// Transaction timers.
     pub timers: TimerConfig,
     /// Seed for tags and branch suffixes (a simulation replays byte for byte).
@@ -117,6 +122,7 @@ impl ProxyConfig {
             registrar: RegistrarConfig::default(),
             nonce_ttl: Duration::from_secs(300),
             nonce_secret: [7; 32],
+            digest_algorithms: vec![Algorithm::Md5, Algorithm::Sha256],
             timers: TimerConfig::default(),
             rng_seed: 1,
         }

@@ -828,8 +828,8 @@ impl Proxy {
         };
         let tag = self.tag();
         let mut resp = response_to(req, status, Some(&tag));
-        // RFC 8760 2.4: the preferred algorithm first.
-        for alg in [Algorithm::Sha256, Algorithm::Md5] {
+        // RFC 8760 2.4: one challenge per algorithm, in the configured order.
+        for alg in self.cfg.digest_algorithms.clone() {
             resp.headers.push(Header::new(
                 name.clone(),
                 &digest::challenge(&realm, &nonce, alg, stale, None),
@@ -1084,9 +1084,13 @@ impl Proxy {
                         Algorithm::Sha256 => &u.ha1_sha256,
                         _ => &u.ha1_md5,
                     };
-                    // The digest signs the Request-URI: it must be this request's.
+                    // The digest signs a URI: this request's Request-URI, or (as SIPp and
+                    // some UAs do) the address of the server it was sent to. Any other URI is
+                    // a credential lifted from another request.
                     let same_uri = match (Uri::parse(&creds.uri), &req.uri) {
-                        (Ok(Uri::Sip(a)), Uri::Sip(b)) => a.equivalent(b),
+                        (Ok(Uri::Sip(a)), Uri::Sip(b)) => {
+                            a.equivalent(b) || (a.user.is_none() && self.is_local_target(&a))
+                        }
                         (Ok(a), b) => &a == b,
                         (Err(_), _) => false,
                     };
@@ -1238,7 +1242,7 @@ impl Proxy {
                 .lookup(&aor, now)
                 .map(|b| Target {
                     ruri: b.contact.uri.clone(),
-                    dest: b.flow,
+                    dest: self.binding_destination(b),
                     routes: b.path.clone(),
                 })
                 .collect();
@@ -1304,6 +1308,17 @@ impl Proxy {
             },
             None => self.reply_status(now, &key, &req, StatusCode::NOT_FOUND, "Domain Not Served"),
         }
+    }
+
+    /// Where a request for a registered device goes: over its own connection when it
+    /// registered over a stream (connection reuse) or as an RFC 5626 outbound flow (`reg-id`);
+    /// otherwise to its Contact URI (RFC 3261 16.5), falling back to the flow's address for
+    /// names we cannot resolve.
+    fn binding_destination(&self, b: &Binding) -> Peer {
+        if b.flow.conn.is_some() || b.reg_id.is_some() {
+            return b.flow;
+        }
+        self.resolve(&b.contact.uri).unwrap_or(b.flow)
     }
 
     /// The transport address of a URI: IP literals (and `localhost`), our peer domains, with
@@ -1614,7 +1629,11 @@ impl Proxy {
             Some(next) => self.resolve(&next.uri),
             None => match &req.uri {
                 Uri::Sip(u) => match self.local_aor(u) {
-                    Some(aor) => self.registrar.lookup(&aor, now).next().map(|b| b.flow),
+                    Some(aor) => self
+                        .registrar
+                        .lookup(&aor, now)
+                        .next()
+                        .map(|b| self.binding_destination(b)),
                     None => self.resolve(&req.uri),
                 },
                 _ => None,

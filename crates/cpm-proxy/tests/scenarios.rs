@@ -170,14 +170,13 @@ impl Net {
         self.send(udp(ua), &base);
         let r = self.responses_to(ua).pop().expect("an answer to REGISTER");
         assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+        // Answer the SHA-256 challenge (the second one), as an RFC 8760 client does.
         let ch = r
             .headers
-            .get(&HeaderName::WwwAuthenticate)
-            .unwrap()
-            .value()
-            .unwrap()
-            .into_owned();
-        let ch = Challenge::parse(&ch).unwrap();
+            .get_all(&HeaderName::WwwAuthenticate)
+            .map(|h| Challenge::parse(&h.value().unwrap()).unwrap())
+            .find(|c| c.algorithm == Algorithm::Sha256)
+            .unwrap();
         let pw = self
             .users
             .get(&format!("{user}@localhost"))
@@ -314,9 +313,15 @@ fn wrong_password_is_challenged_again() {
     .unwrap();
     assert_eq!(
         ch.algorithm,
-        Algorithm::Sha256,
-        "SHA-256 offered first (RFC 8760)"
+        Algorithm::Md5,
+        "MD5 first by default, for deployed UAs"
     );
+    let algs: Vec<Algorithm> = r
+        .headers
+        .get_all(&HeaderName::WwwAuthenticate)
+        .map(|h| Challenge::parse(&h.value().unwrap()).unwrap().algorithm)
+        .collect();
+    assert_eq!(algs, [Algorithm::Md5, Algorithm::Sha256]);
     let auth = digest::respond(
         &ch,
         "REGISTER",

@@ -1,8 +1,12 @@
 //! `cpm`: the CPM node, client and tools.
 //!
-//! Today: `cpm sip check` (parse SIP messages and print the verdict a CPM node gives them),
-//! `cpm admin user add|list|remove` (accounts in the node's store) and `cpm serve` (announces
-//! the node; the SIP/IP Core arrives with the next issue).
+//! - `cpm serve`: the node (SIP/IP Core: registrar, digest authentication, proxy, CPM routing;
+//!   admin HTTP with `/health` and `/metrics`).
+//! - `cpm admin user add|list|remove`: accounts in the node's store (works while it runs).
+//! - `cpm sip check`: parse SIP messages and print the verdict a CPM node gives them.
+
+mod config;
+mod node;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -24,8 +28,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run an all-in-one CPM node (SIP/IP Core, Conversation Server, storage, admin HTTP).
-    Serve,
+    /// Run an all-in-one CPM node: SIP/IP Core (registrar, digest authentication, stateful
+    /// proxy, CPM routing), SQLite store, admin HTTP (/health, /metrics). Stops on SIGINT or
+    /// SIGTERM.
+    Serve(Box<ServeArgs>),
     /// SIP tools.
     Sip {
         #[command(subcommand)]
@@ -36,6 +42,51 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+}
+
+/// Flags of `cpm serve`; each overrides the same key of the config file.
+#[derive(Args)]
+struct ServeArgs {
+    /// TOML configuration file (every key has a default; see --print-config).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// A domain to serve (repeatable; the first is the default realm).
+    #[arg(long, value_name = "DOMAIN")]
+    domain: Vec<String>,
+    /// SIP listen address, UDP and TCP.
+    #[arg(long, value_name = "ADDR:PORT")]
+    sip_listen: Option<std::net::SocketAddr>,
+    /// Address peers reach us at (Via, Record-Route), when listening on a wildcard address.
+    #[arg(long, value_name = "ADDR:PORT")]
+    advertise: Option<std::net::SocketAddr>,
+    /// Admin HTTP listen address.
+    #[arg(long, value_name = "ADDR:PORT")]
+    http_listen: Option<std::net::SocketAddr>,
+    /// Data directory (SQLite store, nonce secret).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// A trusted peer, ADDR or ADDR/PREFIX (repeatable): not challenged, its
+    /// P-Asserted-Identity kept.
+    #[arg(long, value_name = "ADDR[/PREFIX]")]
+    trusted_peer: Vec<String>,
+    /// The Participating Function CPM requests are routed through.
+    #[arg(long, value_name = "ADDR:PORT")]
+    participating_function: Option<std::net::SocketAddr>,
+    /// Another domain and its core, DOMAIN=ADDR:PORT (repeatable).
+    #[arg(long, value_name = "DOMAIN=ADDR:PORT")]
+    peer_domain: Vec<String>,
+    /// Runtime worker threads (0: one per core).
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+    /// Log filter (info, debug, cpm=debug, ...); RUST_LOG wins when set.
+    #[arg(long, value_name = "FILTER")]
+    log_level: Option<String>,
+    /// Log one JSON object per line.
+    #[arg(long)]
+    log_json: bool,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
 }
 
 #[derive(Subcommand)]
@@ -105,16 +156,7 @@ enum SipCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve => {
-            println!(
-                "cpm {}: the CPM node is not available in this build yet; it arrives with the \
-                 SIP/IP Core (registrar, proxy, transports).\n\
-                 Available now:\n  cpm sip check FILE...   parse SIP messages and print the \
-                 verdict\nPlanned: cpm serve, cpm client, cpm admin, cpm bench.",
-                env!("CARGO_PKG_VERSION")
-            );
-            ExitCode::SUCCESS
-        }
+        Command::Serve(args) => serve(*args),
         Command::Sip {
             command: SipCommand::Check { files, stream, lf },
         } => check(&files, stream, lf),
@@ -181,6 +223,89 @@ fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let mut cfg = match &args.config {
+        Some(path) => match config::NodeConfig::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("cpm: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => config::NodeConfig::default(),
+    };
+    if !args.domain.is_empty() {
+        cfg.domains = args.domain.clone();
+    }
+    if let Some(a) = args.sip_listen {
+        cfg.sip_listen = a;
+    }
+    if let Some(a) = args.advertise {
+        cfg.advertise = Some(a);
+    }
+    if let Some(a) = args.http_listen {
+        cfg.http_listen = a;
+    }
+    if let Some(d) = &args.data_dir {
+        cfg.data_dir = d.clone();
+    }
+    cfg.trusted_peers.extend(args.trusted_peer.iter().cloned());
+    if let Some(pf) = args.participating_function {
+        cfg.participating_function = Some(pf);
+    }
+    for pd in &args.peer_domain {
+        let Some((domain, addr)) = pd.split_once('=') else {
+            eprintln!("cpm: --peer-domain wants DOMAIN=ADDR:PORT, got {pd:?}");
+            return ExitCode::from(2);
+        };
+        let Ok(addr) = addr.parse() else {
+            eprintln!("cpm: --peer-domain {pd:?}: {addr:?} is not ADDR:PORT");
+            return ExitCode::from(2);
+        };
+        cfg.peer_domains.insert(domain.to_owned(), addr);
+    }
+    if let Some(t) = args.threads {
+        cfg.threads = t;
+    }
+    if let Some(l) = &args.log_level {
+        cfg.log.level = l.clone();
+    }
+    if args.log_json {
+        cfg.log.json = true;
+    }
+    if let Err(e) = cfg.validate() {
+        eprintln!("cpm: {e}");
+        return ExitCode::from(2);
+    }
+    if args.print_config {
+        print!("{}", cfg.to_toml());
+        return ExitCode::SUCCESS;
+    }
+    init_logging(&cfg.log);
+    match node::serve(cfg) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cpm: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(log: &config::LogSection) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&log.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if log.json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
 }
 
 fn read_input(path: &PathBuf) -> std::io::Result<Vec<u8>> {

@@ -1,0 +1,547 @@
+#!/usr/bin/env python3
+"""Helpers for bench/sip-core.sh (python3 standard library only).
+
+Subcommands:
+  freeport [--tcp]          print a port free on 127.0.0.1 for UDP (and TCP with --tcp)
+  procsnap PID              JSON snapshot of PID and all its descendants: CPU ticks, VmRSS, Pss
+  uasnap STATCSV            JSON: cumulative counters of the last line of a SIPp -trace_stat CSV
+  probe ...                 low-rate latency probe with microsecond resolution (see below)
+  step ...                  turn one ramp step's files into a JSON record (+ clean verdict)
+  report ...                print the Markdown tables from the JSON records
+
+Why a probe: SIPp 3.6.1 (Debian's sip-tester) takes response-time timestamps with
+CLOCK_MONOTONIC_COARSE, i.e. in kernel ticks (4 ms with CONFIG_HZ=250), so its -trace_rtt values
+and ResponseTimeRepartition buckets are multiples of a tick: sub-millisecond latencies read 0.
+The probe sends its own transactions (MESSAGE, or INVITE/ACK/BYE) through the server under test
+to the same SIPp UAS while SIPp applies the load, one at a time at a fixed low rate, and measures
+from just before sendto() to the kernel receive timestamp (SO_TIMESTAMPNS) of the final response.
+"""
+
+import argparse
+import json
+import os
+import random
+import select
+import socket
+import struct
+import sys
+import time
+
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux value (asm-generic)
+
+
+# --------------------------------------------------------------------------- freeport
+def cmd_freeport(a):
+    for _ in range(50):
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        u.bind(("127.0.0.1", 0))
+        port = u.getsockname()[1]
+        if a.tcp:
+            t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                t.bind(("127.0.0.1", port))
+            except OSError:
+                u.close()
+                t.close()
+                continue
+            t.close()
+        u.close()
+        print(port)
+        return 0
+    print("no free port found", file=sys.stderr)
+    return 1
+
+
+# --------------------------------------------------------------------------- procsnap
+def _children_map():
+    kids = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                s = f.read()
+        except OSError:
+            continue
+        rest = s[s.rindex(")") + 2:].split()
+        kids.setdefault(int(rest[1]), []).append(int(d))
+    return kids
+
+
+def _tree(pid):
+    kids = _children_map()
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(kids.get(p, []))
+    return out
+
+
+def snapshot(pid):
+    ticks = rss = pss = n = 0
+    for p in _tree(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                s = f.read()
+            rest = s[s.rindex(")") + 2:].split()
+            # fields 14 and 15 of stat (utime, stime); rest[0] is field 3 (state)
+            ticks += int(rest[11]) + int(rest[12])
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        rss += int(line.split()[1])
+            try:
+                with open(f"/proc/{p}/smaps_rollup") as f:
+                    for line in f:
+                        if line.startswith("Pss:"):
+                            pss += int(line.split()[1])
+            except OSError:
+                pass
+            n += 1
+        except (OSError, ValueError, IndexError):
+            continue
+    return {"t": time.time(), "ticks": ticks, "hz": os.sysconf("SC_CLK_TCK"),
+            "rss_kb": rss, "pss_kb": pss, "nproc": n}
+
+
+def cmd_procsnap(a):
+    print(json.dumps(snapshot(a.pid)))
+    return 0
+
+
+# --------------------------------------------------------------------------- SIPp stat CSV
+def read_stat_last(path):
+    """Header and last data line of a SIPp -trace_stat CSV as a dict (None if unusable)."""
+    try:
+        with open(path, encoding="latin-1") as f:
+            lines = [l.rstrip("\r\n") for l in f if l.strip()]
+    except OSError:
+        return None
+    if len(lines) < 2:
+        return None
+    head = lines[0].split(";")
+    last = lines[-1].split(";")
+    return dict(zip(head, last))
+
+
+def _epoch(v):
+    # "2026-11-25<TAB>14:47:51.654946<TAB>1795618071.654946"
+    return float(v.split("\t")[-1])
+
+
+def _int(d, k):
+    try:
+        return int(d.get(k, "0") or 0)
+    except ValueError:
+        return 0
+
+
+def cmd_uasnap(a):
+    d = read_stat_last(a.csv) or {}
+    keys = ["IncomingCall(C)", "SuccessfulCall(C)", "FailedCall(C)", "Retransmissions(C)",
+            "DeadCallMsgs(C)", "OutOfCallMsgs(C)"]
+    print(json.dumps({k: _int(d, k) for k in keys}))
+    return 0
+
+
+# --------------------------------------------------------------------------- probe
+class Probe:
+    def __init__(self, server, user_from, user_to, domain):
+        self.server = server
+        self.frm, self.to, self.domain = user_from, user_to, domain
+        self.s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.s.bind(("127.0.0.1", 0))
+        self.s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        self.s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        self.lport = self.s.getsockname()[1]
+        self.tag = "%08x" % random.getrandbits(32)
+        self.n = 0
+
+    def _branch(self):
+        return "z9hG4bK-probe-%x-%d" % (random.getrandbits(40), self.n)
+
+    def _send(self, text):
+        data = text.encode()
+        t0 = time.time_ns()
+        self.s.sendto(data, self.server)
+        return t0
+
+    def _recv(self, callid, cseq_method, deadline):
+        """Next response of this call and method: (status, headers, kernel rx time ns)."""
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            r, _, _ = select.select([self.s], [], [], left)
+            if not r:
+                return None
+            data, anc, _, _ = self.s.recvmsg(65535, socket.CMSG_SPACE(16))
+            trx = None
+            for lvl, typ, cd in anc:
+                if lvl == socket.SOL_SOCKET and typ == SO_TIMESTAMPNS and len(cd) >= 16:
+                    sec, nsec = struct.unpack("qq", cd[:16])
+                    trx = sec * 1_000_000_000 + nsec
+            if trx is None:
+                trx = time.time_ns()
+            text = data.decode("latin-1")
+            head = text.split("\r\n\r\n", 1)[0].split("\r\n")
+            if not head[0].startswith("SIP/2.0 "):
+                continue  # a request (should not happen)
+            hdrs = {}
+            for line in head[1:]:
+                if ":" in line:
+                    k, v = line.split(":", 1)
+                    hdrs.setdefault(k.strip().lower(), []).append(v.strip())
+            cid = (hdrs.get("call-id") or hdrs.get("i") or [""])[0]
+            cseq = (hdrs.get("cseq") or [""])[0]
+            if cid != callid or not cseq.endswith(cseq_method):
+                continue  # late answer of an earlier transaction
+            status = int(head[0].split()[1])
+            if status < 200:
+                continue
+            return status, hdrs, trx
+
+    def _req(self, method, ruri, callid, cseq, to_tag="", routes=(), body="", ctype=""):
+        self.n += 1
+        lines = [
+            f"{method} {ruri} SIP/2.0",
+            f"Via: SIP/2.0/UDP 127.0.0.1:{self.lport};branch={self._branch()};rport",
+        ]
+        lines += [f"Route: {r}" for r in routes]
+        lines += [
+            "Max-Forwards: 70",
+            f"From: <sip:{self.frm}@{self.domain}>;tag={self.tag}",
+            f"To: <sip:{self.to}@{self.domain}>" + (f";tag={to_tag}" if to_tag else ""),
+            f"Call-ID: {callid}",
+            f"CSeq: {cseq} {method}",
+            f"Contact: <sip:{self.frm}@127.0.0.1:{self.lport}>",
+        ]
+        if body:
+            lines.append(f"Content-Type: {ctype}")
+        lines.append(f"Content-Length: {len(body.encode()) if body else 0}")
+        return "\r\n".join(lines) + "\r\n\r\n" + body
+
+    def message(self, timeout):
+        callid = "probe-%x-%d@127.0.0.1" % (random.getrandbits(32), self.n)
+        ruri = f"sip:{self.to}@{self.domain}"
+        t0 = self._send(self._req("MESSAGE", ruri, callid, 1, body="latency probe",
+                                  ctype="text/plain"))
+        r = self._recv(callid, "MESSAGE", time.monotonic() + timeout)
+        if r is None or r[0] != 200:
+            return None, (r[0] if r else "timeout")
+        return (r[2] - t0) / 1e6, None
+
+    def call(self, timeout):
+        """INVITE -> 200 (measured), ACK and BYE along the Record-Route set, BYE -> 200."""
+        callid = "probe-%x-%d@127.0.0.1" % (random.getrandbits(32), self.n)
+        ruri = f"sip:{self.to}@{self.domain}"
+        sdp = ("v=0\r\no=probe 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+               "m=audio 9 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n")
+        t0 = self._send(self._req("INVITE", ruri, callid, 1, body=sdp, ctype="application/sdp"))
+        r = self._recv(callid, "INVITE", time.monotonic() + timeout)
+        if r is None:
+            return None, "timeout"
+        status, hdrs, trx = r
+        to = (hdrs.get("to") or hdrs.get("t") or [""])[0]
+        to_tag = to.split("tag=", 1)[1].split(";")[0] if "tag=" in to else ""
+        if status != 200:
+            # non-2xx: the ACK is hop-by-hop, same branch; skip it, the server retransmits a bit
+            return None, status
+        rr = []
+        for v in hdrs.get("record-route", []):
+            rr += [x.strip() for x in v.split(",") if x.strip()]
+        routes = list(reversed(rr))
+        contact = (hdrs.get("contact") or hdrs.get("m") or [""])[0]
+        target = contact[contact.find("<") + 1:contact.find(">")] if "<" in contact else contact
+        self._send(self._req("ACK", target, callid, 1, to_tag=to_tag, routes=routes))
+        tb = self._send(self._req("BYE", target, callid, 2, to_tag=to_tag, routes=routes))
+        rb = self._recv(callid, "BYE", time.monotonic() + timeout)
+        if rb is None or rb[0] != 200:
+            return (trx - t0) / 1e6, "bye:" + (str(rb[0]) if rb else "timeout")
+        return (trx - t0) / 1e6, None
+
+
+def cmd_probe(a):
+    host, port = a.server.rsplit(":", 1)
+    p = Probe((host, int(port)), a.user_from, a.user_to, a.domain)
+    samples, errors = [], {}
+    interval = 1.0 / a.rate
+    start = time.monotonic()
+    end = start + a.duration
+    i = 0
+    while True:
+        due = start + i * interval
+        now = time.monotonic()
+        if due >= end:
+            break
+        if due > now:
+            time.sleep(due - now)
+        i += 1
+        if a.kind == "message":
+            ms, err = p.message(a.timeout)
+        else:
+            ms, err = p.call(a.timeout)
+        if ms is not None and (err is None or a.kind == "call"):
+            samples.append(round(ms, 4))
+        if err is not None:
+            errors[str(err)] = errors.get(str(err), 0) + 1
+    with open(a.out, "w") as f:
+        json.dump({"kind": a.kind, "sent": i, "samples_ms": samples, "errors": errors}, f)
+    return 0
+
+
+# --------------------------------------------------------------------------- step
+def pct(sorted_vals, q):
+    if not sorted_vals:
+        return None
+    k = max(0, min(len(sorted_vals) - 1, int(round(q * len(sorted_vals) + 0.5)) - 1))
+    return sorted_vals[k]
+
+
+def read_rtt(path, rtd_no=1):
+    vals = []
+    try:
+        with open(path) as f:
+            next(f, None)
+            for line in f:
+                parts = line.strip().split(";")
+                if len(parts) >= 3 and parts[2] == str(rtd_no):
+                    try:
+                        vals.append(float(parts[1]))
+                    except ValueError:
+                        pass
+    except OSError:
+        return []
+    vals.sort()
+    return vals
+
+
+def cmd_step(a):
+    d = read_stat_last(a.stat)
+    rec = {"server": a.server, "scenario": a.scenario, "offered": a.rate, "calls": a.calls,
+           "duration_s": a.duration}
+    reasons = []
+    if d is None:
+        reasons.append("no SIPp stats")
+        rec.update(achieved=0.0, successful=0, failed=None, retrans=None)
+    else:
+        elapsed = _epoch(d["CurrentTime"]) - _epoch(d["StartTime"])
+        ok = _int(d, "SuccessfulCall(C)")
+        rec.update(
+            elapsed_s=round(elapsed, 3),
+            successful=ok,
+            failed=_int(d, "FailedCall(C)"),
+            retrans=_int(d, "Retransmissions(C)"),
+            created=_int(d, "OutgoingCall(C)"),
+            achieved=round(ok / elapsed, 1) if elapsed > 0 else 0.0,
+        )
+        fails = {k[:-3]: v for k in d if k.startswith("Failed") and k.endswith("(C)")
+                 and k != "FailedCall(C)" for v in [_int(d, k)] if v}
+        if fails:
+            rec["fail_kinds"] = fails
+        if rec["failed"]:
+            reasons.append(f"FailedCall={rec['failed']}")
+        if rec["retrans"]:
+            reasons.append(f"Retransmissions={rec['retrans']}")
+        if ok < a.calls:
+            reasons.append(f"only {ok}/{a.calls} calls succeeded")
+    if rec["achieved"] < 0.95 * a.rate:
+        reasons.append(f"achieved {rec['achieved']:.0f}/s < 95% of {a.rate}/s")
+    # UAS counters: delta over the step
+    if a.uas0 and a.uas1:
+        u0, u1 = json.loads(a.uas0), json.loads(a.uas1)
+        du = {k: u1.get(k, 0) - u0.get(k, 0) for k in u1}
+        rec["uas"] = du
+        if du.get("Retransmissions(C)", 0) > 0:
+            reasons.append(f"UAS retransmissions={du['Retransmissions(C)']}")
+        if du.get("FailedCall(C)", 0) > 0:
+            reasons.append(f"UAS FailedCall={du['FailedCall(C)']}")
+    # SIPp response times (kernel-tick resolution, see module doc)
+    rtt = read_rtt(a.rtt) if a.rtt else []
+    rec["sipp_rtt_n"] = len(rtt)
+    rec["sipp_p50_ms"] = pct(rtt, 0.50)
+    rec["sipp_p99_ms"] = pct(rtt, 0.99)
+    if a.rtt2:
+        rtt2 = read_rtt(a.rtt, 2)
+        if rtt2:
+            rec["sipp_bye_p99_ms"] = pct(rtt2, 0.99)
+    # probe (microsecond resolution)
+    try:
+        with open(a.probe) as f:
+            pr = json.load(f)
+        ps = sorted(pr["samples_ms"])
+        rec.update(probe_n=len(ps), probe_sent=pr["sent"], probe_errors=pr["errors"],
+                   p50_ms=pct(ps, 0.50), p99_ms=pct(ps, 0.99))
+    except (OSError, ValueError, KeyError):
+        rec.update(probe_n=0, p50_ms=None, p99_ms=None)
+    # server process
+    s0, s1 = json.loads(a.snap0), json.loads(a.snap1)
+    wall = s1["t"] - s0["t"]
+    rec["cpu_pct"] = round(100.0 * (s1["ticks"] - s0["ticks"]) / s0["hz"] / wall, 1) if wall > 0 else None
+    rec["rss_mb"] = round(s1["rss_kb"] / 1024, 1)
+    rec["pss_mb"] = round(s1["pss_kb"] / 1024, 1)
+    rec["procs"] = s1["nproc"]
+    rec["clean"] = not reasons
+    rec["why"] = "; ".join(reasons)
+    with open(a.out, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+    p50 = "-" if rec.get("p50_ms") is None else f"{rec['p50_ms']:.3f}"
+    p99 = "-" if rec.get("p99_ms") is None else f"{rec['p99_ms']:.3f}"
+    print(f"    {a.server:9s} {a.scenario:8s} offered {a.rate:>6}/s achieved {rec['achieved']:>9.1f}/s"
+          f"  p50 {p50} ms p99 {p99} ms  cpu {rec['cpu_pct']}%  rss {rec['rss_mb']} MB  "
+          + ("clean" if rec["clean"] else "NOT clean: " + rec["why"]))
+    return 0 if rec["clean"] else 3
+
+
+# --------------------------------------------------------------------------- report
+def fmt(v, nd=3):
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{nd}f}"
+    return str(v)
+
+
+def cmd_report(a):
+    recs = []
+    with open(a.results) as f:
+        for line in f:
+            if line.strip():
+                recs.append(json.loads(line))
+    out = []
+    w = out.append
+    w(f"# SIP core benchmark: cpm vs Kamailio ({a.date})")
+    w("")
+    for line in a.header:
+        w(line)
+    w("")
+    scen_names = {"message": "MESSAGE relay (alice -> proxy -> SIPp UAS registered as bob -> 200)",
+                  "call": "Calls (INVITE/200/ACK/BYE/200 through the proxy, record-routed)"}
+    for scen in ["message", "call"]:
+        rs = [r for r in recs if r["scenario"] == scen]
+        if not rs:
+            continue
+        w(f"## {scen_names[scen]}")
+        w("")
+        w("| server | highest clean rate (/s) | p50 ms | p99 ms | CPU % | RSS MB | PSS MB | first unclean step |")
+        w("|---|---:|---:|---:|---:|---:|---:|---|")
+        best = {}
+        for server in ["cpm", "kamailio"]:
+            srs = [r for r in rs if r["server"] == server]
+            if not srs:
+                continue
+            clean = [r for r in srs if r["clean"]]
+            # the ramp stops at the first unclean step: the highest clean step is the last clean
+            b = max(clean, key=lambda r: r["offered"]) if clean else None
+            bad = [r for r in srs if not r["clean"]]
+            badtxt = (f"{bad[0]['offered']}/s: {bad[0]['why']}" if bad
+                      else "none (ramp ended clean)")
+            if b:
+                best[server] = b["achieved"]
+                w(f"| {server} | {b['achieved']:.0f} (step {b['offered']}) | {fmt(b.get('p50_ms'))} | "
+                  f"{fmt(b.get('p99_ms'))} | {fmt(b.get('cpu_pct'), 1)} | {fmt(b.get('rss_mb'), 1)} | "
+                  f"{fmt(b.get('pss_mb'), 1)} | {badtxt} |")
+            else:
+                best[server] = 0.0
+                w(f"| {server} | none clean | - | - | - | - | - | {badtxt} |")
+        w("")
+        if best.get("kamailio") and "cpm" in best:
+            w(f"**cpm / Kamailio clean-rate ratio: {best['cpm'] / best['kamailio']:.2f}**")
+        elif "cpm" in best and "kamailio" in best:
+            w("cpm / Kamailio clean-rate ratio: n/a (Kamailio had no clean step)")
+        else:
+            w("cpm / Kamailio clean-rate ratio: n/a (only one server ran)")
+        w("")
+        w("<details><summary>all steps</summary>")
+        w("")
+        w("| server | offered /s | achieved /s | ok | failed | retrans | p50 ms | p99 ms | probe n | "
+          "SIPp p50 / p99 ms (4 ms ticks) | CPU % | RSS MB | PSS MB | verdict |")
+        w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+        for r in rs:
+            w(f"| {r['server']} | {r['offered']} | {fmt(r.get('achieved'), 1)} | {fmt(r.get('successful'))} | "
+              f"{fmt(r.get('failed'))} | {fmt(r.get('retrans'))} | {fmt(r.get('p50_ms'))} | "
+              f"{fmt(r.get('p99_ms'))} | {fmt(r.get('probe_n'))} | "
+              f"{fmt(r.get('sipp_p50_ms'), 0)} / {fmt(r.get('sipp_p99_ms'), 0)} | {fmt(r.get('cpu_pct'), 1)} | "
+              f"{fmt(r.get('rss_mb'), 1)} | {fmt(r.get('pss_mb'), 1)} | "
+              f"{'clean' if r['clean'] else 'NOT clean: ' + r['why']} |")
+        w("")
+        w("</details>")
+        w("")
+    w("## How to read this")
+    w("")
+    for line in NOTES:
+        w(line)
+    text = "\n".join(out) + "\n"
+    sys.stdout.write(text)
+    if a.md:
+        with open(a.md, "w") as f:
+            f.write(text)
+    return 0
+
+
+NOTES = [
+    "- Load: SIPp 3.6.1 UAC at a fixed offered rate for each step (`-r R -m R*T`), against a SIPp UAS "
+    "registered as bob through the server under test. Ramp stops at the first step that is not clean: "
+    "UAC `FailedCall(C)` > 0 or `Retransmissions(C)` > 0, fewer successful calls than sent, "
+    "UAS failed calls or retransmissions during the step, or achieved rate "
+    "(UAC `SuccessfulCall(C)` / (CurrentTime - StartTime) of its last stat line) < 95% of the offered rate.",
+    "- *highest clean rate* is the achieved rate of the highest clean step (so it is bounded by the step grid).",
+    "- p50/p99: a probe (bench/sipbench.py) sends its own transactions through the server during each step "
+    "(default 100/s, one outstanding at a time) to the same UAS: MESSAGE -> 200, or INVITE -> 200 for calls "
+    "(then ACK and BYE along the Record-Route set). Time from just before sendto() to the kernel receive "
+    "timestamp (SO_TIMESTAMPNS) of the final response. SIPp's own response times are in kernel ticks "
+    "(SIPp 3.6.1 uses CLOCK_MONOTONIC_COARSE: 4 ms here), so they are shown only in the step table.",
+    "- CPU %: utime+stime from /proc/PID/stat of the server process and all its descendants "
+    "(Kamailio: main + workers + timers + ctl), delta over the UAC run / wall time; 100 = one core.",
+    "- RSS MB: VmRSS summed over the server's processes at the end of the step. For Kamailio this counts "
+    "the shared-memory pages once per process that touched them, so also PSS MB (sum of Pss from "
+    "/proc/PID/smaps_rollup), which splits shared pages between processes; compare PSS across servers.",
+    "- Everything (load generator, UAS, probe, server) shares the same machine: absolute numbers depend "
+    "on the machine's other load; the ratio from the same run is the meaningful figure.",
+]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sp = ap.add_subparsers(dest="cmd", required=True)
+    p = sp.add_parser("freeport")
+    p.add_argument("--tcp", action="store_true")
+    p.set_defaults(f=cmd_freeport)
+    p = sp.add_parser("procsnap")
+    p.add_argument("pid", type=int)
+    p.set_defaults(f=cmd_procsnap)
+    p = sp.add_parser("uasnap")
+    p.add_argument("csv")
+    p.set_defaults(f=cmd_uasnap)
+    p = sp.add_parser("probe")
+    p.add_argument("--server", required=True, help="HOST:PORT of the server under test")
+    p.add_argument("--kind", choices=["message", "call"], required=True)
+    p.add_argument("--rate", type=float, default=100.0)
+    p.add_argument("--duration", type=float, required=True)
+    p.add_argument("--timeout", type=float, default=2.0)
+    p.add_argument("--user-from", default="alice")
+    p.add_argument("--user-to", default="bob")
+    p.add_argument("--domain", default="localhost")
+    p.add_argument("--out", required=True)
+    p.set_defaults(f=cmd_probe)
+    p = sp.add_parser("step")
+    for k in ["server", "scenario", "stat", "rtt", "probe", "snap0", "snap1", "out", "uas0", "uas1"]:
+        p.add_argument("--" + k, default="")
+    p.add_argument("--rtt2", action="store_true")
+    p.add_argument("--rate", type=int, required=True)
+    p.add_argument("--calls", type=int, required=True)
+    p.add_argument("--duration", type=float, required=True)
+    p.set_defaults(f=cmd_step)
+    p = sp.add_parser("report")
+    p.add_argument("--results", required=True)
+    p.add_argument("--md", default="")
+    p.add_argument("--date", required=True)
+    p.add_argument("--header", action="append", default=[])
+    p.set_defaults(f=cmd_report)
+    a = ap.parse_args()
+    return a.f(a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

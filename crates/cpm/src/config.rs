@@ -1,0 +1,175 @@
+//! The node's configuration: one TOML file, every key with a default, flags on top.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Everything `cpm serve` reads. `cpm serve --print-config` prints the effective values.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct NodeConfig {
+    /// The domains served (registrar, location service, digest realm); the first is the
+    /// default.
+    pub(crate) domains: Vec<String>,
+    /// SIP listen address (UDP and TCP on the same port).
+    pub(crate) sip_listen: SocketAddr,
+    /// The address others reach us at, for Via and Record-Route; defaults to `sip_listen`
+    /// (set it when listening on 0.0.0.0).
+    pub(crate) advertise: Option<SocketAddr>,
+    /// Admin HTTP listen address (`/health`, `/metrics`).
+    pub(crate) http_listen: SocketAddr,
+    /// Data directory (SQLite store `cpm.db`, the nonce secret).
+    pub(crate) data_dir: PathBuf,
+    /// Runtime worker threads; 0 means one per core.
+    pub(crate) threads: usize,
+    /// Address ranges (`ADDR[/PREFIX]`) whose requests are not challenged and whose
+    /// P-Asserted-Identity is kept: the SBC/P-CSCF or application servers in front.
+    pub(crate) trusted_peers: Vec<String>,
+    /// The Participating Function CPM requests are routed through (`HOST:PORT`), if any.
+    pub(crate) participating_function: Option<SocketAddr>,
+    /// Other domains and the address of their core.
+    pub(crate) peer_domains: BTreeMap<String, SocketAddr>,
+    /// Registrar limits.
+    pub(crate) registrar: RegistrarSection,
+    /// Authentication.
+    pub(crate) auth: AuthSection,
+    /// Transports.
+    pub(crate) transport: TransportSection,
+    /// Logs.
+    pub(crate) log: LogSection,
+}
+
+/// `[registrar]`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RegistrarSection {
+    pub(crate) min_expires: u32,
+    pub(crate) max_expires: u32,
+    pub(crate) default_expires: u32,
+    pub(crate) max_devices_per_user: usize,
+}
+
+/// `[auth]`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct AuthSection {
+    /// Lifetime of a digest nonce; older ones are answered with `stale=true`.
+    pub(crate) nonce_ttl_secs: u64,
+}
+
+/// `[transport]`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct TransportSection {
+    pub(crate) tcp_idle_timeout_secs: u64,
+    pub(crate) max_connections: usize,
+    pub(crate) max_message_bytes: usize,
+}
+
+/// `[log]`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct LogSection {
+    /// `info`, `debug`, ... or any `tracing` filter (`RUST_LOG` wins when set).
+    pub(crate) level: String,
+    /// One JSON object per line instead of human-readable lines.
+    pub(crate) json: bool,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            domains: vec!["localhost".into()],
+            sip_listen: SocketAddr::from(([127, 0, 0, 1], 5060)),
+            advertise: None,
+            http_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./cpm-data"),
+            threads: 0,
+            trusted_peers: Vec::new(),
+            participating_function: None,
+            peer_domains: BTreeMap::new(),
+            registrar: RegistrarSection::default(),
+            auth: AuthSection::default(),
+            transport: TransportSection::default(),
+            log: LogSection::default(),
+        }
+    }
+}
+
+impl Default for RegistrarSection {
+    fn default() -> Self {
+        let r = cpm_proxy::RegistrarConfig::default();
+        Self {
+            min_expires: r.min_expires,
+            max_expires: r.max_expires,
+            default_expires: r.default_expires,
+            max_devices_per_user: r.max_bindings_per_aor,
+        }
+    }
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        Self {
+            nonce_ttl_secs: 300,
+        }
+    }
+}
+
+impl Default for TransportSection {
+    fn default() -> Self {
+        Self {
+            tcp_idle_timeout_secs: 300,
+            max_connections: 10_000,
+            max_message_bytes: 1024 * 1024,
+        }
+    }
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            json: false,
+        }
+    }
+}
+
+impl NodeConfig {
+    /// Reads a TOML file; unknown keys are errors (a typo must not be silently ignored).
+    pub(crate) fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Checks what serde cannot: non-empty domains, parsable trusted peers, sane limits.
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        if self.domains.is_empty() || self.domains.iter().any(|d| d.trim().is_empty()) {
+            return Err("at least one non-empty domain is needed".into());
+        }
+        for t in &self.trusted_peers {
+            if cpm_proxy::TrustedPeer::parse(t).is_none() {
+                return Err(format!("trusted peer {t:?} is not ADDR or ADDR/PREFIX"));
+            }
+        }
+        let r = &self.registrar;
+        if r.min_expires > r.max_expires || r.default_expires > r.max_expires {
+            return Err("registrar: need min_expires <= default_expires <= max_expires".into());
+        }
+        if self.advertise.is_none() && self.sip_listen.ip().is_unspecified() {
+            return Err(
+                "sip_listen is a wildcard address: set `advertise` to the address peers reach"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML.
+    pub(crate) fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
+    }
+}
