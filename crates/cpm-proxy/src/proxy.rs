@@ -150,6 +150,8 @@ struct RouteCtx {
     origin: Option<String>,
     /// The request came from a trusted peer.
     trusted: bool,
+    /// A Route naming us was removed: the request follows a route we are on (Record-Route).
+    routed_via_us: bool,
 }
 
 /// One forwarded request and what its branches answered.
@@ -648,6 +650,7 @@ impl Proxy {
                     if let Some(p) = u.param("cpm").and_then(|p| p.value.clone()) {
                         ctx.phase = Some(p);
                     }
+                    ctx.routed_via_us = true;
                     let rest: Vec<String> =
                         routes.iter().skip(1).map(ToString::to_string).collect();
                     req.headers.remove_all(&HeaderName::Route);
@@ -1294,8 +1297,10 @@ impl Proxy {
                 self.forward(now, key, req, vec![target], &ctx)
             }
             Some(_) => self.reply_status(now, &key, &req, StatusCode::FORBIDDEN, "Relaying Denied"),
-            // In-dialog requests go to the remote target itself (its Contact).
-            None if !initial => match self.resolve(&req.uri) {
+            // In-dialog requests that came along our Record-Route go to the remote target
+            // (its Contact); without a route through us they are not ours to relay (this is
+            // how Kamailio's reference configuration answers them too).
+            None if !initial && ctx.routed_via_us => match self.resolve(&req.uri) {
                 Some(dest) => {
                     let target = Target {
                         ruri: req.uri.clone(),
@@ -1306,6 +1311,9 @@ impl Proxy {
                 }
                 None => self.reply_status(now, &key, &req, StatusCode::NOT_FOUND, "Not Found"),
             },
+            None if !initial => {
+                self.reply_status(now, &key, &req, StatusCode::NOT_FOUND, "Not Here")
+            }
             None => self.reply_status(now, &key, &req, StatusCode::NOT_FOUND, "Domain Not Served"),
         }
     }
@@ -1608,6 +1616,7 @@ impl Proxy {
     fn forward_stateless_ack(&mut self, now: Instant, mut req: Request, peer: Peer) {
         let _ = peer;
         let ctx = RouteCtx::default();
+        let mut popped = false;
         loop {
             let Ok(routes) = req.headers.route() else {
                 return;
@@ -1615,6 +1624,7 @@ impl Proxy {
             let Some(first) = routes.first() else { break };
             match &first.uri {
                 Uri::Sip(u) if self.is_us(u) => {
+                    popped = true;
                     let rest: Vec<String> =
                         routes.iter().skip(1).map(ToString::to_string).collect();
                     req.headers.remove_all(&HeaderName::Route);
@@ -1634,7 +1644,9 @@ impl Proxy {
                         .lookup(&aor, now)
                         .next()
                         .map(|b| self.binding_destination(b)),
-                    None => self.resolve(&req.uri),
+                    // Not along our route and not for our users: not ours to relay.
+                    None if popped => self.resolve(&req.uri),
+                    None => None,
                 },
                 _ => None,
             },

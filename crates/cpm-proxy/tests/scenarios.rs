@@ -899,3 +899,46 @@ fn retransmitted_request_is_absorbed_not_forwarded_twice() {
     net.send(udp("127.0.0.1:5071"), &m);
     assert_eq!(requests(&net.take()).len(), 1);
 }
+
+#[test]
+fn third_party_registration_delivers_to_the_contact_uri() {
+    // SIPp-style: the REGISTER comes from one port, the Contact names another (no reg-id):
+    // requests go to the Contact URI (RFC 3261 16.5), not to where the REGISTER came from.
+    let mut net = Net::new(|c| {
+        c.trusted_peers
+            .push(TrustedPeer::parse("127.0.0.5").unwrap())
+    });
+    net.send(
+        udp("127.0.0.5:7000"),
+        "REGISTER sip:localhost SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.5:7000;branch=z9hG4bKtp1\nFrom: <sip:bob@localhost>;tag=1\nTo: <sip:bob@localhost>\nCall-ID: tp\nCSeq: 1 REGISTER\nContact: <sip:bob@127.0.0.1:7100>\nContent-Length: 0\n\n",
+    );
+    assert_eq!(net.responses_to("127.0.0.5:7000")[0].status, StatusCode::OK);
+    net.send(
+        udp("127.0.0.5:7001"),
+        &message(
+            "x@other.example",
+            "bob@localhost",
+            "127.0.0.5:7001",
+            "tp2",
+            "",
+        ),
+    );
+    let out = requests(&net.take());
+    assert_eq!(out[0].0.addr, addr("127.0.0.1:7100"));
+}
+
+#[test]
+fn in_dialog_request_without_our_route_is_not_relayed() {
+    let mut net = Net::new(|_| {});
+    // A BYE with a To tag and no Route through us, to some address: 404, never relayed.
+    net.send(
+        udp("127.0.0.1:7200"),
+        "BYE sip:someone@192.0.2.99:5060 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:7200;branch=z9hG4bKbye1\nMax-Forwards: 70\nFrom: <sip:x@other.example>;tag=1\nTo: <sip:y@another.example>;tag=2\nCall-ID: d1\nCSeq: 2 BYE\nContent-Length: 0\n\n",
+    );
+    let sent = net.take();
+    assert!(requests(&sent).is_empty());
+    assert!(
+        sent.iter()
+            .any(|(_, m)| matches!(m, Message::Response(r) if r.status == StatusCode::NOT_FOUND))
+    );
+}

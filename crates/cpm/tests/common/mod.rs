@@ -1,0 +1,164 @@
+//! Shared by the end-to-end tests: start the real `cpm serve` on free loopback ports with a
+//! fresh data directory, wait until it answers, stop it by PID.
+
+#![allow(dead_code)] // Each test binary uses a different part.
+
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `cpm` binary under test.
+pub fn cpm_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_cpm")
+}
+
+/// A loopback port free for both UDP and TCP right now.
+pub fn free_port() -> u16 {
+    for _ in 0..100 {
+        let t = TcpListener::bind("127.0.0.1:0").expect("bind tcp");
+        let port = t.local_addr().expect("addr").port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port pair");
+}
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        let mut p = std::env::temp_dir();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        p.push(format!("cpm-{tag}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        Self(p)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running `cpm serve`, killed (by PID) on drop.
+pub struct Node {
+    pub child: Child,
+    pub sip: SocketAddr,
+    pub http: SocketAddr,
+    pub data: TempDir,
+}
+
+impl Node {
+    /// Starts a node with extra flags, after creating `users` (`aor`, `password`).
+    pub fn start(users: &[(&str, &str)], extra: &[&str]) -> Self {
+        let data = TempDir::new("node");
+        for (aor, pw) in users {
+            let st = Command::new(cpm_bin())
+                .args(["admin", "user", "add", aor, "--password", pw, "--data-dir"])
+                .arg(data.path())
+                .stdout(Stdio::null())
+                .status()
+                .expect("run cpm admin");
+            assert!(st.success(), "cpm admin user add {aor}");
+        }
+        let sip: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let log = std::fs::File::create(data.path().join("node.log")).expect("log file");
+        let child = Command::new(cpm_bin())
+            .arg("serve")
+            .args([
+                "--sip-listen",
+                &sip.to_string(),
+                "--http-listen",
+                &http.to_string(),
+            ])
+            .arg("--data-dir")
+            .arg(data.path())
+            .args(["--threads", "2"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start cpm serve");
+        let node = Self {
+            child,
+            sip,
+            http,
+            data,
+        };
+        node.wait_ready();
+        node
+    }
+
+    /// Polls `/health` until it answers (bounded).
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if self.http_get("/health").is_some_and(|b| b.contains("ok")) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("cpm serve did not become ready; log:\n{}", self.log());
+    }
+
+    /// A plain HTTP/1.0 GET on the admin port; the body, or `None`.
+    pub fn http_get(&self, path: &str) -> Option<String> {
+        use std::io::{Read, Write};
+        let mut s =
+            std::net::TcpStream::connect_timeout(&self.http, Duration::from_millis(500)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        let (head, body) = out.split_once("\r\n\r\n")?;
+        head.starts_with("HTTP/1.").then(|| body.to_owned())
+    }
+
+    /// One Prometheus metric's value.
+    pub fn metric(&self, name: &str) -> Option<u64> {
+        let body = self.http_get("/metrics")?;
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    }
+
+    /// The node's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data.path().join("node.log")).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits (bounded) for a clean exit; returns whether it exited 0.
+    pub fn stop(&mut self) -> bool {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st.success();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        false
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
