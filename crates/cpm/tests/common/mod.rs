@@ -2,6 +2,7 @@
 //! fresh data directory, wait until it answers, stop it by PID.
 
 #![allow(dead_code)] // Each test binary uses a different part.
+#![allow(unreachable_pub)] // Shared by several test binaries through `mod common`.
 
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
