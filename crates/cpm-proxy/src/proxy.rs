@@ -157,8 +157,9 @@ struct RouteCtx {
 /// One forwarded request and what its branches answered.
 #[derive(Debug)]
 struct Fork {
-    /// The request as received, to build responses of our own (408 for a silent branch).
-    request: Request,
+    /// The request as received, to build responses of our own (408 for a silent branch);
+    /// dropped once every branch answered.
+    request: Option<Request>,
     invite: bool,
     branches: Vec<ClientKey>,
     pending: usize,
@@ -185,6 +186,8 @@ pub struct Proxy {
     /// `now` at construction and the Unix time then: wall clock for nonces and Date.
     anchor: (Instant, u64),
     forks: HashMap<ServerKey, Fork>,
+    /// Finished INVITE forks and when to forget them.
+    done_forks: VecDeque<(Instant, ServerKey)>,
     branch_fork: HashMap<ClientKey, ServerKey>,
     parked: HashMap<QueryId, Parked>,
     next_query: u64,
@@ -349,6 +352,7 @@ impl Proxy {
             nonce_key,
             anchor: (now, unix_now),
             forks: HashMap::new(),
+            done_forks: VecDeque::new(),
             branch_fork: HashMap::new(),
             parked: HashMap::new(),
             next_query: 0,
@@ -483,12 +487,9 @@ impl Proxy {
                         .branch_fork
                         .get(&ckey)
                         .and_then(|server| self.forks.get(server))
-                        .map(|fork| {
-                            response_to(
-                                &fork.request,
-                                StatusCode::REQUEST_TIMEOUT,
-                                Some("cpm-timeout"),
-                            )
+                        .and_then(|fork| fork.request.as_ref())
+                        .map(|req| {
+                            response_to(req, StatusCode::REQUEST_TIMEOUT, Some("cpm-timeout"))
                         });
                     if let Some(r) = synthetic {
                         self.branch_final(now, &ckey, r, true);
@@ -1390,7 +1391,7 @@ impl Proxy {
             );
         let invite = req.method == Method::Invite;
         let mut fork = Fork {
-            request: req.clone(),
+            request: Some(req.clone()),
             invite,
             branches: Vec::new(),
             pending: 0,
@@ -1542,30 +1543,40 @@ impl Proxy {
             }
             let _ = self.tx.respond(now, server, &best);
         }
-        // Keep the fork a while: 2xx retransmissions of INVITE still map to it (RFC 6026).
-        let keep = 64 * self.cfg.timers.t1 + Duration::from_secs(1);
-        let at = now + keep;
-        self.sweep_at = Some(self.sweep_at.map_or(at, |s| s.min(at)));
+        fork.request = None;
+        if !fork.invite {
+            // Nothing maps to a finished non-INVITE fork any more.
+            if let Some(f) = self.forks.remove(server) {
+                for b in f.branches {
+                    self.branch_fork.remove(&b);
+                }
+            }
+            return;
+        }
+        // Keep an INVITE fork a while: 2xx retransmissions still map to it (RFC 6026).
+        let at = now + 64 * self.cfg.timers.t1 + Duration::from_secs(1);
+        self.done_forks.push_back((at, server.clone()));
+        if self.sweep_at.is_none() {
+            self.sweep_at = Some(at);
+        }
     }
 
     fn sweep(&mut self, now: Instant) {
-        let keep = 64 * self.cfg.timers.t1 + Duration::from_secs(1);
-        let expired: Vec<ServerKey> = self
-            .forks
-            .iter()
-            .filter(|(_, f)| f.done_at.is_some_and(|d| d + keep <= now))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in expired {
-            if let Some(f) = self.forks.remove(&k) {
+        // `done_forks` is in deadline order: `now` only grows.
+        while let Some((at, _)) = self.done_forks.front() {
+            if *at > now {
+                break;
+            }
+            let Some((_, key)) = self.done_forks.pop_front() else {
+                break;
+            };
+            if let Some(f) = self.forks.remove(&key) {
                 for b in f.branches {
                     self.branch_fork.remove(&b);
                 }
             }
         }
-        if let Some(next) = self.forks.values().filter_map(|f| f.done_at).min() {
-            self.sweep_at = Some(next + keep);
-        }
+        self.sweep_at = self.done_forks.front().map(|(at, _)| *at);
         // Parked queries whose transaction is gone are dropped too.
         let tx = &self.tx;
         self.parked.retain(|_, p| tx.is_proceeding(&p.key));

@@ -529,6 +529,8 @@ impl TransactionLayer {
                         tx.state = State::Accepted;
                         tx.retransmit_at = None;
                         tx.state_deadline = Some(now + 64 * t.t1);
+                        tx.request = None;
+                        tx.wire = None;
                     } else {
                         // Non-2xx final: ACK it ourselves (RFC 3261 section 17.1.1.3).
                         tx.state = State::Completed;
@@ -538,8 +540,9 @@ impl TransactionLayer {
                         } else {
                             now + Duration::from_secs(32)
                         });
-                        if let Some(req) = &tx.request {
-                            let ack = ack_for(req, resp).to_bytes();
+                        tx.wire = None;
+                        if let Some(req) = tx.request.take() {
+                            let ack = ack_for(&req, resp).to_bytes();
                             tx.ack = Some(ack.clone());
                             self.transmits.push_back(Transmit {
                                 peer: tx.peer,
@@ -574,6 +577,9 @@ impl TransactionLayer {
                         tx.state = State::Completed;
                         tx.retransmit_at = None;
                         tx.state_deadline = Some(if reliable { now } else { now + t.t4 });
+                        // Nothing is retransmitted any more: free the request.
+                        tx.request = None;
+                        tx.wire = None;
                     }
                     ResponseDisposition::Pass(key.clone())
                 }
