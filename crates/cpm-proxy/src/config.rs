@@ -100,9 +100,10 @@ pub struct ProxyConfig {
     pub nonce_ttl: Duration,
     /// Secret for stateless digest nonces; the driver draws it at start.
     pub nonce_secret: [u8; 32],
-    /// Digest algorithms offered in challenges, one header each, in this order. MD5 comes
-    /// first by default: SIPp and many deployed UAs read only the first challenge and support
-    /// only MD5; RFC 8760 clients still find SHA-256 in the second header.
+    /// Digest algorithms offered in challenges, one header each, in this order (RFC 8760).
+    /// MD5 only by default: deployed UAs break on a second challenge they do not know
+    /// (baresip 1.0 with libre 1.1 aborts on SHA-256 even after an MD5 one; SIPp reads only the
+    /// first). `[Sha256, Md5]` offers both, the stronger first.
     pub digest_algorithms: Vec<Algorithm>,
     /// Transaction timers.
     pub timers: TimerConfig,
@@ -122,7 +123,7 @@ impl ProxyConfig {
             registrar: RegistrarConfig::default(),
             nonce_ttl: Duration::from_secs(300),
             nonce_secret: [7; 32],
-            digest_algorithms: vec![Algorithm::Md5, Algorithm::Sha256],
+            digest_algorithms: vec![Algorithm::Md5],
             timers: TimerConfig::default(),
             rng_seed: 1,
         }

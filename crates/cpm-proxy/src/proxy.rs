@@ -282,11 +282,77 @@ fn pop_top_via(headers: &mut cpm_sip::Headers) -> bool {
         return false;
     };
     let rest: Vec<String> = list.iter().skip(1).map(ToString::to_string).collect();
-    headers.remove_first(&HeaderName::Via);
-    if !rest.is_empty() {
-        headers.insert_first_of_kind(Header::new(HeaderName::Via, &rest.join(", ")));
-    }
+    let replacement = (!rest.is_empty()).then(|| Header::new(HeaderName::Via, &rest.join(", ")));
+    replace_top_via(headers, replacement);
     true
+}
+
+/// Replaces (or removes) the first Via header field where it stands: the other fields keep
+/// their order and bytes.
+fn replace_top_via(headers: &mut cpm_sip::Headers, replacement: Option<Header>) {
+    let mut out = cpm_sip::Headers::new();
+    let mut replacement = replacement;
+    let mut done = false;
+    for h in headers.iter() {
+        if !done && *h.name() == HeaderName::Via {
+            done = true;
+            if let Some(r) = replacement.take() {
+                out.push(r);
+            }
+            continue;
+        }
+        out.push(h.clone());
+    }
+    *headers = out;
+}
+
+/// RFC 3261 18.2.1 and RFC 3581 section 4: the server notes where a request really came
+/// from in its top Via (`received` when the address differs from sent-by, `rport` filled in
+/// when the client asked for it), so responses find their way back through NATs.
+fn stamp_top_via(req: &mut Request, source: SocketAddr) {
+    let Ok(Some(mut via)) = req.headers.top_via() else {
+        return;
+    };
+    let sent_by_ip = match &via.host {
+        cpm_sip::Host::Ipv4(a) => Some(IpAddr::V4(*a)),
+        cpm_sip::Host::Ipv6(a) => a.parse().ok(),
+        cpm_sip::Host::Domain(_) => None,
+    };
+    let wants_rport = via.rport() == Some(None);
+    let needs_received = sent_by_ip != Some(source.ip());
+    if !wants_rport && !needs_received {
+        return;
+    }
+    via.params.retain(|p| {
+        !p.name.eq_ignore_ascii_case("received") && !p.name.eq_ignore_ascii_case("rport")
+    });
+    if needs_received || wants_rport {
+        let ip = match source.ip() {
+            IpAddr::V4(a) => a.to_string(),
+            IpAddr::V6(a) => a.to_string(),
+        };
+        via.params.push(Param::new("received", Some(ip)));
+    }
+    if wants_rport {
+        via.params
+            .push(Param::new("rport", Some(source.port().to_string())));
+    }
+    // The top Via field may hold more values: keep them after ours.
+    let Some(first) = req.headers.get(&HeaderName::Via).cloned() else {
+        return;
+    };
+    let rest: Vec<String> = first
+        .value()
+        .ok()
+        .and_then(|v| Via::parse_list(&v))
+        .map(|l| l.iter().skip(1).map(ToString::to_string).collect())
+        .unwrap_or_default();
+    let mut value = via.to_string();
+    for r in rest {
+        value.push_str(", ");
+        value.push_str(&r);
+    }
+    replace_top_via(&mut req.headers, Some(Header::new(HeaderName::Via, &value)));
 }
 
 /// The address a response goes to per its (new) top Via (RFC 3261 18.2.2, RFC 3581):
@@ -437,7 +503,7 @@ impl Proxy {
             }
             Input::ConnectionClosed { conn } => {
                 self.crlf_run.remove(&conn);
-                self.registrar.remove_flow(conn);
+                self.registrar.flow_closed(conn);
             }
             Input::User { query, user } => self.on_user(now, query, user),
         }
@@ -542,8 +608,9 @@ impl Proxy {
         }
     }
 
-    fn on_request(&mut self, now: Instant, req: Request, peer: Peer) {
+    fn on_request(&mut self, now: Instant, mut req: Request, peer: Peer) {
         self.stats.requests_received += 1;
+        stamp_top_via(&mut req, peer.addr);
         if let Err(rej) = check_request(&req) {
             if req.method != Method::Ack {
                 let mut resp = response_to(&req, rej.status, Some("cpm-err"));
@@ -1677,6 +1744,7 @@ impl Proxy {
             self.cfg.advertised
         );
         req.headers.push_front(Header::new(HeaderName::Via, &via));
+        self.stats.requests_forwarded += 1;
         self.outputs.push_back(Output::Transmit(Transmit {
             peer: dest,
             payload: req.to_bytes(),

@@ -254,16 +254,21 @@ impl Registrar {
         }
     }
 
-    /// Drops the bindings that came over a closed connection (RFC 5626 section 5.2: the flow
-    /// failed). Returns the addresses-of-record affected.
-    pub fn remove_flow(&mut self, conn: ConnId) -> Vec<String> {
+    /// A connection closed. Bindings registered over it as RFC 5626 outbound flows (`reg-id`)
+    /// are gone with it (section 5.2: the flow failed); plain RFC 3261 bindings stay, and
+    /// requests for them go to their Contact (a new connection) from now on. Returns the
+    /// addresses-of-record that lost a binding.
+    pub fn flow_closed(&mut self, conn: ConnId) -> Vec<String> {
         let mut affected = Vec::new();
         for (aor, list) in &mut self.by_aor {
             let before = list.len();
-            list.retain(|b| b.flow.conn != Some(conn));
+            list.retain(|b| !(b.flow.conn == Some(conn) && b.reg_id.is_some()));
             if list.len() != before {
                 self.count -= before - list.len();
                 affected.push(aor.clone());
+            }
+            for b in list.iter_mut().filter(|b| b.flow.conn == Some(conn)) {
+                b.flow.conn = None;
             }
         }
         self.by_aor.retain(|_, l| !l.is_empty());
@@ -407,21 +412,24 @@ mod tests {
     }
 
     #[test]
-    fn closed_connection_drops_its_bindings() {
+    fn closed_connection_drops_outbound_bindings_only() {
         let t0 = origin();
         let cfg = RegistrarConfig::default();
         let mut r = Registrar::default();
         let tcp = Peer::tcp("127.0.0.1:6000".parse().unwrap(), Some(ConnId(9)));
-        r.apply(
-            t0,
-            "a@localhost",
-            &register("Contact: <sip:a@127.0.0.1:6000;transport=tcp>\r\n", "", 1),
-            tcp,
-            &cfg,
-        )
-        .unwrap();
+        let plain = "Contact: <sip:a@127.0.0.1:6000;transport=tcp>\r\n";
+        let outbound = "Contact: <sip:a@127.0.0.1:6001;transport=tcp>;+sip.instance=\"<urn:uuid:9>\";reg-id=1\r\n";
+        r.apply(t0, "a@localhost", &register(plain, "", 1), tcp, &cfg)
+            .unwrap();
+        r.apply(t0, "a@localhost", &register(outbound, "", 2), tcp, &cfg)
+            .unwrap();
         assert!(r.is_registered_flow("a@localhost", &tcp, t0));
-        assert_eq!(r.remove_flow(ConnId(9)), vec!["a@localhost".to_owned()]);
-        assert!(r.is_empty());
+        assert_eq!(r.flow_closed(ConnId(9)), vec!["a@localhost".to_owned()]);
+        let left: Vec<_> = r.lookup("a@localhost", t0).collect();
+        assert_eq!(left.len(), 1);
+        assert_eq!(
+            left[0].flow.conn, None,
+            "the plain binding now goes to its Contact"
+        );
     }
 }

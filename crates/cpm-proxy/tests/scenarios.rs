@@ -37,6 +37,8 @@ fn udp(s: &str) -> Peer {
 impl Net {
     fn new(cfg: impl FnOnce(&mut ProxyConfig)) -> Self {
         let mut c = ProxyConfig::new("localhost", addr(CORE));
+        // Offer both algorithms, so both paths are exercised.
+        c.digest_algorithms = vec![Algorithm::Md5, Algorithm::Sha256];
         cfg(&mut c);
         let now = Instant::now();
         let mut users = HashMap::new();

@@ -57,6 +57,10 @@ pub(crate) struct RegistrarSection {
 pub(crate) struct AuthSection {
     /// Lifetime of a digest nonce; older ones are answered with `stale=true`.
     pub(crate) nonce_ttl_secs: u64,
+    /// Digest algorithms offered, one challenge each, in this order: `MD5`, `SHA-256`.
+    /// MD5 alone by default, because deployed UAs (baresip 1.0, SIPp) fail on a SHA-256
+    /// challenge; `["SHA-256", "MD5"]` offers both (RFC 8760), the stronger first.
+    pub(crate) digest_algorithms: Vec<String>,
 }
 
 /// `[transport]`.
@@ -114,6 +118,7 @@ impl Default for AuthSection {
     fn default() -> Self {
         Self {
             nonce_ttl_secs: 300,
+            digest_algorithms: vec!["MD5".into()],
         }
     }
 }
@@ -153,6 +158,16 @@ impl NodeConfig {
         for t in &self.trusted_peers {
             if cpm_proxy::TrustedPeer::parse(t).is_none() {
                 return Err(format!("trusted peer {t:?} is not ADDR or ADDR/PREFIX"));
+            }
+        }
+        if self.auth.digest_algorithms.is_empty() {
+            return Err("auth.digest_algorithms: name at least one of MD5, SHA-256".into());
+        }
+        for a in &self.auth.digest_algorithms {
+            if cpm_sip_core::digest::Algorithm::parse(a).is_none() {
+                return Err(format!(
+                    "auth.digest_algorithms: unknown algorithm {a:?} (MD5 or SHA-256)"
+                ));
             }
         }
         let r = &self.registrar;

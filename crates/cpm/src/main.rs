@@ -75,6 +75,10 @@ struct ServeArgs {
     /// Another domain and its core, DOMAIN=ADDR:PORT (repeatable).
     #[arg(long, value_name = "DOMAIN=ADDR:PORT")]
     peer_domain: Vec<String>,
+    /// A digest algorithm to offer, MD5 or SHA-256 (repeatable, in order of preference;
+    /// replaces the configured list).
+    #[arg(long, value_name = "ALG")]
+    digest_algorithm: Vec<String>,
     /// Runtime worker threads (0: one per core).
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
@@ -265,6 +269,9 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         };
         cfg.peer_domains.insert(domain.to_owned(), addr);
+    }
+    if !args.digest_algorithm.is_empty() {
+        cfg.auth.digest_algorithms = args.digest_algorithm.clone();
     }
     if let Some(t) = args.threads {
         cfg.threads = t;

@@ -193,6 +193,12 @@ fn proxy_config(
         max_bindings_per_aor: cfg.registrar.max_devices_per_user,
     };
     pc.nonce_ttl = Duration::from_secs(cfg.auth.nonce_ttl_secs);
+    pc.digest_algorithms = cfg
+        .auth
+        .digest_algorithms
+        .iter()
+        .map(|a| Algorithm::parse(a).ok_or_else(|| format!("unknown digest algorithm {a}")))
+        .collect::<Result<_, _>>()?;
     pc.nonce_secret = secret;
     let seed = os_random().map_err(|e| format!("cannot read /dev/urandom: {e}"))?;
     pc.rng_seed = u64::from_le_bytes([

@@ -133,6 +133,24 @@ impl Node {
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
     }
 
+    /// Polls one metric until `want` holds, at most `limit`; returns the last value read
+    /// (`None` when the metric never answered).
+    pub fn wait_metric(
+        &self,
+        name: &str,
+        want: impl Fn(u64) -> bool,
+        limit: Duration,
+    ) -> Option<u64> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let v = self.metric(name);
+            if v.is_some_and(&want) || Instant::now() >= deadline {
+                return v;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The node's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.data.path().join("node.log")).unwrap_or_default()
