@@ -3,6 +3,8 @@
 
 use core::net::{IpAddr, SocketAddr};
 use std::collections::{HashMap, VecDeque};
+
+use foldhash::fast::FixedState;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -185,10 +187,10 @@ pub struct Proxy {
     nonce_key: NonceKey,
     /// `now` at construction and the Unix time then: wall clock for nonces and Date.
     anchor: (Instant, u64),
-    forks: HashMap<ServerKey, Fork>,
+    forks: HashMap<ServerKey, Fork, FixedState>,
     /// Finished INVITE forks and when to forget them.
     done_forks: VecDeque<(Instant, ServerKey)>,
-    branch_fork: HashMap<ClientKey, ServerKey>,
+    branch_fork: HashMap<ClientKey, ServerKey, FixedState>,
     parked: HashMap<QueryId, Parked>,
     next_query: u64,
     /// Consecutive CRLFs per connection (two make a keep-alive ping, RFC 5626 3.5.1).
@@ -413,13 +415,13 @@ impl Proxy {
     pub fn new(cfg: ProxyConfig, now: Instant, unix_now: u64) -> Self {
         let nonce_key = NonceKey::new(cfg.nonce_secret);
         Self {
-            tx: TransactionLayer::new(cfg.timers),
+            tx: TransactionLayer::with_seed(cfg.timers, cfg.rng_seed),
             registrar: Registrar::default(),
             nonce_key,
             anchor: (now, unix_now),
-            forks: HashMap::new(),
+            forks: HashMap::with_hasher(FixedState::with_seed(cfg.rng_seed)),
             done_forks: VecDeque::new(),
-            branch_fork: HashMap::new(),
+            branch_fork: HashMap::with_hasher(FixedState::with_seed(cfg.rng_seed)),
             parked: HashMap::new(),
             next_query: 0,
             crlf_run: HashMap::new(),

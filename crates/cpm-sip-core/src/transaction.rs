@@ -24,6 +24,8 @@
 //! `handle_timeout` does nothing.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
+
+use foldhash::fast::FixedState;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -184,14 +186,19 @@ struct Tx {
     client_key: Option<ClientKey>,
 }
 
+/// A hash map with a fast seeded hasher: keys come from the network, so the seed (from the
+/// element's configuration, random in production) keeps collisions unpredictable, while a
+/// simulation with a fixed seed stays deterministic.
+type Map<K, V> = HashMap<K, V, FixedState>;
+
 /// All transactions of one SIP element.
 #[derive(Debug, Default)]
 pub struct TransactionLayer {
     config: TimerConfig,
     next_id: u64,
-    txs: HashMap<u64, Tx>,
-    servers: HashMap<ServerKey, u64>,
-    clients: HashMap<ClientKey, u64>,
+    txs: Map<u64, Tx>,
+    servers: Map<ServerKey, u64>,
+    clients: Map<ClientKey, u64>,
     timers: BTreeSet<(Instant, u64)>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<TxEvent>,
@@ -246,9 +253,21 @@ fn client_key_of_response(resp: &Response) -> Option<ClientKey> {
 impl TransactionLayer {
     /// A layer with these timer values.
     pub fn new(config: TimerConfig) -> Self {
+        Self::with_seed(config, 0)
+    }
+
+    /// A layer whose hash maps use this seed (take it from the element's seeded RNG).
+    pub fn with_seed(config: TimerConfig, seed: u64) -> Self {
+        let state = FixedState::with_seed(seed);
         Self {
             config,
-            ..Self::default()
+            next_id: 0,
+            txs: HashMap::with_hasher(state),
+            servers: HashMap::with_hasher(state),
+            clients: HashMap::with_hasher(state),
+            timers: BTreeSet::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
         }
     }
 
