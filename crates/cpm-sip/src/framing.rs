@@ -8,7 +8,9 @@ use memchr::memmem;
 
 use crate::error::{ParseError, ParseErrorKind, Scope};
 use crate::limits::Limits;
-use crate::message::{Message, for_each_field, parse_head, start_kind};
+use crate::message::{
+    Message, for_each_field, parse_head, parse_start_line, scan_fields, start_kind,
+};
 
 /// What the stream framer found at the front of the buffer.
 #[derive(Clone, Debug, Eq, PartialEq)]
@@ -28,45 +30,74 @@ enum BodyLength {
     Conflicting,
 }
 
-/// Reads the Content-Length fields of a header section (RFC 3261 section 20.14).
+/// What the Content-Length fields of a header section say (RFC 3261 section 20.14), gathered
+/// one field at a time.
+#[derive(Debug, Default)]
+pub(crate) struct ContentLength {
+    /// The first well-formed value.
+    first: Option<usize>,
+    /// A later well-formed value differs from the first.
+    conflicting: bool,
+    /// A value is not `1*DIGIT` (RFC 4475 section 3.1.2.3: a negative one is malformed).
+    malformed: bool,
+}
+
+impl ContentLength {
+    /// Adds one Content-Length field; `raw` is everything after its colon, folding included.
+    pub(crate) fn add(&mut self, raw: &[u8]) {
+        // 1*DIGIT, whitespace and line folding ignored; more than ten digits is refused
+        // outright (no body is that large, and ten digits fit in a 64-bit usize).
+        let mut digits = 0;
+        let mut n = 0usize;
+        for &b in raw {
+            match b {
+                b' ' | b'\t' | b'\r' | b'\n' => {}
+                b'0'..=b'9' if digits < 10 => {
+                    digits += 1;
+                    n = n.saturating_mul(10).saturating_add(usize::from(b - b'0'));
+                }
+                _ => {
+                    self.malformed = true;
+                    return;
+                }
+            }
+        }
+        if digits == 0 {
+            self.malformed = true;
+            return;
+        }
+        match self.first {
+            Some(m) if m != n => self.conflicting = true,
+            _ => self.first = Some(n),
+        }
+    }
+
+    /// The body length the fields give, or why they give none.
+    fn body_length(&self) -> Result<BodyLength, ParseErrorKind> {
+        if self.malformed {
+            return Err(ParseErrorKind::BadContentLength);
+        }
+        Ok(match self.first {
+            _ if self.conflicting => BodyLength::Conflicting,
+            Some(n) => BodyLength::Exact(n),
+            None => BodyLength::Absent,
+        })
+    }
+}
+
+/// Reads the Content-Length fields of a header section (RFC 3261 section 20.14) without
+/// indexing the other fields: the stream framer needs this before the body has arrived.
 fn body_length(head: &[u8], limits: &Limits) -> Result<BodyLength, ParseErrorKind> {
     let first_line = memchr::memchr(b'\n', head).ok_or(ParseErrorKind::Truncated)? + 1;
-    let mut found: Option<usize> = None;
-    let mut conflicting = false;
-    let mut bad = false;
+    let mut content_length = ContentLength::default();
     for_each_field(head, first_line, limits, |span| {
         let name = &head[span.start..span.name_end];
-        if !(name.eq_ignore_ascii_case(b"content-length") || name.eq_ignore_ascii_case(b"l")) {
-            return Ok(());
-        }
-        let value: Vec<u8> = head[span.colon + 1..span.end]
-            .iter()
-            .copied()
-            .filter(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
-            .collect();
-        // 1*DIGIT; a negative or non-numeric value is malformed (RFC 4475 section 3.1.2.3).
-        let n = if !value.is_empty() && value.len() <= 10 && value.iter().all(u8::is_ascii_digit) {
-            value
-                .iter()
-                .fold(0usize, |n, &d| n * 10 + usize::from(d - b'0'))
-        } else {
-            bad = true;
-            return Ok(());
-        };
-        match found {
-            Some(m) if m != n => conflicting = true,
-            _ => found = Some(n),
+        if name.eq_ignore_ascii_case(b"content-length") || name.eq_ignore_ascii_case(b"l") {
+            content_length.add(&head[span.colon + 1..span.end]);
         }
         Ok(())
     })?;
-    if bad {
-        return Err(ParseErrorKind::BadContentLength);
-    }
-    Ok(match found {
-        _ if conflicting => BodyLength::Conflicting,
-        Some(n) => BodyLength::Exact(n),
-        None => BodyLength::Absent,
-    })
+    content_length.body_length()
 }
 
 pub(crate) fn parse_datagram(mut data: Bytes, limits: &Limits) -> Result<Message, ParseError> {
@@ -86,9 +117,12 @@ pub(crate) fn parse_datagram(mut data: Bytes, limits: &Limits) -> Result<Message
     if blank + 2 > limits.max_head_len {
         return Err(err(ParseErrorKind::TooLarge("header section")));
     }
-    let head_bytes = &data[..blank + 2];
+    let head = data.slice(..blank + 2);
+    // One pass over the header fields indexes them and reads Content-Length. Faults come out
+    // in this order: the section's structure, Content-Length, the start line, header values.
+    let fields = scan_fields(&head, limits).map_err(err)?;
     let available = data.len() - (blank + 4);
-    let body_len = match body_length(head_bytes, limits).map_err(err)? {
+    let body_len = match fields.content_length.body_length().map_err(err)? {
         // RFC 3261 section 18.3: no Content-Length on UDP means the rest of the datagram.
         BodyLength::Absent => available,
         BodyLength::Exact(n) if n > available => {
@@ -102,7 +136,8 @@ pub(crate) fn parse_datagram(mut data: Bytes, limits: &Limits) -> Result<Message
     if body_len > limits.max_body_len {
         return Err(err(ParseErrorKind::TooLarge("body")));
     }
-    let head = parse_head(data.slice(..blank + 2), limits)?;
+    let start = parse_start_line(&head, limits).map_err(err)?;
+    let head = fields.into_head(start).map_err(err)?;
     // Octets past Content-Length are discarded (RFC 3261 section 18.3, RFC 4475 3.1.1.8).
     let body = data.slice(blank + 4..blank + 4 + body_len);
     Ok(head.into_message(body))

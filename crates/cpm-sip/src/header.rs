@@ -27,21 +27,53 @@ macro_rules! header_names {
             Other(String),
         }
 
+        /// Each known name's spellings as byte strings, for the `match` in
+        /// [`HeaderName::from_token`]: `LONG` is the canonical name, `SHORT` the compact form
+        /// (or the canonical name again when there is none). One module per name, named
+        /// after its variant, because a macro cannot make up new constant names.
+        mod spelling {
+            $(
+                #[allow(non_snake_case)]
+                pub(super) mod $variant {
+                    pub(crate) const LONG: &[u8] = $canonical.as_bytes();
+                    pub(crate) const SHORT: &[u8] =
+                        super::super::compact_or_long(&[$($compact)?], $canonical).as_bytes();
+                }
+            )*
+        }
+
         impl HeaderName {
             /// Recognises a name (long or compact form, any case); `None` if it is not a `token`.
             pub fn parse(name: &[u8]) -> Option<Self> {
                 if name.is_empty() || !name.iter().all(|&b| is_token(b)) {
                     return None;
                 }
+                // Invariant: token characters are ASCII, hence valid UTF-8.
+                std::str::from_utf8(name).ok().map(Self::from_token)
+            }
+
+            /// Recognises a name that is known to be a non-empty `token`.
+            pub(crate) fn from_token(name: &str) -> Self {
+                // Nearly every name arrives in its canonical or compact spelling: one `match`
+                // finds those. Its patterns are byte strings, so the compiler branches on the
+                // length and then on the bytes themselves, where `str` patterns would compare
+                // the name with every candidate of the same length in turn. Any other
+                // capitalisation takes the case-insensitive comparisons RFC 3261 section
+                // 7.3.1 asks for (no two known names differ only in case, so both steps give
+                // the same answer).
+                #[allow(unreachable_patterns)] // `SHORT` is `LONG` for names with no compact form.
+                match name.as_bytes() {
+                    $(spelling::$variant::LONG | spelling::$variant::SHORT => return Self::$variant,)*
+                    _ => {}
+                }
                 $(
-                    if name.eq_ignore_ascii_case($canonical.as_bytes())
-                        $(|| name.eq_ignore_ascii_case($compact.as_bytes()))?
+                    if name.eq_ignore_ascii_case($canonical)
+                        $(|| name.eq_ignore_ascii_case($compact))?
                     {
-                        return Some(Self::$variant);
+                        return Self::$variant;
                     }
                 )*
-                // Invariant: token characters are ASCII, hence valid UTF-8.
-                Some(Self::Other(String::from_utf8_lossy(name).into_owned()))
+                Self::Other(name.to_owned())
             }
 
             /// The canonical (long) name.
@@ -116,6 +148,14 @@ header_names! {
     WwwAuthenticate => "WWW-Authenticate";
 }
 
+/// The compact form if there is one (`compact` holds at most one), else the long name.
+const fn compact_or_long(compact: &[&'static str], long: &'static str) -> &'static str {
+    match compact {
+        [short] => short,
+        _ => long,
+    }
+}
+
 impl fmt::Display for HeaderName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -178,8 +218,7 @@ impl Header {
     /// The value bytes as they arrived, folding included, trailing whitespace removed.
     pub fn value_bytes(&self) -> &[u8] {
         let v = &self.raw[self.value_start..];
-        let end = v.iter().rposition(|&b| !is_wsp(b)).map_or(0, |p| p + 1);
-        &v[..end]
+        &v[..value_len(v)]
     }
 
     /// The value as text with line folding replaced by whitespace (RFC 3261 section 7.3.1).
@@ -187,11 +226,7 @@ impl Header {
         let v = self.value_bytes();
         let text =
             std::str::from_utf8(v).map_err(|_| HeaderError::Malformed(self.static_name()))?;
-        if !text.contains('\r') {
-            return Ok(Cow::Borrowed(text));
-        }
-        // A fold is CRLF followed by whitespace; dropping the CRLF leaves that whitespace.
-        Ok(Cow::Owned(text.replace("\r\n", "")))
+        Ok(unfold(text))
     }
 
     /// The name for error messages.
@@ -204,6 +239,36 @@ impl Header {
         out.put_slice(&self.raw);
         out.put_slice(b"\r\n");
     }
+}
+
+/// The value of a field whose text is `field` and whose value starts at `value_start`, as
+/// [`Header::value`] gives it: trailing whitespace removed, line folding replaced by whitespace.
+/// `folded`: whether the field has continuation lines (only then can it hold a CR).
+pub(crate) fn field_value(field: &str, value_start: usize, folded: bool) -> Cow<'_, str> {
+    let value = &field[value_start..];
+    // Trailing spaces and tabs are ASCII: the cut is a char boundary.
+    let value = &value[..value_len(value.as_bytes())];
+    if folded {
+        unfold(value)
+    } else {
+        Cow::Borrowed(value)
+    }
+}
+
+/// The length of `value` without its trailing spaces and tabs.
+fn value_len(value: &[u8]) -> usize {
+    value.iter().rposition(|&b| !is_wsp(b)).map_or(0, |p| p + 1)
+}
+
+/// Replaces line folding by whitespace (RFC 3261 section 7.3.1).
+fn unfold(text: &str) -> Cow<'_, str> {
+    // Only a folded value holds a CR (the parser refuses any other); `memchr` finds out faster
+    // than `str::contains`, and this runs on every value that is read.
+    if memchr::memchr(b'\r', text.as_bytes()).is_none() {
+        return Cow::Borrowed(text);
+    }
+    // A fold is CRLF followed by whitespace; dropping the CRLF leaves that whitespace.
+    Cow::Owned(text.replace("\r\n", ""))
 }
 
 /// A `'static` name for a header, for error values.
@@ -372,6 +437,12 @@ mod tests {
             Some(HeaderName::Other("C%6Fntact".into()))
         );
         assert_eq!(HeaderName::parse(b"bad name"), None);
+        assert_eq!(HeaderName::parse(b"V"), Some(HeaderName::Via));
+        assert_eq!(HeaderName::parse(b"call-id"), Some(HeaderName::CallId));
+        assert_eq!(
+            HeaderName::parse(b"X-Custom"),
+            Some(HeaderName::Other("X-Custom".into()))
+        );
         assert_eq!(HeaderName::Contact.compact(), Some("m"));
     }
 

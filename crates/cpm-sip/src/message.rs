@@ -3,10 +3,11 @@
 use std::fmt;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use memchr::memchr;
+use memchr::{memchr, memchr2};
 
 use crate::error::{ParseError, ParseErrorKind, Scope, StartKind};
-use crate::header::{Header, HeaderName, Headers};
+use crate::framing::ContentLength;
+use crate::header::{Header, HeaderName, Headers, field_value};
 use crate::limits::Limits;
 use crate::method::Method;
 use crate::scan::{is_token, is_wsp};
@@ -32,17 +33,22 @@ impl Version {
         if s.len() < 7 || !s[..4].eq_ignore_ascii_case(b"SIP/") {
             return None;
         }
-        let rest = std::str::from_utf8(&s[4..]).ok()?;
-        let (major, minor) = rest.split_once('.')?;
-        let num = |d: &str| -> Option<u16> {
-            if d.is_empty() || !d.bytes().all(|b| b.is_ascii_digit()) {
+        let rest = &s[4..];
+        let dot = rest.iter().position(|&b| b == b'.')?;
+        // 1*DIGIT, read here rather than through `str::parse` (every message has a version).
+        let num = |d: &[u8]| -> Option<u16> {
+            if d.is_empty() {
                 return None;
             }
-            d.parse().ok()
+            d.iter().try_fold(0u16, |n, &b| {
+                b.is_ascii_digit()
+                    .then(|| n.checked_mul(10)?.checked_add(u16::from(b - b'0')))
+                    .flatten()
+            })
         };
         Some(Self {
-            major: num(major)?,
-            minor: num(minor)?,
+            major: num(&rest[..dot])?,
+            minor: num(&rest[dot + 1..])?,
         })
     }
 }
@@ -255,6 +261,8 @@ pub(crate) struct FieldSpan {
     pub(crate) name_end: usize,
     pub(crate) colon: usize,
     pub(crate) end: usize,
+    /// Whether the field has continuation lines (RFC 3261 section 7.3.1 line folding).
+    pub(crate) folded: bool,
 }
 
 /// Splits the header fields of `head` (the bytes after the start line's CRLF, each field
@@ -275,21 +283,15 @@ pub(crate) fn for_each_field(
         let start = pos;
         // Find the end of the field: a CRLF not followed by whitespace.
         let mut line_start = pos;
+        let mut folded = false;
         let end = loop {
-            let lf = memchr(b'\n', &head[line_start..])
-                .map(|i| line_start + i)
-                .ok_or(ParseErrorKind::Truncated)?;
-            if lf == line_start || head[lf - 1] != b'\r' {
-                return Err(ParseErrorKind::BareLineBreak);
-            }
-            if memchr(b'\r', &head[line_start..lf - 1]).is_some() {
-                return Err(ParseErrorKind::BareLineBreak);
-            }
+            let lf = line_end(head, line_start)?;
             if lf - line_start > limits.max_line_len {
                 return Err(ParseErrorKind::TooLarge("header line"));
             }
             line_start = lf + 1;
             if line_start < head.len() && is_wsp(head[line_start]) {
+                folded = true;
                 continue;
             }
             break lf - 1;
@@ -320,52 +322,150 @@ pub(crate) fn for_each_field(
             name_end: start + name_end,
             colon: start + colon,
             end,
+            folded,
         })?;
         pos = line_start;
     }
     Ok(count)
 }
 
-/// Parses a header section: `head` holds the start line and every header field, each ending
-/// in CRLF, without the empty line that ends the section.
-pub(crate) fn parse_head(head: Bytes, limits: &Limits) -> Result<Head, ParseError> {
-    let kind = start_kind(&head);
-    let err = |k| ParseError::new(k, kind, Scope::Message);
-    let line_end = memchr(b'\n', &head).ok_or_else(|| err(ParseErrorKind::Truncated))?;
-    if line_end == 0 || head[line_end - 1] != b'\r' {
-        return Err(err(ParseErrorKind::BareLineBreak));
+/// The position of the LF that ends the line starting at `from`. A line ends in CRLF and holds
+/// no other CR or LF: a bare one is [`ParseErrorKind::BareLineBreak`], and a line with no LF
+/// after it is [`ParseErrorKind::Truncated`].
+fn line_end(head: &[u8], from: usize) -> Result<usize, ParseErrorKind> {
+    // One search for either byte (rather than one for the LF and another for a stray CR): the
+    // first CR or LF of a good line is the CR of its CRLF.
+    let i = from + memchr2(b'\r', b'\n', &head[from..]).ok_or(ParseErrorKind::Truncated)?;
+    if head[i] == b'\n' {
+        return Err(ParseErrorKind::BareLineBreak);
     }
-    let line = &head[..line_end - 1];
-    if memchr(b'\r', line).is_some() {
-        return Err(err(ParseErrorKind::BareLineBreak));
+    if head.get(i + 1) == Some(&b'\n') {
+        return Ok(i + 1);
     }
-    if line.len() > limits.max_line_len {
-        return Err(err(ParseErrorKind::TooLarge("start line")));
+    // A CR on its own: a bare line break if a line end follows, else the line never ended.
+    if memchr(b'\n', &head[i + 1..]).is_some() {
+        Err(ParseErrorKind::BareLineBreak)
+    } else {
+        Err(ParseErrorKind::Truncated)
     }
-    let start = match kind {
-        StartKind::Request => parse_request_line(line),
-        StartKind::Response => parse_status_line(line),
-    }
-    .map_err(err)?;
+}
 
-    let mut headers = Headers::with_capacity(16);
-    for_each_field(&head, line_end + 1, limits, |span| {
-        let name = HeaderName::parse(&head[span.start..span.name_end])
-            .ok_or(ParseErrorKind::BadHeaderLine)?;
+/// The header fields of a section, split, named and checked in one pass.
+pub(crate) struct Fields {
+    /// Every field, in order.
+    headers: Headers,
+    /// What the Content-Length fields say, for framing.
+    pub(crate) content_length: ContentLength,
+    /// The first field whose value breaks its grammar. It is reported only once the start
+    /// line has been checked ([`Fields::into_head`]): a fault in the start line comes first.
+    bad_value: Option<&'static str>,
+}
+
+impl Fields {
+    /// The parsed head, or the first bad header value.
+    pub(crate) fn into_head(self, start: StartLine) -> Result<Head, ParseErrorKind> {
+        if let Some(name) = self.bad_value {
+            return Err(ParseErrorKind::BadHeaderValue(name));
+        }
+        Ok(Head {
+            start,
+            headers: self.headers,
+        })
+    }
+}
+
+/// Splits the header fields of a header section (`head` holds the start line and every header
+/// field, each ending in CRLF, without the empty line), indexing each one as a [`Header`],
+/// validating its value and reading Content-Length, all in one pass over the bytes.
+///
+/// An error is a fault in the section's structure (a line that is not a field, a bare line
+/// break, a limit). A value that breaks its header's grammar is not an error yet: it is kept
+/// in [`Fields`] so the caller can check the start line first.
+pub(crate) fn scan_fields(head: &Bytes, limits: &Limits) -> Result<Fields, ParseErrorKind> {
+    let first_field = memchr(b'\n', head).ok_or(ParseErrorKind::Truncated)? + 1;
+    // A header section is nearly always text. Checking it once lets each field be read as a
+    // slice of it (field boundaries are ASCII, hence char boundaries), where checking UTF-8
+    // per field costs a fixed overhead dozens of times per message.
+    let head_text = std::str::from_utf8(head).ok();
+    // Header fields average 40 octets or more: room for that many avoids growing the list
+    // (and copying it) for nearly every message, at a small cost in unused capacity.
+    let expected_fields = (head.len() / 40).max(16);
+    let mut headers = Headers::with_capacity(expected_fields.min(limits.max_headers));
+    let mut content_length = ContentLength::default();
+    let mut bad_value = None;
+    for_each_field(head, first_field, limits, |span| {
+        let field = &head[span.start..span.end];
+        let name_len = span.name_end - span.start;
+        let text = match head_text {
+            Some(t) => Some(&t[span.start..span.end]),
+            // Some byte of the section is not UTF-8: find out whether it is in this field.
+            None => std::str::from_utf8(field).ok(),
+        };
+        let name = match text {
+            Some(t) => HeaderName::from_token(&t[..name_len]),
+            // Invariant: the splitter found a non-empty token there, so this is `Some`.
+            None => HeaderName::parse(&field[..name_len]).ok_or(ParseErrorKind::BadHeaderLine)?,
+        };
+        if matches!(name, HeaderName::ContentLength) {
+            content_length.add(&head[span.colon + 1..span.end]);
+        }
         // The value starts after HCOLON's SWS, folding included.
         let mut v = span.colon + 1;
         while v < span.end && matches!(head[v], b' ' | b'\t' | b'\r' | b'\n') {
             v += 1;
         }
-        let header = Header::from_raw(name, head.slice(span.start..span.end), v - span.start);
-        if !typed::validate(&header) {
-            return Err(ParseErrorKind::BadHeaderValue(header.static_name()));
+        let value_start = v - span.start;
+        let valid = match (text, typed::ingress_check(&name)) {
+            // Header values are UTF-8 text (RFC 3261 section 7.3.1); the name and separators
+            // are ASCII, so a field that is not text has a value that is not.
+            (None, _) => false,
+            (Some(_), None) => true,
+            (Some(t), Some(check)) => check(&field_value(t, value_start, span.folded)),
+        };
+        let header = Header::from_raw(name, head.slice(span.start..span.end), value_start);
+        if !valid && bad_value.is_none() {
+            bad_value = Some(header.static_name());
         }
         headers.push(header);
         Ok(())
+    })?;
+    Ok(Fields {
+        headers,
+        content_length,
+        bad_value,
     })
-    .map_err(err)?;
-    Ok(Head { start, headers })
+}
+
+/// Parses the start line of a header section.
+pub(crate) fn parse_start_line(head: &[u8], limits: &Limits) -> Result<StartLine, ParseErrorKind> {
+    let line_end = memchr(b'\n', head).ok_or(ParseErrorKind::Truncated)?;
+    if line_end == 0 || head[line_end - 1] != b'\r' {
+        return Err(ParseErrorKind::BareLineBreak);
+    }
+    let line = &head[..line_end - 1];
+    if memchr(b'\r', line).is_some() {
+        return Err(ParseErrorKind::BareLineBreak);
+    }
+    if line.len() > limits.max_line_len {
+        return Err(ParseErrorKind::TooLarge("start line"));
+    }
+    match start_kind(head) {
+        StartKind::Request => parse_request_line(line),
+        StartKind::Response => parse_status_line(line),
+    }
+}
+
+/// Parses a header section: `head` holds the start line and every header field, each ending
+/// in CRLF, without the empty line that ends the section.
+///
+/// Faults are reported in this order: the start line, then the first faulty field. (The
+/// stream framer calls this after it has split the same fields to read Content-Length, so a
+/// structural fault cannot reach this point there.)
+pub(crate) fn parse_head(head: Bytes, limits: &Limits) -> Result<Head, ParseError> {
+    let err = |k| ParseError::new(k, start_kind(&head), Scope::Message);
+    let start = parse_start_line(&head, limits).map_err(err)?;
+    let fields = scan_fields(&head, limits).map_err(err)?;
+    fields.into_head(start).map_err(err)
 }
 
 /// `Request-Line = Method SP Request-URI SP SIP-Version CRLF`: exactly one SP between
@@ -442,6 +542,25 @@ mod tests {
             .unwrap();
         assert_eq!(x.value().unwrap(), "a b");
         assert_eq!(&r.body[..], b"hi");
+    }
+
+    #[test]
+    fn versions() {
+        let v = |s: &str| Version::parse(s.as_bytes()).map(|v| (v.major, v.minor));
+        assert_eq!(v("SIP/2.0"), Some((2, 0)));
+        assert_eq!(v("sip/02.00"), Some((2, 0)));
+        assert_eq!(v("SIP/65535.7"), Some((65535, 7)));
+        for bad in [
+            "SIP/65536.0",
+            "SIP/2.",
+            "SIP/.0",
+            "SIP/2.0.1",
+            "SIP/2,0",
+            "SIP/+2.0",
+            "HTTP/1.1",
+        ] {
+            assert_eq!(v(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -4,55 +4,114 @@
 //! and this cursor (hand-written recursive descent) for header values. Header values reach the
 //! cursor unfolded (line folding replaced by whitespace), so `LWS` here is `1*WSP`.
 
+/// A set of bytes as a 256-entry table: one load per test, where a chain of comparisons would
+/// cost a dozen branches on every byte of every header (the classes below run over each value
+/// the parser reads).
+pub(crate) struct ByteClass([bool; 256]);
+
+impl ByteClass {
+    /// ASCII letters and digits (when `alphanum`) plus the bytes of `extra`.
+    pub(crate) const fn new(alphanum: bool, extra: &[u8]) -> Self {
+        let mut table = [false; 256];
+        let mut b = 0;
+        while b < 256 {
+            // Invariant: b < 256, so the cast is lossless.
+            table[b] = alphanum && (b as u8).is_ascii_alphanumeric();
+            b += 1;
+        }
+        let mut i = 0;
+        while i < extra.len() {
+            table[extra[i] as usize] = true;
+            i += 1;
+        }
+        Self(table)
+    }
+
+    /// Whether `b` is in the set.
+    pub(crate) fn contains(&self, b: u8) -> bool {
+        self.0[usize::from(b)]
+    }
+}
+
+/// RFC 3261 `token` characters.
+static TOKEN: ByteClass = ByteClass::new(true, b"-.!%*_+`'~");
+
+/// RFC 3261 `word` characters.
+static WORD: ByteClass = ByteClass::new(true, b"-.!%*_+`'~()<>:\\\"/[]?{}");
+
+/// RFC 3261 `unreserved` characters.
+static UNRESERVED: ByteClass = ByteClass::new(true, b"-_.!~*'()");
+
+/// RFC 3261 `reserved` characters.
+static RESERVED: ByteClass = ByteClass::new(false, b";/?:@&=+$,");
+
 /// RFC 3261 `alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~"`.
 pub(crate) fn is_token(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
-        )
+    TOKEN.contains(b)
 }
 
 /// RFC 3261 `word` characters: token characters plus `( ) < > : \ " / [ ] ? { }`.
 pub(crate) fn is_word(b: u8) -> bool {
-    is_token(b)
-        || matches!(
-            b,
-            b'(' | b')'
-                | b'<'
-                | b'>'
-                | b':'
-                | b'\\'
-                | b'"'
-                | b'/'
-                | b'['
-                | b']'
-                | b'?'
-                | b'{'
-                | b'}'
-        )
+    WORD.contains(b)
 }
 
-/// RFC 3261 `unreserved = alphanum / mark`.
+/// RFC 3261 `unreserved = alphanum / mark`, `mark = "-" / "_" / "." / "!" / "~" / "*" / "'" /
+/// "(" / ")"`.
 pub(crate) fn is_unreserved(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')'
-        )
+    UNRESERVED.contains(b)
 }
 
-/// RFC 3261 `reserved`.
+/// RFC 3261 `reserved = ";" / "/" / "?" / ":" / "@" / "&" / "=" / "+" / "$" / ","`.
 pub(crate) fn is_reserved(b: u8) -> bool {
-    matches!(
-        b,
-        b';' | b'/' | b'?' | b':' | b'@' | b'&' | b'=' | b'+' | b'$' | b','
-    )
+    RESERVED.contains(b)
 }
 
 /// Space or horizontal tab.
 pub(crate) fn is_wsp(b: u8) -> bool {
     b == b' ' || b == b'\t'
+}
+
+/// `s` without leading and trailing spaces and tabs: `str::trim_matches([' ', '\t'])`, with a
+/// byte loop instead of a char pattern (this runs on several header values of every message).
+pub(crate) fn trim_wsp(s: &str) -> &str {
+    let b = s.as_bytes();
+    let start = b.iter().position(|&c| !is_wsp(c)).unwrap_or(b.len());
+    let end = b.iter().rposition(|&c| !is_wsp(c)).map_or(start, |i| i + 1);
+    // Spaces and tabs are ASCII: both cuts are char boundaries.
+    &s[start..end]
+}
+
+/// The position of the first `b` (an ASCII byte) in `s`.
+///
+/// URI components and header values are short; for them a plain loop costs less than setting
+/// up `str::find`'s searcher, and these searches run on every message.
+pub(crate) fn find_byte(s: &str, b: u8) -> Option<usize> {
+    debug_assert!(b.is_ascii());
+    s.bytes().position(|c| c == b)
+}
+
+/// `str::split_once` at an ASCII byte, with [`find_byte`].
+pub(crate) fn split_once_byte(s: &str, b: u8) -> Option<(&str, &str)> {
+    // An ASCII byte is a char boundary, and so is the position after it.
+    find_byte(s, b).map(|i| (&s[..i], &s[i + 1..]))
+}
+
+/// `str::split` at an ASCII byte, with [`find_byte`].
+pub(crate) fn split_byte(s: &str, b: u8) -> impl Iterator<Item = &str> {
+    let mut rest = Some(s);
+    std::iter::from_fn(move || {
+        let r = rest?;
+        match split_once_byte(r, b) {
+            Some((piece, after)) => {
+                rest = Some(after);
+                Some(piece)
+            }
+            None => {
+                rest = None;
+                Some(r)
+            }
+        }
+    })
 }
 
 /// Checks that every `%` in `s` starts a valid `escaped = "%" HEXDIG HEXDIG` and every other
@@ -157,12 +216,15 @@ impl<'a> Cursor<'a> {
     pub(crate) fn take_while(&mut self, f: impl Fn(u8) -> bool) -> &'a str {
         let start = self.pos;
         let b = self.s.as_bytes();
-        while self.pos < b.len() && f(b[self.pos]) {
-            self.pos += 1;
+        // A local index: the loop does not write the cursor back on every byte.
+        let mut end = start;
+        while end < b.len() && f(b[end]) {
+            end += 1;
         }
+        self.pos = end;
         // The run stops either at the end or before an ASCII byte matched by `f`'s negation;
         // every predicate used here accepts only ASCII, so both ends are char boundaries.
-        &self.s[start..self.pos]
+        &self.s[start..end]
     }
 
     /// A non-empty `token`.
@@ -251,6 +313,48 @@ mod tests {
         assert_eq!(c.quoted_string(), None);
         assert_eq!(c.pos(), 0);
         assert_eq!(quote(r#"a"b\c"#), r#""a\"b\\c""#);
+    }
+
+    #[test]
+    fn byte_classes_follow_the_grammar() {
+        // The RFC 3261 section 25.1 definitions, written out as comparisons.
+        let mark = |b: u8| {
+            matches!(
+                b,
+                b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')'
+            )
+        };
+        for b in 0..=255u8 {
+            let alnum = b.is_ascii_alphanumeric();
+            let token = alnum
+                || matches!(
+                    b,
+                    b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+                );
+            let word = token || b"()<>:\\\"/[]?{}".contains(&b);
+            assert_eq!(is_token(b), token, "token {b}");
+            assert_eq!(is_word(b), word, "word {b}");
+            assert_eq!(is_unreserved(b), alnum || mark(b), "unreserved {b}");
+            assert_eq!(is_reserved(b), b";/?:@&=+$,".contains(&b), "reserved {b}");
+        }
+    }
+
+    #[test]
+    fn trim_matches_str() {
+        for s in ["", " ", "\t \t", "a", " a\t", "\ta b ", "é ", " ü"] {
+            assert_eq!(trim_wsp(s), s.trim_matches([' ', '\t']), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn byte_splits_match_str() {
+        for s in ["", ";", "a", "a;b", ";a;;b;", "é;ü=x;"] {
+            let ours: Vec<_> = split_byte(s, b';').collect();
+            let std: Vec<_> = s.split(';').collect();
+            assert_eq!(ours, std, "{s:?}");
+            assert_eq!(split_once_byte(s, b';'), s.split_once(';'), "{s:?}");
+            assert_eq!(find_byte(s, b';'), s.find(';'), "{s:?}");
+        }
     }
 
     #[test]

@@ -10,18 +10,28 @@ use std::fmt;
 use crate::error::HeaderError;
 use crate::header::{Header, HeaderName, Headers, static_name};
 use crate::method::Method;
-use crate::scan::{Cursor, is_token, is_word, is_wsp, unquote};
-use crate::uri::{Host, Param, Uri, find_param, parse_host, write_params};
+use crate::scan::{ByteClass, Cursor, is_word, is_wsp, split_once_byte, trim_wsp, unquote};
+use crate::uri::{Host, HostRef, Param, Uri, UriRef, find_param, parse_host, write_params};
 
 /// `gen-value = token / host / quoted-string` (the `host` alternative brings `:` `[` `]`, for
 /// IPv6 `received` values with or without brackets, RFC 5118 section 4.5).
 fn is_gen_value(b: u8) -> bool {
-    is_token(b) || matches!(b, b':' | b'[' | b']')
+    GEN_VALUE.contains(b)
 }
 
-/// `*( SEMI generic-param )`, `generic-param = token [ EQUAL gen-value ]`.
-fn parse_params(c: &mut Cursor<'_>) -> Option<Vec<Param>> {
-    let mut params = Vec::new();
+/// The table behind [`is_gen_value`] (parameter values are read in every Via, From, To...).
+static GEN_VALUE: ByteClass = ByteClass::new(true, b"-.!%*_+`'~:[]");
+
+/// The parameter callback of a check that builds nothing (ingress validation).
+fn skip_param(_: &str, _: Option<&str>) {}
+
+/// `*( SEMI generic-param )`, `generic-param = token [ EQUAL gen-value ]`: checks each
+/// parameter and hands it to `each` as written (a quoted value with its quotes); `None` at the
+/// first malformed one. Callers that only validate pass [`skip_param`] and allocate nothing.
+fn scan_params<'a>(
+    c: &mut Cursor<'a>,
+    mut each: impl FnMut(&'a str, Option<&'a str>),
+) -> Option<()> {
     while c.sep(b';') {
         let name = c.token()?;
         let value = if c.sep(b'=') {
@@ -37,24 +47,31 @@ fn parse_params(c: &mut Cursor<'_>) -> Option<Vec<Param>> {
         } else {
             None
         };
-        params.push(Param::new(name, value));
+        each(name, value);
     }
+    Some(())
+}
+
+/// `*( SEMI generic-param )` as owned parameters.
+fn parse_params(c: &mut Cursor<'_>) -> Option<Vec<Param>> {
+    let mut params = Vec::new();
+    scan_params(c, |name, value| params.push(Param::new(name, value)))?;
     Some(params)
 }
 
-/// Parses `item *(COMMA item)` over the whole value.
-fn parse_list<T>(
-    value: &str,
-    mut item: impl FnMut(&mut Cursor<'_>) -> Option<T>,
-) -> Option<Vec<T>> {
+/// Checks `item *(COMMA item)` over the whole value, calling `item` at the start of each
+/// element; what `item` returns is dropped (callers that keep it push it from `item`).
+fn scan_list<'a, T>(
+    value: &'a str,
+    mut item: impl FnMut(&mut Cursor<'a>) -> Option<T>,
+) -> Option<()> {
     let mut c = Cursor::new(value);
-    let mut out = Vec::new();
     loop {
         c.sws();
-        out.push(item(&mut c)?);
+        item(&mut c)?;
         c.sws();
         if c.is_empty() {
-            return Some(out);
+            return Some(());
         }
         if !c.eat(b',') {
             return None;
@@ -62,8 +79,18 @@ fn parse_list<T>(
     }
 }
 
+/// Parses `item *(COMMA item)` over the whole value.
+fn parse_list<'a, T>(
+    value: &'a str,
+    mut item: impl FnMut(&mut Cursor<'a>) -> Option<T>,
+) -> Option<Vec<T>> {
+    let mut out = Vec::new();
+    scan_list(value, |c| item(c).map(|v| out.push(v)))?;
+    Some(out)
+}
+
 /// Parses exactly one item filling the whole value.
-fn parse_one<T>(value: &str, item: impl FnOnce(&mut Cursor<'_>) -> Option<T>) -> Option<T> {
+fn parse_one<'a, T>(value: &'a str, item: impl FnOnce(&mut Cursor<'a>) -> Option<T>) -> Option<T> {
     let mut c = Cursor::new(value);
     c.sws();
     let v = item(&mut c)?;
@@ -89,8 +116,19 @@ pub struct Via {
     pub params: Vec<Param>,
 }
 
-impl Via {
-    fn parse_item(c: &mut Cursor<'_>) -> Option<Self> {
+/// A `via-parm` checked against the grammar, its components still slices of the value.
+struct ViaRef<'a> {
+    protocol: &'a str,
+    version: &'a str,
+    transport: &'a str,
+    host: HostRef<'a>,
+    port: Option<u16>,
+}
+
+impl<'a> ViaRef<'a> {
+    /// `sent-protocol LWS sent-by *( SEMI via-params )` at the cursor; each parameter goes to
+    /// `each_param`.
+    fn parse(c: &mut Cursor<'a>, each_param: impl FnMut(&'a str, Option<&'a str>)) -> Option<Self> {
         let protocol = c.token()?;
         if !c.sep(b'/') {
             return None;
@@ -114,13 +152,27 @@ impl Via {
         } else {
             None
         };
-        let params = parse_params(c)?;
+        scan_params(c, each_param)?;
         Some(Self {
-            protocol: protocol.to_owned(),
-            version: version.to_owned(),
-            transport: transport.to_owned(),
+            protocol,
+            version,
+            transport,
             host,
             port,
+        })
+    }
+}
+
+impl Via {
+    fn parse_item(c: &mut Cursor<'_>) -> Option<Self> {
+        let mut params = Vec::new();
+        let v = ViaRef::parse(c, |name, value| params.push(Param::new(name, value)))?;
+        Some(Self {
+            protocol: v.protocol.to_owned(),
+            version: v.version.to_owned(),
+            transport: v.transport.to_owned(),
+            host: v.host.to_host(),
+            port: v.port,
             params,
         })
     }
@@ -179,6 +231,85 @@ pub struct NameAddr {
     pub params: Vec<Param>,
 }
 
+/// A `name-addr / addr-spec` checked against the grammar, its components still slices of the
+/// value.
+struct NameAddrRef<'a> {
+    display_name: Option<&'a str>,
+    uri: UriRef<'a>,
+    bracketed: bool,
+}
+
+impl<'a> NameAddrRef<'a> {
+    /// One address at the cursor, its header parameters going to `each_param`.
+    /// `allow_addr_spec`: whether the bare URI form is allowed (see [`NameAddr::parse_item`]).
+    fn parse(
+        c: &mut Cursor<'a>,
+        allow_addr_spec: bool,
+        each_param: impl FnMut(&'a str, Option<&'a str>),
+    ) -> Option<Self> {
+        let start = c.pos();
+        let mut display_name = None;
+        if c.peek() == Some(b'"') {
+            display_name = Some(c.quoted_string()?);
+            c.sws();
+        } else if c.peek() != Some(b'<') {
+            // Either `*(token LWS) "<"` (a display name) or an addr-spec. Display names of
+            // tokens may touch the '<' (RFC 4475 section 3.1.1.6 accepts `caller<sip:...>`).
+            while c.token().is_some() {
+                let end = c.pos();
+                c.sws();
+                if c.peek() == Some(b'<') {
+                    display_name = Some(c.slice(start, end));
+                    break;
+                }
+            }
+            if display_name.is_none() {
+                return Self::parse_addr_spec(c, start, allow_addr_spec, each_param);
+            }
+        }
+        // LAQUOT addr-spec RAQUOT: no whitespace inside the brackets (RFC 4475 section 3.1.2.14).
+        if !c.eat(b'<') {
+            return None;
+        }
+        let uri_text = c.take_while(|b| b != b'>');
+        if !c.eat(b'>') {
+            return None;
+        }
+        let uri = UriRef::parse(uri_text).ok()?;
+        scan_params(c, each_param)?;
+        Some(Self {
+            display_name,
+            uri,
+            bracketed: true,
+        })
+    }
+
+    fn parse_addr_spec(
+        c: &mut Cursor<'a>,
+        start: usize,
+        allowed: bool,
+        each_param: impl FnMut(&'a str, Option<&'a str>),
+    ) -> Option<Self> {
+        if !allowed {
+            return None;
+        }
+        // Rewind to the start of the address: the URI runs to the first ';', ',' or
+        // whitespace. A URI holding ',', ';' or '?' must be in <> (RFC 3261 section 20.10).
+        c.set_pos(start);
+        let text = c.take_while(|b| !matches!(b, b';' | b',' | b' ' | b'\t'));
+        if text.is_empty() || text.bytes().any(|b| matches!(b, b'?' | b'<' | b'>' | b'"')) {
+            return None;
+        }
+        let uri = UriRef::parse(text).ok()?;
+        scan_params(c, each_param)?;
+        Some(Self {
+            display_name: None,
+            uri,
+            bracketed: false,
+        })
+    }
+}
+
 impl NameAddr {
     /// `<uri>` with no display name and no parameters.
     pub fn new(uri: Uri) -> Self {
@@ -193,61 +324,14 @@ impl NameAddr {
     /// Parses one address at the cursor. `allow_addr_spec`: whether the bare URI form is
     /// allowed (From/To/Contact/P-Asserted-Identity), not in Route/Record-Route.
     pub(crate) fn parse_item(c: &mut Cursor<'_>, allow_addr_spec: bool) -> Option<Self> {
-        let start = c.pos();
-        let mut display_name = None;
-        if c.peek() == Some(b'"') {
-            display_name = Some(c.quoted_string()?.to_owned());
-            c.sws();
-        } else if c.peek() != Some(b'<') {
-            // Either `*(token LWS) "<"` (a display name) or an addr-spec. Display names of
-            // tokens may touch the '<' (RFC 4475 section 3.1.1.6 accepts `caller<sip:...>`).
-            while c.token().is_some() {
-                let end = c.pos();
-                c.sws();
-                if c.peek() == Some(b'<') {
-                    display_name = Some(c.slice(start, end).to_owned());
-                    break;
-                }
-            }
-            if display_name.is_none() {
-                return Self::parse_addr_spec(c, start, allow_addr_spec);
-            }
-        }
-        // LAQUOT addr-spec RAQUOT: no whitespace inside the brackets (RFC 4475 section 3.1.2.14).
-        if !c.eat(b'<') {
-            return None;
-        }
-        let uri_text = c.take_while(|b| b != b'>');
-        if !c.eat(b'>') {
-            return None;
-        }
-        let uri = Uri::parse(uri_text).ok()?;
-        let params = parse_params(c)?;
+        let mut params = Vec::new();
+        let a = NameAddrRef::parse(c, allow_addr_spec, |name, value| {
+            params.push(Param::new(name, value));
+        })?;
         Some(Self {
-            display_name,
-            uri,
-            bracketed: true,
-            params,
-        })
-    }
-
-    fn parse_addr_spec(c: &mut Cursor<'_>, start: usize, allowed: bool) -> Option<Self> {
-        if !allowed {
-            return None;
-        }
-        // Rewind to the start of the address: the URI runs to the first ';', ',' or
-        // whitespace. A URI holding ',', ';' or '?' must be in <> (RFC 3261 section 20.10).
-        c.set_pos(start);
-        let text = c.take_while(|b| !matches!(b, b';' | b',' | b' ' | b'\t'));
-        if text.is_empty() || text.contains(['?', '<', '>', '"']) {
-            return None;
-        }
-        let uri = Uri::parse(text).ok()?;
-        let params = parse_params(c)?;
-        Some(Self {
-            display_name: None,
-            uri,
-            bracketed: false,
+            display_name: a.display_name.map(str::to_owned),
+            uri: a.uri.to_uri(),
+            bracketed: a.bracketed,
             params,
         })
     }
@@ -303,11 +387,22 @@ pub enum Contact {
 impl Contact {
     /// Parses a Contact value.
     pub fn parse(value: &str) -> Option<Self> {
-        if value.trim_matches([' ', '\t']) == "*" {
+        if is_contact_wildcard(value) {
             return Some(Self::Wildcard);
         }
         NameAddr::parse_list(value, true).map(Self::Addresses)
     }
+
+    /// Whether `value` parses as a Contact value, without building it.
+    fn is_valid(value: &str) -> bool {
+        is_contact_wildcard(value)
+            || scan_list(value, |c| NameAddrRef::parse(c, true, skip_param)).is_some()
+    }
+}
+
+/// `Contact: *` (surrounding whitespace allowed).
+fn is_contact_wildcard(value: &str) -> bool {
+    trim_wsp(value) == "*"
 }
 
 /// A CSeq value: `1*DIGIT LWS Method` (RFC 3261 section 20.16); the number is at most 2^32-1.
@@ -323,14 +418,21 @@ impl CSeq {
     /// Parses a CSeq value.
     pub fn parse(value: &str) -> Option<Self> {
         parse_one(value, |c| {
-            let seq = parse_u32(c.take_while(|b| b.is_ascii_digit()))?;
-            if !c.lws() {
-                return None;
-            }
-            let method = Method::parse(c.token()?)?;
+            let (seq, method) = cseq_parts(c)?;
+            let method = Method::parse(method)?;
             Some(Self { seq, method })
         })
     }
+}
+
+/// `1*DIGIT LWS Method` at the cursor: the number and the method token. Every `token` is a
+/// `Method` (`extension-method = token`), so this accepts exactly what [`CSeq::parse`] does.
+fn cseq_parts<'a>(c: &mut Cursor<'a>) -> Option<(u32, &'a str)> {
+    let seq = parse_u32(c.take_while(|b| b.is_ascii_digit()))?;
+    if !c.lws() {
+        return None;
+    }
+    Some((seq, c.token()?))
 }
 
 impl fmt::Display for CSeq {
@@ -354,14 +456,19 @@ pub struct CallId(pub String);
 impl CallId {
     /// Parses a Call-ID value.
     pub fn parse(value: &str) -> Option<Self> {
-        let v = value.trim_matches([' ', '\t']);
-        let (a, b) = match v.split_once('@') {
-            Some((a, b)) => (a, Some(b)),
-            None => (v, None),
-        };
-        let word = |w: &str| !w.is_empty() && w.bytes().all(is_word);
-        (word(a) && b.is_none_or(word)).then(|| Self(v.to_owned()))
+        call_id_text(value).map(|v| Self(v.to_owned()))
     }
+}
+
+/// The Call-ID without surrounding whitespace, if it is `word [ "@" word ]`.
+fn call_id_text(value: &str) -> Option<&str> {
+    let v = trim_wsp(value);
+    let (a, b) = match split_once_byte(v, b'@') {
+        Some((a, b)) => (a, Some(b)),
+        None => (v, None),
+    };
+    let word = |w: &str| !w.is_empty() && w.bytes().all(is_word);
+    (word(a) && b.is_none_or(word)).then_some(v)
 }
 
 impl fmt::Display for CallId {
@@ -386,12 +493,9 @@ impl MediaType {
     /// Parses a media type.
     pub fn parse(value: &str) -> Option<Self> {
         parse_one(value, |c| {
-            let ty = c.token()?;
-            if !c.sep(b'/') {
-                return None;
-            }
-            let subtype = c.token()?;
-            let params = parse_params(c)?;
+            let mut params = Vec::new();
+            let (ty, subtype) =
+                media_type_parts(c, |name, value| params.push(Param::new(name, value)))?;
             Some(Self {
                 ty: ty.to_owned(),
                 subtype: subtype.to_owned(),
@@ -409,6 +513,21 @@ impl MediaType {
     pub fn param(&self, name: &str) -> Option<String> {
         find_param(&self.params, name).and_then(|p| p.unquoted_value().map(|v| v.into_owned()))
     }
+}
+
+/// `m-type SLASH m-subtype *(SEMI m-parameter)` at the cursor: the type and subtype, each
+/// parameter going to `each_param`.
+fn media_type_parts<'a>(
+    c: &mut Cursor<'a>,
+    each_param: impl FnMut(&'a str, Option<&'a str>),
+) -> Option<(&'a str, &'a str)> {
+    let ty = c.token()?;
+    if !c.sep(b'/') {
+        return None;
+    }
+    let subtype = c.token()?;
+    scan_params(c, each_param)?;
+    Some((ty, subtype))
 }
 
 impl fmt::Display for MediaType {
@@ -463,7 +582,7 @@ pub fn feature_list(v: &str) -> Vec<String> {
 /// "GMT"`, e.g. `Sat, 13 Nov 2010 23:29:00 GMT`. Only `GMT` is a legal zone (RFC 4475 section
 /// 3.1.2.12).
 pub fn is_sip_date(value: &str) -> bool {
-    let b = value.trim_matches([' ', '\t']).as_bytes();
+    let b = trim_wsp(value).as_bytes();
     const DAYS: [&[u8]; 7] = [b"Mon", b"Tue", b"Wed", b"Thu", b"Fri", b"Sat", b"Sun"];
     const MONTHS: [&[u8]; 12] = [
         b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
@@ -513,6 +632,23 @@ impl Headers {
             .ok_or_else(|| HeaderError::Malformed(static_name(&name)))
     }
 
+    /// Every element of every field with this name, in order; `item` parses one element of
+    /// the field's `item *(COMMA item)` list.
+    fn list_items<T>(
+        &self,
+        name: HeaderName,
+        mut item: impl FnMut(&mut Cursor<'_>) -> Option<T>,
+    ) -> Result<Vec<T>, HeaderError> {
+        let mut out = Vec::new();
+        for h in self.get_all(&name) {
+            let v = h.value()?;
+            // Elements go straight into `out`: no list per field to copy over.
+            scan_list(&v, |c| item(c).map(|x| out.push(x)))
+                .ok_or_else(|| HeaderError::Malformed(static_name(&name)))?;
+        }
+        Ok(out)
+    }
+
     fn list_typed<T>(
         &self,
         name: HeaderName,
@@ -528,7 +664,7 @@ impl Headers {
 
     /// All Via values, top first.
     pub fn via(&self) -> Result<Vec<Via>, HeaderError> {
-        self.list_typed(HeaderName::Via, Via::parse_list)
+        self.list_items(HeaderName::Via, Via::parse_item)
     }
 
     /// The topmost Via value.
@@ -567,23 +703,19 @@ impl Headers {
     /// Max-Forwards (`1*DIGIT`, at most 255).
     pub fn max_forwards(&self) -> Result<Option<u8>, HeaderError> {
         self.single_typed(HeaderName::MaxForwards, |v| {
-            parse_u32(v.trim_matches([' ', '\t'])).and_then(|n| u8::try_from(n).ok())
+            parse_u32(trim_wsp(v)).and_then(|n| u8::try_from(n).ok())
         })
     }
 
     /// Content-Length.
     pub fn content_length(&self) -> Result<Option<u32>, HeaderError> {
-        self.single_typed(HeaderName::ContentLength, |v| {
-            parse_u32(v.trim_matches([' ', '\t']))
-        })
+        self.single_typed(HeaderName::ContentLength, |v| parse_u32(trim_wsp(v)))
     }
 
     /// Expires (delta-seconds). A value above 2^32-1 is an error here; RFC 3261 section
     /// 10.2.1.1 lets a registrar treat a malformed value as 3600.
     pub fn expires(&self) -> Result<Option<u32>, HeaderError> {
-        self.single_typed(HeaderName::Expires, |v| {
-            parse_u32(v.trim_matches([' ', '\t']))
-        })
+        self.single_typed(HeaderName::Expires, |v| parse_u32(trim_wsp(v)))
     }
 
     /// Contact: `Ok(None)` when absent.
@@ -607,35 +739,35 @@ impl Headers {
 
     /// Route, in order.
     pub fn route(&self) -> Result<Vec<NameAddr>, HeaderError> {
-        self.list_typed(HeaderName::Route, |v| NameAddr::parse_list(v, false))
+        self.list_items(HeaderName::Route, |c| NameAddr::parse_item(c, false))
     }
 
     /// Record-Route, in order.
     pub fn record_route(&self) -> Result<Vec<NameAddr>, HeaderError> {
-        self.list_typed(HeaderName::RecordRoute, |v| NameAddr::parse_list(v, false))
+        self.list_items(HeaderName::RecordRoute, |c| NameAddr::parse_item(c, false))
     }
 
     /// Path (RFC 3327), in order.
     pub fn path(&self) -> Result<Vec<NameAddr>, HeaderError> {
-        self.list_typed(HeaderName::Path, |v| NameAddr::parse_list(v, false))
+        self.list_items(HeaderName::Path, |c| NameAddr::parse_item(c, false))
     }
 
     /// Service-Route (RFC 3608), in order.
     pub fn service_route(&self) -> Result<Vec<NameAddr>, HeaderError> {
-        self.list_typed(HeaderName::ServiceRoute, |v| NameAddr::parse_list(v, false))
+        self.list_items(HeaderName::ServiceRoute, |c| NameAddr::parse_item(c, false))
     }
 
     /// P-Asserted-Identity (RFC 3325), one or two identities.
     pub fn p_asserted_identity(&self) -> Result<Vec<NameAddr>, HeaderError> {
-        self.list_typed(HeaderName::PAssertedIdentity, |v| {
-            NameAddr::parse_list(v, true)
+        self.list_items(HeaderName::PAssertedIdentity, |c| {
+            NameAddr::parse_item(c, true)
         })
     }
 
     /// P-Preferred-Identity (RFC 3325).
     pub fn p_preferred_identity(&self) -> Result<Vec<NameAddr>, HeaderError> {
-        self.list_typed(HeaderName::PPreferredIdentity, |v| {
-            NameAddr::parse_list(v, true)
+        self.list_items(HeaderName::PPreferredIdentity, |c| {
+            NameAddr::parse_item(c, true)
         })
     }
 
@@ -646,7 +778,7 @@ impl Headers {
 
     fn option_tags(&self, name: HeaderName, allow_empty: bool) -> Result<Vec<String>, HeaderError> {
         self.list_typed(name, |v| {
-            if allow_empty && v.trim_matches([' ', '\t']).is_empty() {
+            if allow_empty && trim_wsp(v).is_empty() {
                 return Some(Vec::new());
             }
             parse_list(v, |c| c.token().map(str::to_owned))
@@ -678,7 +810,7 @@ impl Headers {
         self.list_typed(name, |v| {
             v.split(',')
                 .map(|s| {
-                    let s = s.trim_matches([' ', '\t']);
+                    let s = trim_wsp(s);
                     let ok = s.len() > 10
                         && s[..10].eq_ignore_ascii_case("urn:urn-7:")
                         && !s.bytes().any(|b| is_wsp(b) || b.is_ascii_control());
@@ -703,7 +835,7 @@ impl Headers {
         // OMA CPM identifiers are UUIDs (PROTOCOL.md row 7); accept any `word` so a peer's
         // other identifier syntax is carried rather than refused.
         self.single_typed(name, |v| {
-            let v = v.trim_matches([' ', '\t']);
+            let v = trim_wsp(v);
             (!v.is_empty() && v.bytes().all(is_word)).then(|| v.to_owned())
         })
     }
@@ -724,29 +856,45 @@ impl Headers {
     }
 }
 
-/// Checks one header's value against its grammar, for the headers validated at ingress.
-/// Multiplicity is not checked here (that is a semantic check, RFC 4475 section 3.3.8).
-pub(crate) fn validate(h: &Header) -> bool {
-    let Ok(v) = h.value() else {
-        return false;
-    };
-    match h.name() {
-        HeaderName::Via => Via::parse_list(&v).is_some(),
-        HeaderName::From | HeaderName::To => NameAddr::parse(&v).is_some(),
-        HeaderName::CallId => CallId::parse(&v).is_some(),
-        HeaderName::CSeq => CSeq::parse(&v).is_some(),
-        HeaderName::MaxForwards => parse_u32(v.trim_matches([' ', '\t'])).is_some_and(|n| n <= 255),
-        HeaderName::Contact => Contact::parse(&v).is_some(),
-        HeaderName::Route | HeaderName::RecordRoute => NameAddr::parse_list(&v, false).is_some(),
-        HeaderName::ContentType => MediaType::parse(&v).is_some(),
-        HeaderName::Date => is_sip_date(&v),
-        _ => true,
-    }
+/// The grammar check for a header validated at ingress, or `None` for the headers read only
+/// on demand. A check takes the unfolded value ([`Header::value`]) and accepts exactly what
+/// the typed accessor accepts. Multiplicity is not checked here (that is a semantic check,
+/// RFC 4475 section 3.3.8).
+///
+/// This runs on every field of every message, so the checks build nothing: each grammar is
+/// checked through the borrowed form the typed parser builds its value from (`ViaRef`,
+/// `NameAddrRef`, `UriRef`...), with parameters skipped rather than collected.
+pub(crate) fn ingress_check(name: &HeaderName) -> Option<fn(&str) -> bool> {
+    Some(match name {
+        HeaderName::Via => |v| scan_list(v, |c| ViaRef::parse(c, skip_param)).is_some(),
+        HeaderName::From | HeaderName::To => {
+            |v| parse_one(v, |c| NameAddrRef::parse(c, true, skip_param)).is_some()
+        }
+        HeaderName::CallId => |v| call_id_text(v).is_some(),
+        HeaderName::CSeq => |v| parse_one(v, cseq_parts).is_some(),
+        HeaderName::MaxForwards => |v| parse_u32(trim_wsp(v)).is_some_and(|n| n <= 255),
+        HeaderName::Contact => Contact::is_valid,
+        HeaderName::Route | HeaderName::RecordRoute => {
+            |v| scan_list(v, |c| NameAddrRef::parse(c, false, skip_param)).is_some()
+        }
+        HeaderName::ContentType => |v| parse_one(v, |c| media_type_parts(c, skip_param)).is_some(),
+        HeaderName::Date => is_sip_date,
+        _ => return None,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gen_value_class() {
+        use crate::scan::is_token;
+        for b in 0..=255u8 {
+            let expected = is_token(b) || matches!(b, b':' | b'[' | b']');
+            assert_eq!(is_gen_value(b), expected, "{b}");
+        }
+    }
 
     #[test]
     fn via_with_lws_everywhere() {

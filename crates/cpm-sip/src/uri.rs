@@ -9,7 +9,9 @@ use core::net::Ipv4Addr;
 use std::borrow::Cow;
 use std::fmt;
 
-use crate::scan::{is_escaped_run, is_reserved, is_unreserved};
+use crate::scan::{
+    ByteClass, find_byte, is_escaped_run, is_reserved, is_unreserved, split_byte, split_once_byte,
+};
 
 /// The URI did not follow the grammar of its scheme.
 #[derive(Clone, Copy, Debug, Eq, PartialEq, thiserror::Error)]
@@ -137,37 +139,70 @@ fn hex(b: u8) -> Option<u8> {
     (b as char).to_digit(16).map(|d| d as u8)
 }
 
+/// `scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )` (after the first character).
 fn is_scheme_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.')
 }
 
-/// RFC 3261 `user-unreserved` plus `unreserved`.
+// The classes below are tables (see `ByteClass`): URIs are checked at ingress in every
+// Request-URI, From, To, Contact, Route and Record-Route, one byte at a time.
+
+/// RFC 3261 `unreserved / user-unreserved`, `user-unreserved = "&" / "=" / "+" / "$" / "," /
+/// ";" / "?" / "/"`.
+static USER: ByteClass = ByteClass::new(true, b"-_.!~*'()&=+$,;?/");
+
+/// RFC 3261 `password` characters besides `escaped`: `unreserved / "&" / "=" / "+" / "$" /
+/// ","`.
+static PASSWORD: ByteClass = ByteClass::new(true, b"-_.!~*'()&=+$,");
+
+/// RFC 3261 `paramchar = param-unreserved / unreserved / escaped`, `param-unreserved = "[" /
+/// "]" / "/" / ":" / "&" / "+" / "$"`.
+static PARAM: ByteClass = ByteClass::new(true, b"-_.!~*'()[]/:&+$");
+
+/// RFC 3261 `hnv-unreserved / unreserved`, `hnv-unreserved = "[" / "]" / "/" / "?" / ":" /
+/// "+" / "$"`.
+static HEADER: ByteClass = ByteClass::new(true, b"-_.!~*'()[]/?:+$");
+
+/// RFC 3261 `hostname` characters (`alphanum`, `-`, `.`), and `_` which real host names carry.
+static HOST: ByteClass = ByteClass::new(true, b"-._");
+
 fn is_user_char(b: u8) -> bool {
-    is_unreserved(b) || matches!(b, b'&' | b'=' | b'+' | b'$' | b',' | b';' | b'?' | b'/')
+    USER.contains(b)
 }
 
 fn is_password_char(b: u8) -> bool {
-    is_unreserved(b) || matches!(b, b'&' | b'=' | b'+' | b'$' | b',')
+    PASSWORD.contains(b)
 }
 
-/// RFC 3261 `paramchar = param-unreserved / unreserved / escaped`.
 fn is_param_char(b: u8) -> bool {
-    is_unreserved(b) || matches!(b, b'[' | b']' | b'/' | b':' | b'&' | b'+' | b'$')
+    PARAM.contains(b)
 }
 
-/// RFC 3261 `hnv-unreserved / unreserved`.
 fn is_header_char(b: u8) -> bool {
-    is_unreserved(b) || matches!(b, b'[' | b']' | b'/' | b'?' | b':' | b'+' | b'$')
+    HEADER.contains(b)
 }
 
 fn is_host_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')
+    HOST.contains(b)
 }
 
-impl Uri {
-    /// Parses a complete URI.
-    pub fn parse(s: &str) -> Result<Self, UriError> {
-        let colon = s.find(':').ok_or(UriError)?;
+/// A URI checked against the grammar of its scheme, its components still slices of the text.
+///
+/// Checking a URI inside a header at ingress needs no owned value: this view is what
+/// [`Uri::parse`] builds one from, so both answer alike on any input.
+pub(crate) enum UriRef<'a> {
+    /// `sip:` or `sips:`.
+    Sip(SipUriRef<'a>),
+    /// `tel:`.
+    Tel(TelUriRef<'a>),
+    /// Any other scheme: the scheme and everything after the first `:`.
+    Absolute(&'a str, &'a str),
+}
+
+impl<'a> UriRef<'a> {
+    /// Checks a complete URI.
+    pub(crate) fn parse(s: &'a str) -> Result<Self, UriError> {
+        let colon = find_byte(s, b':').ok_or(UriError)?;
         let scheme = &s[..colon];
         let rest = &s[colon + 1..];
         if scheme.is_empty()
@@ -177,21 +212,37 @@ impl Uri {
             return Err(UriError);
         }
         if scheme.eq_ignore_ascii_case("sip") {
-            SipUri::parse_after_scheme(false, rest).map(Self::Sip)
+            SipUriRef::parse_after_scheme(false, rest).map(Self::Sip)
         } else if scheme.eq_ignore_ascii_case("sips") {
-            SipUri::parse_after_scheme(true, rest).map(Self::Sip)
+            SipUriRef::parse_after_scheme(true, rest).map(Self::Sip)
         } else if scheme.eq_ignore_ascii_case("tel") {
-            TelUri::parse_after_scheme(rest).map(Self::Tel)
+            TelUriRef::parse_after_scheme(rest).map(Self::Tel)
         } else {
             // absoluteURI: uric = reserved / unreserved / escaped; never empty.
             if rest.is_empty() || !is_escaped_run(rest, |b| is_reserved(b) || is_unreserved(b)) {
                 return Err(UriError);
             }
-            Ok(Self::Absolute(AbsoluteUri {
-                scheme: scheme.to_owned(),
-                rest: rest.to_owned(),
-            }))
+            Ok(Self::Absolute(scheme, rest))
         }
+    }
+
+    /// The owned URI.
+    pub(crate) fn to_uri(&self) -> Uri {
+        match self {
+            Self::Sip(u) => Uri::Sip(u.to_sip_uri()),
+            Self::Tel(t) => Uri::Tel(t.to_tel_uri()),
+            Self::Absolute(scheme, rest) => Uri::Absolute(AbsoluteUri {
+                scheme: (*scheme).to_owned(),
+                rest: (*rest).to_owned(),
+            }),
+        }
+    }
+}
+
+impl Uri {
+    /// Parses a complete URI.
+    pub fn parse(s: &str) -> Result<Self, UriError> {
+        UriRef::parse(s).map(|u| u.to_uri())
     }
 
     /// The SIP URI, if this is one.
@@ -213,28 +264,30 @@ impl Uri {
     }
 }
 
-impl SipUri {
-    /// A `sip:user@host` URI.
-    pub fn new(user: Option<&str>, host: Host) -> Self {
-        Self {
-            secure: false,
-            user: user.map(str::to_owned),
-            password: None,
-            host,
-            port: None,
-            params: Vec::new(),
-            headers: Vec::new(),
-        }
-    }
+/// A `sip:`/`sips:` URI checked against the grammar, its components still slices of the text.
+pub(crate) struct SipUriRef<'a> {
+    secure: bool,
+    user: Option<&'a str>,
+    password: Option<&'a str>,
+    host: HostRef<'a>,
+    port: Option<u16>,
+    /// The `uri-parameters` after the first `;`, each one checked; split again on `;` when the
+    /// owned URI is built.
+    params: Option<&'a str>,
+    /// The `headers` after `?`, each one checked; split again on `&` when the owned URI is
+    /// built.
+    headers: Option<&'a str>,
+}
 
-    fn parse_after_scheme(secure: bool, s: &str) -> Result<Self, UriError> {
+impl<'a> SipUriRef<'a> {
+    fn parse_after_scheme(secure: bool, s: &'a str) -> Result<Self, UriError> {
         // The userinfo ends at the first '@': neither the host, the parameters nor the headers
         // may hold an unescaped '@' (RFC 3261 section 25.1), while the user part may hold ';'
         // and '?' (RFC 4475 section 3.1.1.9).
-        let (user, password, rest) = match s.find('@') {
+        let (user, password, rest) = match find_byte(s, b'@') {
             Some(at) => {
                 let userinfo = &s[..at];
-                let (user, password) = match userinfo.find(':') {
+                let (user, password) = match find_byte(userinfo, b':') {
                     Some(c) => (&userinfo[..c], Some(&userinfo[c + 1..])),
                     None => (userinfo, None),
                 };
@@ -244,11 +297,7 @@ impl SipUri {
                 if password.is_some_and(|p| !is_escaped_run(p, is_password_char)) {
                     return Err(UriError);
                 }
-                (
-                    Some(user.to_owned()),
-                    password.map(str::to_owned),
-                    &s[at + 1..],
-                )
+                (Some(user), password, &s[at + 1..])
             }
             None => (None, None, s),
         };
@@ -256,31 +305,35 @@ impl SipUri {
         let mut rest = after_host;
         let mut port = None;
         if let Some(r) = rest.strip_prefix(':') {
-            let end = r.find([';', '?']).unwrap_or(r.len());
+            let end = r
+                .bytes()
+                .position(|b| b == b';' || b == b'?')
+                .unwrap_or(r.len());
             port = Some(parse_port(&r[..end])?);
             rest = &r[end..];
         }
-        let mut params = Vec::new();
-        while let Some(r) = rest.strip_prefix(';') {
-            let end = r.find([';', '?']).unwrap_or(r.len());
-            let p = &r[..end];
-            let (name, value) = match p.find('=') {
-                Some(eq) => (&p[..eq], Some(&p[eq + 1..])),
-                None => (p, None),
-            };
-            if name.is_empty() || !is_escaped_run(name, is_param_char) {
-                return Err(UriError);
+        // uri-parameters = *( ";" uri-parameter ): they run to the '?' of the headers (no
+        // parameter character is '?').
+        let mut params = None;
+        if let Some(r) = rest.strip_prefix(';') {
+            let end = find_byte(r, b'?').unwrap_or(r.len());
+            let section = &r[..end];
+            for p in split_byte(section, b';') {
+                let (name, value) = split_param(p);
+                if name.is_empty() || !is_escaped_run(name, is_param_char) {
+                    return Err(UriError);
+                }
+                if value.is_some_and(|v| v.is_empty() || !is_escaped_run(v, is_param_char)) {
+                    return Err(UriError);
+                }
             }
-            if value.is_some_and(|v| v.is_empty() || !is_escaped_run(v, is_param_char)) {
-                return Err(UriError);
-            }
-            params.push(Param::new(name, value));
+            params = Some(section);
             rest = &r[end..];
         }
-        let mut headers = Vec::new();
+        let mut headers = None;
         if let Some(r) = rest.strip_prefix('?') {
-            for h in r.split('&') {
-                let eq = h.find('=').ok_or(UriError)?;
+            for h in split_byte(r, b'&') {
+                let eq = find_byte(h, b'=').ok_or(UriError)?;
                 let (name, value) = (&h[..eq], &h[eq + 1..]);
                 if name.is_empty()
                     || !is_escaped_run(name, is_header_char)
@@ -288,8 +341,8 @@ impl SipUri {
                 {
                     return Err(UriError);
                 }
-                headers.push((name.to_owned(), value.to_owned()));
             }
+            headers = Some(r);
             rest = "";
         }
         if !rest.is_empty() {
@@ -304,6 +357,55 @@ impl SipUri {
             params,
             headers,
         })
+    }
+
+    /// The owned URI.
+    fn to_sip_uri(&self) -> SipUri {
+        SipUri {
+            secure: self.secure,
+            user: self.user.map(str::to_owned),
+            password: self.password.map(str::to_owned),
+            host: self.host.to_host(),
+            port: self.port,
+            params: self.params.map_or_else(Vec::new, |section| {
+                split_byte(section, b';')
+                    .map(|p| {
+                        let (name, value) = split_param(p);
+                        Param::new(name, value)
+                    })
+                    .collect()
+            }),
+            headers: self.headers.map_or_else(Vec::new, |section| {
+                // Invariant: every header was checked to hold a '='.
+                split_byte(section, b'&')
+                    .filter_map(|h| split_once_byte(h, b'='))
+                    .map(|(name, value)| (name.to_owned(), value.to_owned()))
+                    .collect()
+            }),
+        }
+    }
+}
+
+/// Splits `name[=value]` at the first `=`.
+fn split_param(p: &str) -> (&str, Option<&str>) {
+    match split_once_byte(p, b'=') {
+        Some((name, value)) => (name, Some(value)),
+        None => (p, None),
+    }
+}
+
+impl SipUri {
+    /// A `sip:user@host` URI.
+    pub fn new(user: Option<&str>, host: Host) -> Self {
+        Self {
+            secure: false,
+            user: user.map(str::to_owned),
+            password: None,
+            host,
+            port: None,
+            params: Vec::new(),
+            headers: Vec::new(),
+        }
     }
 
     /// The named URI parameter (names compare case-insensitively).
@@ -386,26 +488,45 @@ fn parse_port(s: &str) -> Result<u16, UriError> {
     s.parse().map_err(|_| UriError)
 }
 
+/// A `host` as written: a name or a dotted IPv4 address (told apart when the owned [`Host`] is
+/// built; both are accepted alike), or an IPv6 reference without its brackets.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum HostRef<'a> {
+    /// `hostname / IPv4address`.
+    Name(&'a str),
+    /// `IPv6reference` without the brackets.
+    Ipv6(&'a str),
+}
+
+impl HostRef<'_> {
+    /// The owned host.
+    pub(crate) fn to_host(self) -> Host {
+        match self {
+            Self::Name(name) => match name.parse::<Ipv4Addr>() {
+                Ok(a) => Host::Ipv4(a),
+                Err(_) => Host::Domain(name.to_owned()),
+            },
+            Self::Ipv6(a) => Host::Ipv6(a.to_owned()),
+        }
+    }
+}
+
 /// Parses `host` at the start of `s`, returning it and the rest.
-pub(crate) fn parse_host(s: &str) -> Result<(Host, &str), UriError> {
+pub(crate) fn parse_host(s: &str) -> Result<(HostRef<'_>, &str), UriError> {
     if let Some(r) = s.strip_prefix('[') {
-        let end = r.find(']').ok_or(UriError)?;
+        let end = find_byte(r, b']').ok_or(UriError)?;
         let v6 = &r[..end];
         if !is_ipv6_text(v6) {
             return Err(UriError);
         }
-        return Ok((Host::Ipv6(v6.to_owned()), &r[end + 1..]));
+        return Ok((HostRef::Ipv6(v6), &r[end + 1..]));
     }
     let end = s.bytes().position(|b| !is_host_char(b)).unwrap_or(s.len());
     let name = &s[..end];
     if name.is_empty() {
         return Err(UriError);
     }
-    let host = match name.parse::<Ipv4Addr>() {
-        Ok(a) => Host::Ipv4(a),
-        Err(_) => Host::Domain(name.to_owned()),
-    };
-    Ok((host, &s[end..]))
+    Ok((HostRef::Name(name), &s[end..]))
 }
 
 /// An IPv6 address as text: hex digits, colons and (for an embedded IPv4 tail) dots, at least
@@ -434,10 +555,19 @@ impl Host {
     }
 }
 
-impl TelUri {
-    fn parse_after_scheme(s: &str) -> Result<Self, UriError> {
-        let mut parts = s.split(';');
-        let number = parts.next().unwrap_or_default();
+/// A `tel:` URI checked against the grammar, its components still slices of the text.
+pub(crate) struct TelUriRef<'a> {
+    number: &'a str,
+    /// The parameters after the first `;`, each one checked.
+    params: Option<&'a str>,
+}
+
+impl<'a> TelUriRef<'a> {
+    fn parse_after_scheme(s: &'a str) -> Result<Self, UriError> {
+        let (number, params) = match split_once_byte(s, b';') {
+            Some((number, params)) => (number, Some(params)),
+            None => (s, None),
+        };
         let number_ok = !number.is_empty()
             && number.bytes().all(|b| {
                 b.is_ascii_hexdigit()
@@ -449,12 +579,11 @@ impl TelUri {
         if !number_ok {
             return Err(UriError);
         }
-        let mut params = Vec::new();
-        for p in parts {
-            let (name, value) = match p.find('=') {
-                Some(eq) => (&p[..eq], Some(&p[eq + 1..])),
-                None => (p, None),
-            };
+        for p in params
+            .into_iter()
+            .flat_map(|section| split_byte(section, b';'))
+        {
+            let (name, value) = split_param(p);
             let ok = |t: &str| {
                 !t.is_empty()
                     && is_escaped_run(t, |b| {
@@ -464,12 +593,23 @@ impl TelUri {
             if !ok(name) || value.is_some_and(|v| !ok(v)) {
                 return Err(UriError);
             }
-            params.push(Param::new(name, value));
         }
-        Ok(Self {
-            number: number.to_owned(),
-            params,
-        })
+        Ok(Self { number, params })
+    }
+
+    /// The owned URI.
+    fn to_tel_uri(&self) -> TelUri {
+        TelUri {
+            number: self.number.to_owned(),
+            params: self.params.map_or_else(Vec::new, |section| {
+                split_byte(section, b';')
+                    .map(|p| {
+                        let (name, value) = split_param(p);
+                        Param::new(name, value)
+                    })
+                    .collect()
+            }),
+        }
     }
 }
 
@@ -545,6 +685,24 @@ mod tests {
         match Uri::parse(s) {
             Ok(Uri::Sip(u)) => u,
             other => panic!("{s}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn byte_classes_follow_the_grammar() {
+        // RFC 3261 section 25.1, written out as comparisons.
+        for b in 0..=255u8 {
+            let unreserved = is_unreserved(b);
+            let user = unreserved || b"&=+$,;?/".contains(&b);
+            let password = unreserved || b"&=+$,".contains(&b);
+            let param = unreserved || b"[]/:&+$".contains(&b);
+            let header = unreserved || b"[]/?:+$".contains(&b);
+            let host = b.is_ascii_alphanumeric() || b"-._".contains(&b);
+            assert_eq!(is_user_char(b), user, "user {b}");
+            assert_eq!(is_password_char(b), password, "password {b}");
+            assert_eq!(is_param_char(b), param, "param {b}");
+            assert_eq!(is_header_char(b), header, "header {b}");
+            assert_eq!(is_host_char(b), host, "host {b}");
         }
     }
 
