@@ -154,6 +154,10 @@ struct RouteCtx {
     trusted: bool,
     /// A Route naming us was removed: the request follows a route we are on (Record-Route).
     routed_via_us: bool,
+    /// No To tag: an initial request, outside any dialog.
+    initial: bool,
+    /// The RFC 3261 16.6 step 8 hash, computed once after route processing.
+    hash: u64,
 }
 
 /// One forwarded request and what its branches answered.
@@ -750,6 +754,8 @@ impl Proxy {
             ));
             return self.reply(now, &key, resp);
         }
+        ctx.initial = initial;
+        ctx.hash = self.request_hash(&req, &ctx);
         // 16.3 step 4: loop detection.
         if self.is_loop(&req, &ctx) {
             return self.reply_status(now, &key, &req, StatusCode::LOOP_DETECTED, "Loop Detected");
@@ -810,10 +816,18 @@ impl Proxy {
     /// RFC 3261 16.3 step 4: a request that carries a Via of ours whose branch hash equals the
     /// one we would compute now has looped; a different hash is a spiral.
     fn is_loop(&self, req: &Request, ctx: &RouteCtx) -> bool {
+        // Most requests carry no Via of ours at all: look at the raw bytes before parsing.
+        let ours = |raw: &[u8]| {
+            raw.windows(BRANCH_PREFIX.len())
+                .any(|w| w == BRANCH_PREFIX.as_bytes())
+        };
+        if !req.headers.get_all(&HeaderName::Via).any(|h| ours(h.raw())) {
+            return false;
+        }
         let Ok(vias) = req.headers.via() else {
             return false;
         };
-        let hash = format!("{:016x}", self.request_hash(req, ctx));
+        let hash = format!("{:016x}", ctx.hash);
         vias.iter().any(|v| {
             v.branch()
                 .and_then(|b| b.strip_prefix(BRANCH_PREFIX))
@@ -1240,12 +1254,7 @@ impl Proxy {
             ));
             req.headers.remove_all(&HeaderName::PPreferredIdentity);
         }
-        let initial = req
-            .headers
-            .to()
-            .ok()
-            .flatten()
-            .is_some_and(|t| t.tag().is_none());
+        let initial = ctx.initial;
         let routed = req.headers.contains(&HeaderName::Route);
         let local_target = match &req.uri {
             Uri::Sip(u) => self.local_aor(u),
@@ -1446,13 +1455,8 @@ impl Proxy {
         targets: Vec<Target>,
         ctx: &RouteCtx,
     ) {
-        let hash = self.request_hash(&req, ctx);
-        let initial = req
-            .headers
-            .to()
-            .ok()
-            .flatten()
-            .is_some_and(|t| t.tag().is_none());
+        let hash = ctx.hash;
+        let initial = ctx.initial;
         let record_route = initial
             && matches!(
                 req.method,
