@@ -102,11 +102,59 @@ def snapshot(pid):
         except (OSError, ValueError, IndexError):
             continue
     return {"t": time.time(), "ticks": ticks, "hz": os.sysconf("SC_CLK_TCK"),
-            "rss_kb": rss, "pss_kb": pss, "nproc": n}
+            "rss_kb": rss, "pss_kb": pss, "nproc": n, "udp": udp_counters()}
+
+
+def udp_counters():
+    """System-wide (network namespace) UDP counters from /proc/net/snmp."""
+    try:
+        with open("/proc/net/snmp") as f:
+            rows = [l.split() for l in f if l.startswith("Udp:")]
+        return {k: int(v) for k, v in zip(rows[0][1:], rows[1][1:])}
+    except (OSError, IndexError, ValueError):
+        return {}
+
+
+def udp_socket_stats(ports):
+    """{role: {"drops": n, "sockets": k}} for 127.0.0.1 UDP sockets bound to the given ports
+    (summed over sockets sharing a port, e.g. SO_REUSEPORT), from /proc/net/udp."""
+    want = {int(p): r for r, p in ports.items()}
+    out = {r: {"drops": 0, "sockets": 0} for r in ports}
+    try:
+        with open("/proc/net/udp") as f:
+            next(f)
+            for line in f:
+                parts = line.split()
+                port = int(parts[1].split(":")[1], 16)
+                if port in want:
+                    o = out[want[port]]
+                    o["drops"] += int(parts[-1])
+                    o["sockets"] += 1
+    except (OSError, ValueError, IndexError):
+        pass
+    return out
+
+
+def udp_rcvbuf(port):
+    """SO_RCVBUF (bytes, as the kernel reports it) of the UDP sockets on port, via `ss`."""
+    import re
+    import subprocess
+    try:
+        txt = subprocess.run(["ss", "-uamnH", f"sport = :{port}"], capture_output=True, text=True,
+                             timeout=5).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [int(m) for m in re.findall(r"\brb(\d+)", txt)]
 
 
 def cmd_procsnap(a):
-    print(json.dumps(snapshot(a.pid)))
+    snap = snapshot(a.pid)
+    if a.ports:
+        ports = dict(kv.split("=", 1) for kv in a.ports.split(","))
+        snap["socks"] = udp_socket_stats(ports)
+        if a.rcvbuf and "server" in ports:
+            snap["server_rcvbuf"] = udp_rcvbuf(ports["server"])
+    print(json.dumps(snap))
     return 0
 
 
@@ -145,6 +193,52 @@ def cmd_uasnap(a):
     return 0
 
 
+def parse_screen(path):
+    """Per-message rows of the last SIPp scenario screen in a captured stdout:
+    [{"dir": "in"|"out", "msg": "INVITE", "count": n, "retrans": n, "unexpected": n}]."""
+    try:
+        with open(path, encoding="latin-1") as f:
+            text = f.read().replace("\r", "\n")
+    except OSError:
+        return []
+    i = text.rfind("Messages  Retrans")
+    if i < 0:
+        return []
+    rows = []
+    for line in text[i:].split("\n")[1:]:
+        line = line.strip()
+        if not line:
+            continue
+        if line.startswith("-----") and ("Screen" in line or "Terminated" in line):
+            break
+        parts = line.split()
+        if parts[0] not in ("---------->", "<----------") or len(parts) < 3:
+            continue
+        nums = [int(x) for x in parts[2:] if x.isdigit()]
+        row = {"dir": "in" if parts[0] == "---------->" else "out", "msg": parts[1],
+               "count": nums[0] if nums else 0}
+        if len(nums) > 1:
+            row["retrans"] = nums[1]
+        if len(nums) > 3:
+            row["unexpected"] = nums[3]
+        rows.append(row)
+    return rows
+
+
+def cmd_uasdone(a):
+    """Append a record with the UAS's final per-message counts (whole ramp, probe included)."""
+    rec = {"type": "uas_total", "server": a.server, "scenario": a.scenario,
+           "screen": parse_screen(a.screen)}
+    last = read_stat_last(a.csv) or {}
+    rec["dead_call_msgs"] = _int(last, "DeadCallMsgs(C)")
+    rec["failed"] = _int(last, "FailedCall(C)")
+    if a.counters:
+        rec["server_counters"] = a.counters
+    with open(a.out, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+    return 0
+
+
 # --------------------------------------------------------------------------- probe
 class Probe:
     def __init__(self, server, user_from, user_to, domain):
@@ -157,6 +251,7 @@ class Probe:
         self.lport = self.s.getsockname()[1]
         self.tag = "%08x" % random.getrandbits(32)
         self.n = 0
+        self.record_routed = 0  # 200s to INVITE that carried Record-Route
 
     def _branch(self):
         return "z9hG4bK-probe-%x-%d" % (random.getrandbits(40), self.n)
@@ -252,6 +347,7 @@ class Probe:
         for v in hdrs.get("record-route", []):
             rr += [x.strip() for x in v.split(",") if x.strip()]
         routes = list(reversed(rr))
+        self.record_routed += bool(rr)
         contact = (hdrs.get("contact") or hdrs.get("m") or [""])[0]
         target = contact[contact.find("<") + 1:contact.find(">")] if "<" in contact else contact
         self._send(self._req("ACK", target, callid, 1, to_tag=to_tag, routes=routes))
@@ -287,7 +383,8 @@ def cmd_probe(a):
         if err is not None:
             errors[str(err)] = errors.get(str(err), 0) + 1
     with open(a.out, "w") as f:
-        json.dump({"kind": a.kind, "sent": i, "samples_ms": samples, "errors": errors}, f)
+        json.dump({"kind": a.kind, "sent": i, "samples_ms": samples, "errors": errors,
+                   "record_routed": p.record_routed}, f)
     return 0
 
 
@@ -353,6 +450,7 @@ def cmd_step(a):
         u0, u1 = json.loads(a.uas0), json.loads(a.uas1)
         du = {k: u1.get(k, 0) - u0.get(k, 0) for k in u1}
         rec["uas"] = du
+        rec["late_msgs"] = du.get("DeadCallMsgs(C)", 0)
         if du.get("Retransmissions(C)", 0) > 0:
             reasons.append(f"UAS retransmissions={du['Retransmissions(C)']}")
         if du.get("FailedCall(C)", 0) > 0:
@@ -373,6 +471,8 @@ def cmd_step(a):
         ps = sorted(pr["samples_ms"])
         rec.update(probe_n=len(ps), probe_sent=pr["sent"], probe_errors=pr["errors"],
                    p50_ms=pct(ps, 0.50), p99_ms=pct(ps, 0.99))
+        if a.scenario == "call":
+            rec["probe_record_routed"] = pr.get("record_routed", 0)
     except (OSError, ValueError, KeyError):
         rec.update(probe_n=0, p50_ms=None, p99_ms=None)
     # server process
@@ -382,6 +482,37 @@ def cmd_step(a):
     rec["rss_mb"] = round(s1["rss_kb"] / 1024, 1)
     rec["pss_mb"] = round(s1["pss_kb"] / 1024, 1)
     rec["procs"] = s1["nproc"]
+    k0, k1 = s0.get("socks", {}), s1.get("socks", {})
+    for role in k1:
+        rec[f"drops_{role}"] = k1[role]["drops"] - k0.get(role, {}).get("drops", 0)
+    if s1.get("server_rcvbuf"):
+        rec["server_rcvbuf"] = s1["server_rcvbuf"]
+    u0, u1 = s0.get("udp", {}), s1.get("udp", {})
+    rec["udp_rcvbuf_drops"] = u1.get("RcvbufErrors", 0) - u0.get("RcvbufErrors", 0)
+    rec["udp_sndbuf_drops"] = u1.get("SndbufErrors", 0) - u0.get("SndbufErrors", 0)
+    if a.server_info:
+        rec["server_info"] = a.server_info
+    # load generator CPU (single-threaded SIPp: ~100 means it saturates a core)
+    try:
+        g0, g1 = json.loads(a.uas_snap0), json.loads(a.uas_snap1)
+        rec["uas_cpu_pct"] = round(100.0 * (g1["ticks"] - g0["ticks"]) / g0["hz"] / (g1["t"] - g0["t"]), 1)
+    except (ValueError, KeyError, ZeroDivisionError):
+        pass
+    try:
+        # bash `times` before/after: line 2 = children's "user sys", e.g. "0m1.234s 0m0.567s"
+        def children_cpu(path):
+            with open(path) as f:
+                ch = f.read().split("\n")[1].split()
+            tot = 0.0
+            for t in ch[:2]:
+                m, s_ = t.rstrip("s").split("m")
+                tot += int(m) * 60 + float(s_)
+            return tot
+        t0, t1 = a.uac_times.split(",")
+        wall_uac = rec.get("elapsed_s") or wall
+        rec["uac_cpu_pct"] = round(100.0 * (children_cpu(t1) - children_cpu(t0)) / wall_uac, 1)
+    except (OSError, IndexError, ValueError):
+        pass
     rec["clean"] = not reasons
     rec["why"] = "; ".join(reasons)
     with open(a.out, "a") as f:
@@ -389,7 +520,8 @@ def cmd_step(a):
     p50 = "-" if rec.get("p50_ms") is None else f"{rec['p50_ms']:.3f}"
     p99 = "-" if rec.get("p99_ms") is None else f"{rec['p99_ms']:.3f}"
     print(f"    {a.server:9s} {a.scenario:8s} offered {a.rate:>6}/s achieved {rec['achieved']:>9.1f}/s"
-          f"  p50 {p50} ms p99 {p99} ms  cpu {rec['cpu_pct']}%  rss {rec['rss_mb']} MB  "
+          f"  p50 {p50} ms p99 {p99} ms  cpu {rec['cpu_pct']}%  rss {rec['rss_mb']} MB"
+          f"  (sipp uac/uas cpu {rec.get('uac_cpu_pct', '-')}/{rec.get('uas_cpu_pct', '-')}%)  "
           + ("clean" if rec["clean"] else "NOT clean: " + rec["why"]))
     return 0 if rec["clean"] else 3
 
@@ -403,12 +535,22 @@ def fmt(v, nd=3):
     return str(v)
 
 
+def notes(r):
+    n = []
+    if r.get("server_rcvbuf"):
+        n.append("rcvbuf " + "+".join(f"{x // 1024}K" for x in r["server_rcvbuf"]))
+    if r.get("server_info"):
+        n.append(r["server_info"])
+    return "; ".join(n)
+
+
 def cmd_report(a):
-    recs = []
+    recs, totals = [], []
     with open(a.results) as f:
         for line in f:
             if line.strip():
-                recs.append(json.loads(line))
+                r = json.loads(line)
+                (totals if r.get("type") == "uas_total" else recs).append(r)
     out = []
     w = out.append
     w(f"# SIP core benchmark: cpm vs Kamailio ({a.date})")
@@ -426,7 +568,7 @@ def cmd_report(a):
         w("")
         w("| server | highest clean rate (/s) | p50 ms | p99 ms | CPU % | RSS MB | PSS MB | first unclean step |")
         w("|---|---:|---:|---:|---:|---:|---:|---|")
-        best = {}
+        best, ended_clean = {}, []
         for server in ["cpm", "kamailio"]:
             srs = [r for r in rs if r["server"] == server]
             if not srs:
@@ -436,7 +578,9 @@ def cmd_report(a):
             b = max(clean, key=lambda r: r["offered"]) if clean else None
             bad = [r for r in srs if not r["clean"]]
             badtxt = (f"{bad[0]['offered']}/s: {bad[0]['why']}" if bad
-                      else "none (ramp ended clean)")
+                      else "none (ramp ended clean: the rate is a lower bound)")
+            if not bad:
+                ended_clean.append(server)
             if b:
                 best[server] = b["achieved"]
                 w(f"| {server} | {b['achieved']:.0f} (step {b['offered']}) | {fmt(b.get('p50_ms'))} | "
@@ -447,7 +591,9 @@ def cmd_report(a):
                 w(f"| {server} | none clean | - | - | - | - | - | {badtxt} |")
         w("")
         if best.get("kamailio") and "cpm" in best:
-            w(f"**cpm / Kamailio clean-rate ratio: {best['cpm'] / best['kamailio']:.2f}**")
+            caveat = (f" (not a limit: the ramp ended clean for {' and '.join(ended_clean)})"
+                      if ended_clean else "")
+            w(f"**cpm / Kamailio clean-rate ratio: {best['cpm'] / best['kamailio']:.2f}**{caveat}")
         elif "cpm" in best and "kamailio" in best:
             w("cpm / Kamailio clean-rate ratio: n/a (Kamailio had no clean step)")
         else:
@@ -456,18 +602,37 @@ def cmd_report(a):
         w("<details><summary>all steps</summary>")
         w("")
         w("| server | offered /s | achieved /s | ok | failed | retrans | p50 ms | p99 ms | probe n | "
-          "SIPp p50 / p99 ms (4 ms ticks) | CPU % | RSS MB | PSS MB | verdict |")
-        w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+          "SIPp p50 / p99 ms (4 ms ticks) | CPU % | RSS MB | PSS MB | SIPp UAC / UAS CPU % | "
+          "UDP drops server / UAS / UAC (all) | verdict | server notes |")
+        w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
         for r in rs:
             w(f"| {r['server']} | {r['offered']} | {fmt(r.get('achieved'), 1)} | {fmt(r.get('successful'))} | "
               f"{fmt(r.get('failed'))} | {fmt(r.get('retrans'))} | {fmt(r.get('p50_ms'))} | "
               f"{fmt(r.get('p99_ms'))} | {fmt(r.get('probe_n'))} | "
               f"{fmt(r.get('sipp_p50_ms'), 0)} / {fmt(r.get('sipp_p99_ms'), 0)} | {fmt(r.get('cpu_pct'), 1)} | "
               f"{fmt(r.get('rss_mb'), 1)} | {fmt(r.get('pss_mb'), 1)} | "
-              f"{'clean' if r['clean'] else 'NOT clean: ' + r['why']} |")
+              f"{fmt(r.get('uac_cpu_pct'), 1)} / {fmt(r.get('uas_cpu_pct'), 1)} | "
+              f"{fmt(r.get('drops_server'))} / {fmt(r.get('drops_uas'))} / {fmt(r.get('drops_uac'))} "
+              f"({fmt(r.get('udp_rcvbuf_drops'))}) | "
+              f"{'clean' if r['clean'] else 'NOT clean: ' + r['why']} | {notes(r)} |")
         w("")
         w("</details>")
         w("")
+        for t in [t for t in totals if t["scenario"] == scen]:
+            seen = ", ".join(f"{'got' if r['dir'] == 'in' else 'sent'} {r['msg']} {r['count']}"
+                             + (f" ({r['unexpected']} unexpected)" if r.get("unexpected") else "")
+                             for r in t["screen"])
+            extra = (f"; messages for already finished calls (ACKs overtaken by their BYE, "
+                     f"retransmissions): {t['dead_call_msgs']}")
+            if scen == "call":
+                steps = [r for r in rs if r["server"] == t["server"]]
+                n200 = sum(r.get("probe_n", 0) for r in steps)
+                nrr = sum(r.get("probe_record_routed", 0) for r in steps)
+                extra += f"; Record-Route present in {nrr} of {n200} 200-to-INVITE seen by the probe"
+            w(f"- {t['server']}: the UAS (whole ramp, probe included) {seen or 'n/a'}{extra}"
+              + (f"; server counters: `{t['server_counters']}`" if t.get("server_counters") else ""))
+        if any(t["scenario"] == scen for t in totals):
+            w("")
     w("## How to read this")
     w("")
     for line in NOTES:
@@ -492,13 +657,24 @@ NOTES = [
     "(then ACK and BYE along the Record-Route set). Time from just before sendto() to the kernel receive "
     "timestamp (SO_TIMESTAMPNS) of the final response. SIPp's own response times are in kernel ticks "
     "(SIPp 3.6.1 uses CLOCK_MONOTONIC_COARSE: 4 ms here), so they are shown only in the step table.",
+    "- Each scenario gets a freshly started server (no state carried over from an overloaded step of the "
+    "previous scenario); steps of one ramp share the server, as in a steady-state ramp.",
+    "- UDP drops: datagrams the kernel dropped over the step because a socket's receive buffer was full, "
+    "per socket (drops column of /proc/net/udp for the server's SIP port, the UAS and the UAC) and, in "
+    "parentheses, for the whole network namespace (RcvbufErrors of /proc/net/snmp). Drops at the server "
+    "socket mean the server did not read fast enough; server notes give the server socket's SO_RCVBUF "
+    "(`ss` rb) -- SIPp asks for 4 MB (`-buff_size`), capped by net.core.rmem_max.",
     "- CPU %: utime+stime from /proc/PID/stat of the server process and all its descendants "
     "(Kamailio: main + workers + timers + ctl), delta over the UAC run / wall time; 100 = one core.",
     "- RSS MB: VmRSS summed over the server's processes at the end of the step. For Kamailio this counts "
     "the shared-memory pages once per process that touched them, so also PSS MB (sum of Pss from "
     "/proc/PID/smaps_rollup), which splits shared pages between processes; compare PSS across servers.",
     "- Everything (load generator, UAS, probe, server) shares the same machine: absolute numbers depend "
-    "on the machine's other load; the ratio from the same run is the meaningful figure.",
+    "on the machine's other load; the ratio from the same run is the meaningful figure. SIPp is "
+    "single-threaded: a UAC or UAS near 100% CPU means the load generator, not the server, set the limit.",
+    "- Calls: the UAC sends ACK and BYE back to back (hold time `--hold-ms`, default 0); a multi-worker "
+    "proxy may forward the BYE first, so the UAS takes the ACK as optional (RFC 3261 allows BYE once the "
+    "2xx is sent) and the late ACK is counted as a message for a finished call, not as a failure.",
 ]
 
 
@@ -510,10 +686,16 @@ def main():
     p.set_defaults(f=cmd_freeport)
     p = sp.add_parser("procsnap")
     p.add_argument("pid", type=int)
+    p.add_argument("--ports", default="", help="role=port,... UDP sockets whose drops to read")
+    p.add_argument("--rcvbuf", action="store_true", help="also SO_RCVBUF of the server port (ss)")
     p.set_defaults(f=cmd_procsnap)
     p = sp.add_parser("uasnap")
     p.add_argument("csv")
     p.set_defaults(f=cmd_uasnap)
+    p = sp.add_parser("uasdone")
+    for k in ["server", "scenario", "screen", "csv", "out", "counters"]:
+        p.add_argument("--" + k, default="")
+    p.set_defaults(f=cmd_uasdone)
     p = sp.add_parser("probe")
     p.add_argument("--server", required=True, help="HOST:PORT of the server under test")
     p.add_argument("--kind", choices=["message", "call"], required=True)
@@ -526,7 +708,8 @@ def main():
     p.add_argument("--out", required=True)
     p.set_defaults(f=cmd_probe)
     p = sp.add_parser("step")
-    for k in ["server", "scenario", "stat", "rtt", "probe", "snap0", "snap1", "out", "uas0", "uas1"]:
+    for k in ["server", "scenario", "stat", "rtt", "probe", "snap0", "snap1", "out", "uas0", "uas1",
+              "uas-snap0", "uas-snap1", "uac-times", "server-info"]:
         p.add_argument("--" + k, default="")
     p.add_argument("--rtt2", action="store_true")
     p.add_argument("--rate", type=int, required=True)
