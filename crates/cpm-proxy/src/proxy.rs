@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cpm_sip::{
-    Header, HeaderName, Message, Method, Param, ParseError, Request, Response, Scope, SipUri,
-    StatusCode, Uri, Verdict, Via, check_request, feature_list,
+    Header, HeaderName, Message, Method, NameAddr, Param, ParseError, Request, Response, Scope,
+    SipUri, StatusCode, Uri, Verdict, Via, check_request, feature_list,
 };
 use cpm_sip_core::digest::{self, Algorithm, Credentials, NonceCheck, NonceKey};
 use cpm_sip_core::transaction::{
@@ -296,11 +296,16 @@ fn pop_top_via(headers: &mut cpm_sip::Headers) -> bool {
 /// Replaces (or removes) the first Via header field where it stands: the other fields keep
 /// their order and bytes.
 fn replace_top_via(headers: &mut cpm_sip::Headers, replacement: Option<Header>) {
+    replace_first(headers, &HeaderName::Via, replacement);
+}
+
+/// Replaces (or removes) the first field named `name` where it stands.
+fn replace_first(headers: &mut cpm_sip::Headers, name: &HeaderName, replacement: Option<Header>) {
     let mut out = cpm_sip::Headers::new();
     let mut replacement = replacement;
     let mut done = false;
     for h in headers.iter() {
-        if !done && *h.name() == HeaderName::Via {
+        if !done && h.name() == name {
             done = true;
             if let Some(r) = replacement.take() {
                 out.push(r);
@@ -660,6 +665,36 @@ impl Proxy {
         }
     }
 
+    /// Removes the Route values that name us from the top of the route set (RFC 3261 16.4),
+    /// leaving the other fields in place. Returns how many were removed and the `cpm` phase
+    /// parameter of the last one, or `Err` for a Route that does not parse.
+    fn pop_own_routes(&self, req: &mut Request) -> Result<(usize, Option<String>), ()> {
+        let mut popped = 0;
+        let mut phase = None;
+        loop {
+            let Some(first) = req.headers.get(&HeaderName::Route).cloned() else {
+                break;
+            };
+            let value = first.value().map_err(|_| ())?;
+            let list = NameAddr::parse_list(&value, false).ok_or(())?;
+            let Some(Uri::Sip(u)) = list.first().map(|r| &r.uri) else {
+                break;
+            };
+            if !self.is_us(u) {
+                break;
+            }
+            if let Some(p) = u.param("cpm").and_then(|p| p.value.clone()) {
+                phase = Some(p);
+            }
+            popped += 1;
+            let rest: Vec<String> = list.iter().skip(1).map(ToString::to_string).collect();
+            let replacement =
+                (!rest.is_empty()).then(|| Header::new(HeaderName::Route, &rest.join(", ")));
+            replace_first(&mut req.headers, &HeaderName::Route, replacement);
+        }
+        Ok((popped, phase))
+    }
+
     /// Whether the URI names one of our domains (a user there is ours to locate).
     fn is_local_target(&self, uri: &SipUri) -> bool {
         match &uri.host {
@@ -714,25 +749,13 @@ impl Proxy {
             ..RouteCtx::default()
         };
         // Loose routing: pop every Route that names us.
-        loop {
-            let Ok(routes) = req.headers.route() else {
+        match self.pop_own_routes(&mut req) {
+            Ok((popped, phase)) => {
+                ctx.routed_via_us = popped > 0;
+                ctx.phase = phase;
+            }
+            Err(()) => {
                 return self.reply_status(now, &key, &req, StatusCode::BAD_REQUEST, "Bad Route");
-            };
-            let Some(first) = routes.first() else { break };
-            match &first.uri {
-                Uri::Sip(u) if self.is_us(u) => {
-                    if let Some(p) = u.param("cpm").and_then(|p| p.value.clone()) {
-                        ctx.phase = Some(p);
-                    }
-                    ctx.routed_via_us = true;
-                    let rest: Vec<String> =
-                        routes.iter().skip(1).map(ToString::to_string).collect();
-                    req.headers.remove_all(&HeaderName::Route);
-                    for r in rest {
-                        req.headers.push(Header::new(HeaderName::Route, &r));
-                    }
-                }
-                _ => break,
             }
         }
         let routed = req.headers.contains(&HeaderName::Route);
@@ -1700,25 +1723,10 @@ impl Proxy {
     fn forward_stateless_ack(&mut self, now: Instant, mut req: Request, peer: Peer) {
         let _ = peer;
         let ctx = RouteCtx::default();
-        let mut popped = false;
-        loop {
-            let Ok(routes) = req.headers.route() else {
-                return;
-            };
-            let Some(first) = routes.first() else { break };
-            match &first.uri {
-                Uri::Sip(u) if self.is_us(u) => {
-                    popped = true;
-                    let rest: Vec<String> =
-                        routes.iter().skip(1).map(ToString::to_string).collect();
-                    req.headers.remove_all(&HeaderName::Route);
-                    for r in rest {
-                        req.headers.push(Header::new(HeaderName::Route, &r));
-                    }
-                }
-                _ => break,
-            }
-        }
+        let Ok((popped, _)) = self.pop_own_routes(&mut req) else {
+            return;
+        };
+        let popped = popped > 0;
         let dest = match req.headers.route().ok().and_then(|r| r.into_iter().next()) {
             Some(next) => self.resolve(&next.uri),
             None => match &req.uri {
