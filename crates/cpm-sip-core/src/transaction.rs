@@ -196,7 +196,9 @@ type Map<K, V> = HashMap<K, V, FixedState>;
 pub struct TransactionLayer {
     config: TimerConfig,
     next_id: u64,
-    txs: Map<u64, Tx>,
+    /// Boxed: when the map grows it moves pointers, not whole transactions (a resize with
+    /// hundreds of thousands of live transactions must not stall the loop).
+    txs: Map<u64, Box<Tx>>,
     servers: Map<ServerKey, u64>,
     clients: Map<ClientKey, u64>,
     timers: BTreeSet<(Instant, u64)>,
@@ -371,7 +373,7 @@ impl TransactionLayer {
         let invite = req.method == Method::Invite;
         self.txs.insert(
             id,
-            Tx {
+            Box::new(Tx {
                 server: true,
                 invite,
                 state: if invite {
@@ -390,7 +392,7 @@ impl TransactionLayer {
                 cancel_pending: false,
                 server_key: Some(key.clone()),
                 client_key: None,
-            },
+            }),
         );
         self.servers.insert(key.clone(), id);
         Ok(RequestDisposition::New(key))
@@ -492,7 +494,7 @@ impl TransactionLayer {
         self.next_id += 1;
         self.txs.insert(
             id,
-            Tx {
+            Box::new(Tx {
                 server: false,
                 invite,
                 state: if invite {
@@ -513,7 +515,7 @@ impl TransactionLayer {
                 cancel_pending: false,
                 server_key: None,
                 client_key: Some(key.clone()),
-            },
+            }),
         );
         self.clients.insert(key.clone(), id);
         self.transmit(dest, wire);
