@@ -1,5 +1,6 @@
 //! Sans-IO SIP endpoint pieces shared by the SIP/IP Core, the Conversation Server and the
-//! client: transport addressing ([`Peer`], [`Transmit`]), RFC 3261 section 17 transactions, and
+//! client: transport addressing ([`Peer`], [`Transmit`]), RFC 3261 section 17 transactions,
+//! RFC 3261 section 12 dialogs ([`dialog::Dialog`]), and
 //! HTTP digest authentication (RFC 7616, RFC 8760).
 //!
 //! No IO, no clock, no unseeded randomness: time comes in as `now`, outputs are values.
@@ -7,6 +8,7 @@
 #![forbid(unsafe_code)]
 #![warn(clippy::unwrap_used)]
 
+pub mod dialog;
 pub mod digest;
 pub mod transaction;
 pub mod transport;
