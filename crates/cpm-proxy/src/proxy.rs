@@ -607,6 +607,15 @@ impl Proxy {
         self.reply(now, key, resp);
     }
 
+    /// 420 Bad Extension with the option tags we do not support (RFC 3261 8.2.2.3, 16.3 step 6).
+    fn bad_extension(&mut self, now: Instant, key: &ServerKey, req: &Request, tags: &[String]) {
+        let tag = self.tag();
+        let mut resp = response_to(req, StatusCode::BAD_EXTENSION, Some(&tag));
+        resp.headers
+            .push(Header::new(HeaderName::Unsupported, &tags.join(", ")));
+        self.reply(now, key, resp);
+    }
+
     fn on_parse_error(&mut self, peer: Peer, error: &ParseError, raw: &[u8]) {
         self.stats.parse_errors += 1;
         if let Verdict::Respond(status, reason) = error.verdict()
@@ -769,13 +778,7 @@ impl Proxy {
         }
         let proxy_require = req.headers.proxy_require().unwrap_or_default();
         if !proxy_require.is_empty() {
-            let tag = self.tag();
-            let mut resp = response_to(&req, StatusCode::BAD_EXTENSION, Some(&tag));
-            resp.headers.push(Header::new(
-                HeaderName::Unsupported,
-                &proxy_require.join(", "),
-            ));
-            return self.reply(now, &key, resp);
+            return self.bad_extension(now, &key, &req, &proxy_require);
         }
         ctx.initial = initial;
         ctx.hash = self.request_hash(&req, &ctx);
@@ -1030,13 +1033,7 @@ impl Proxy {
             })
             .collect();
         if !unsupported.is_empty() {
-            let tag = self.tag();
-            let mut resp = response_to(&req, StatusCode::BAD_EXTENSION, Some(&tag));
-            resp.headers.push(Header::new(
-                HeaderName::Unsupported,
-                &unsupported.join(", "),
-            ));
-            return self.reply(now, &key, resp);
+            return self.bad_extension(now, &key, &req, &unsupported);
         }
         // Step 5: To must be a SIP/SIPS address-of-record of ours.
         let Some(to_aor) = req.headers.to().ok().flatten().and_then(|t| match &t.uri {

@@ -68,6 +68,14 @@ fn first_contact_uri(headers: &cpm_sip::Headers) -> Result<Uri, DialogError> {
     }
 }
 
+/// A header the dialog state cannot do without.
+fn need<T>(
+    v: Result<Option<T>, cpm_sip::HeaderError>,
+    what: &'static str,
+) -> Result<T, DialogError> {
+    v.ok().flatten().ok_or(DialogError::BadHeader(what))
+}
+
 fn tag_of(a: &NameAddr, what: &'static str) -> Result<String, DialogError> {
     a.tag()
         .map(str::to_owned)
@@ -83,33 +91,13 @@ impl Dialog {
             2 => DialogState::Confirmed,
             _ => return Err(DialogError::NoDialog),
         };
-        let from = req
-            .headers
-            .from()
-            .ok()
-            .flatten()
-            .ok_or(DialogError::BadHeader("From"))?;
-        let to = resp
-            .headers
-            .to()
-            .ok()
-            .flatten()
-            .ok_or(DialogError::BadHeader("To"))?;
+        let from = need(req.headers.from(), "From")?;
+        let to = need(resp.headers.to(), "To")?;
         let Some(remote_tag) = to.tag().map(str::to_owned) else {
             return Err(DialogError::NoDialog);
         };
-        let call_id = req
-            .headers
-            .call_id()
-            .ok()
-            .flatten()
-            .ok_or(DialogError::BadHeader("Call-ID"))?;
-        let cseq = req
-            .headers
-            .cseq()
-            .ok()
-            .flatten()
-            .ok_or(DialogError::BadHeader("CSeq"))?;
+        let call_id = need(req.headers.call_id(), "Call-ID")?;
+        let cseq = need(req.headers.cseq(), "CSeq")?;
         let mut route_set = resp
             .headers
             .record_route()
@@ -138,33 +126,13 @@ impl Dialog {
         local_tag: &str,
         state: DialogState,
     ) -> Result<Self, DialogError> {
-        let from = req
-            .headers
-            .from()
-            .ok()
-            .flatten()
-            .ok_or(DialogError::BadHeader("From"))?;
-        let mut to = req
-            .headers
-            .to()
-            .ok()
-            .flatten()
-            .ok_or(DialogError::BadHeader("To"))?;
+        let from = need(req.headers.from(), "From")?;
+        let mut to = need(req.headers.to(), "To")?;
         if to.tag().is_none() {
             to.params.push(cpm_sip::Param::new("tag", Some(local_tag)));
         }
-        let call_id = req
-            .headers
-            .call_id()
-            .ok()
-            .flatten()
-            .ok_or(DialogError::BadHeader("Call-ID"))?;
-        let cseq = req
-            .headers
-            .cseq()
-            .ok()
-            .flatten()
-            .ok_or(DialogError::BadHeader("CSeq"))?;
+        let call_id = need(req.headers.call_id(), "Call-ID")?;
+        let cseq = need(req.headers.cseq(), "CSeq")?;
         let route_set = req
             .headers
             .record_route()
