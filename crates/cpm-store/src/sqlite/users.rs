@@ -264,7 +264,7 @@ mod tests {
     use cpm_sip_core::digest::{Challenge, Credentials, NonceKey, Qop};
 
     use super::*;
-    use crate::test_dir::TempDir;
+    use crate::sqlite::test_dir::TempDir;
 
     const NOW: u64 = 1_750_000_000;
 

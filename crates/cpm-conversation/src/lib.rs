@@ -1,0 +1,1 @@
+//! The CPM Conversation Server (sans-IO).
