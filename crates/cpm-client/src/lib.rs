@@ -1,1 +1,58 @@
-//! A sans-IO CPM client.
+//! A sans-IO CPM client (UE): registration with digest authentication, pager-mode messages in
+//! CPIM (1-1, and 1-N through the server's exploder, RFC 5365), received messages with
+//! duplicate suppression, and disposition notifications (RFC 5438) sent and received.
+//!
+//! No sockets, no clock, no threads: time comes in as `now`, the wall clock is the `unix_ms`
+//! given to [`Client::new`] plus the `now` offsets, every random identifier comes from
+//! [`ClientConfig::seed`], and outputs are values. The same core runs under the `cpm client`
+//! command (a tokio driver), in tests on virtual time, and later in the load tool.
+//!
+//! # Driver contract
+//!
+//! 1. Build the [`Client`] with the address the server will see (for TCP, open the connection
+//!    first and pass its local address; report later connections with
+//!    [`Client::handle_connected`]).
+//! 2. Give it commands ([`Client::register`], [`Client::send_message`],
+//!    [`Client::send_displayed`], [`Client::unregister`]) and inputs: every UDP datagram
+//!    ([`Client::handle_datagram`]), every chunk read from the TCP connection
+//!    ([`Client::handle_stream_data`]), a closed or failed connection
+//!    ([`Client::handle_connection_closed`]).
+//! 3. Drain the outputs until none are left: [`Client::poll_transmit`] (send each to its
+//!    peer; over TCP open the connection first if there is none), [`Client::poll_close`]
+//!    (close the TCP connection, then report it closed), [`Client::poll_event`] (for the
+//!    application).
+//! 4. Sleep until [`Client::poll_timeout`], call [`Client::handle_timeout`], go to 3.
+//!
+//! # What goes on the wire
+//!
+//! - `REGISTER sip:<domain>` with `Contact: <sip:user@addr[;transport=tcp]>;+sip.instance=
+//!   "<urn:uuid:…>";+g.3gpp.icsi-ref="…oma.cpm.msg,…oma.cpm.largemsg,…oma.cpm.deferred"`, the
+//!   instance UUID stable per (AOR, device) ([`instance_id`]); digest retry on 401 (SHA-256
+//!   preferred, MD5), refresh at half the granted expiry, re-registration after a lost
+//!   connection, `Expires: 0` on [`Client::unregister`].
+//! - `MESSAGE` with `P-Preferred-Service` and `Accept-Contact` of the `oma.cpm.msg` ICSI,
+//!   `Conversation-ID` (stable per set of peers), `Contribution-ID` (new per message) and a
+//!   `message/cpim` body asking for delivery and display notifications; for several
+//!   recipients the request goes to `sip:cpm-exploder@<domain>` with `Require:
+//!   recipient-list-message`, the `oma.cpm.msg.group` ICSI and a `multipart/mixed` body of a
+//!   resource list and the CPIM message. Digest retry on 401/407.
+//! - Every received `MESSAGE` is answered 200 (duplicates too, malformed CPIM or IMDN bodies
+//!   get 400); a delivery notification goes back by itself when the sender asked for
+//!   `positive-delivery`.
+
+#![forbid(unsafe_code)]
+#![warn(clippy::unwrap_used)]
+
+mod client;
+mod config;
+mod rng;
+pub mod time;
+
+pub use client::{
+    Client, DEDUP_CAPACITY, EXPLODER_USER, Event, ICSI_DEFERRED, ICSI_LARGEMSG, ICSI_MSG,
+    ICSI_MSG_GROUP, ReceivedImdn, ReceivedMessage, SendError, SendId, aor_of, notification_kind,
+    notification_status,
+};
+pub use config::{ClientConfig, ConfigError, instance_id};
+pub use cpm_content::{DeliveryStatus, DisplayStatus, Notification, ProcessingStatus};
+pub use cpm_sip_core::{Peer, Transmit, TransportKind};

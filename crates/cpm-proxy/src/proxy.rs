@@ -123,6 +123,8 @@ pub struct Stats {
     pub auth_challenges: u64,
     /// Final responses we generated (not forwarded), by class 4xx-6xx.
     pub local_failures: u64,
+    /// Third-party REGISTERs sent to the Participating Function.
+    pub third_party_registers: u64,
 }
 
 /// Why a request waits for the user directory.
@@ -1106,6 +1108,10 @@ impl Proxy {
                 self.stats.registrations_accepted += 1;
                 let resp = self.register_ok(now, &req, &bindings);
                 self.reply(now, &key, resp);
+                let expires = bindings.iter().map(|b| b.remaining(now)).max();
+                if let Some(expires) = expires.filter(|e| *e > 0) {
+                    self.third_party_register(now, &to_aor, expires);
+                }
             }
             Err(e) => {
                 let tag = self.tag();
@@ -1117,6 +1123,42 @@ impl Proxy {
                 }
                 self.reply(now, &key, resp);
             }
+        }
+    }
+
+    /// Tells the Participating Function that a user registered (3GPP TS 24.229 5.4.1.7,
+    /// third-party REGISTER from the S-CSCF to the AS): the PF then delivers the user's deferred
+    /// messages. Sent on every successful registration or refresh that leaves the user with a
+    /// binding; its answer only ends the client transaction.
+    fn third_party_register(&mut self, now: Instant, aor: &str, expires: u64) {
+        let Some(pf) = self.cfg.participating_function else {
+            return;
+        };
+        let branch = format!("{BRANCH_PREFIX}3p-{:016x}", self.random());
+        let tag = self.tag();
+        let call_id = format!("{:016x}-3p@{}", self.random(), self.cfg.advertised);
+        let me = self.cfg.advertised;
+        let text = format!(
+            "REGISTER sip:{pf} SIP/2.0\r\n\
+             Via: SIP/2.0/UDP {me};branch={branch}\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:{me}>;tag={tag}\r\n\
+             To: <sip:{aor}>\r\n\
+             Call-ID: {call_id}\r\n\
+             CSeq: 1 REGISTER\r\n\
+             Contact: <sip:{me}>\r\n\
+             Expires: {expires}\r\n\
+             Content-Length: 0\r\n\r\n"
+        );
+        let Ok(Message::Request(req)) =
+            Message::parse_datagram(Bytes::from(text), &cpm_sip::Limits::default())
+        else {
+            // Only an AOR that does not fit a SIP URI gets here; the PF then learns of the
+            // user at its next registration.
+            return;
+        };
+        if self.tx.send_request(now, req, Peer::udp(pf)).is_ok() {
+            self.stats.third_party_registers += 1;
         }
     }
 

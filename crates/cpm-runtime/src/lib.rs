@@ -1,4 +1,5 @@
-//! Tokio drivers for the CPM cores: UDP and TCP SIP transports, timers, shutdown.
+//! Tokio drivers for the CPM cores: UDP and TCP SIP transports, the store executor, timers,
+//! shutdown.
 //!
 //! Drivers are thin and dumb (STYLE.md 3.1): they move bytes, frame streams and report what
 //! happened. Every SIP decision (what to answer to a bad message, when to close a connection
@@ -39,10 +40,17 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # The store executor
+//!
+//! [`StoreExecutor`] runs the cores' store operations on a thread of its own, in batches
+//! (group commit); see the [`store`] module.
 
 #![forbid(unsafe_code)]
 #![warn(clippy::unwrap_used)]
 
 mod sip;
+pub mod store;
 
 pub use sip::{NetEvent, SipTransport, SipTransportConfig, SipTransportHandle};
+pub use store::{StoreCounters, StoreExecutor, StoreResults, StoreStats};

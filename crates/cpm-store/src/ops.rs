@@ -266,6 +266,119 @@ impl StoreOp {
             Self::PendingDeferred { .. } | Self::History(_) | Self::LoadBindings { .. }
         )
     }
+
+    /// Checks the operation's values; a backend answers an invalid operation with this error
+    /// without running it (the other operations of its batch run as if it were absent).
+    ///
+    /// Invalid: an empty `owner`, `peer`, `message_id`, `aor` or `key`; a `limit` of 0; a
+    /// record time above [`MAX_TIME_MS`]; a disposition value that is empty or holds a `,`;
+    /// a Path value that is empty or holds a line break (the SQLite backend stores both
+    /// lists joined).
+    pub fn validate(&self) -> Result<(), OpError> {
+        match self {
+            Self::AppendMessage(record) => record.validate(),
+            Self::UpdateState {
+                owner,
+                message_id,
+                at_ms,
+                ..
+            } => {
+                non_empty("owner", owner)?;
+                non_empty("message_id", message_id)?;
+                time("at_ms", *at_ms)
+            }
+            Self::PendingDeferred { owner, limit } => {
+                non_empty("owner", owner)?;
+                positive(*limit)
+            }
+            Self::ExpireDeferred { limit, .. } => positive(*limit),
+            Self::History(query) => query.validate(),
+            Self::SaveBinding(binding) => binding.validate(),
+            Self::RemoveBinding { aor, key } => {
+                non_empty("aor", aor)?;
+                non_empty("key", key)
+            }
+            Self::LoadBindings { .. } => Ok(()),
+        }
+    }
+}
+
+/// The largest time a store accepts in a record, in milliseconds since the epoch
+/// (`i64::MAX`, what an SQL integer holds: about 292 million years).
+pub const MAX_TIME_MS: u64 = i64::MAX as u64;
+
+impl MessageRecord {
+    /// The checks of [`StoreOp::validate`] for [`StoreOp::AppendMessage`].
+    pub fn validate(&self) -> Result<(), OpError> {
+        non_empty("owner", &self.owner)?;
+        non_empty("peer", &self.peer)?;
+        non_empty("message_id", &self.message_id)?;
+        time("created_at_ms", self.created_at_ms)?;
+        time("state_at_ms", self.state_at_ms)?;
+        if let Some(expires) = self.expires_at_ms {
+            time("expires_at_ms", expires)?;
+        }
+        if self
+            .disposition
+            .iter()
+            .any(|d| d.is_empty() || d.contains(','))
+        {
+            return Err(OpError::Invalid(
+                "a disposition value is empty or contains ','".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl HistoryQuery {
+    /// The checks of [`StoreOp::validate`] for [`StoreOp::History`].
+    pub fn validate(&self) -> Result<(), OpError> {
+        non_empty("owner", &self.owner)?;
+        positive(self.limit)
+    }
+}
+
+impl BindingRecord {
+    /// The checks of [`StoreOp::validate`] for [`StoreOp::SaveBinding`].
+    pub fn validate(&self) -> Result<(), OpError> {
+        non_empty("aor", &self.aor)?;
+        non_empty("key", &self.key)?;
+        time("expires_at_ms", self.expires_at_ms)?;
+        if self
+            .path
+            .iter()
+            .any(|p| p.is_empty() || p.contains(['\n', '\r']))
+        {
+            return Err(OpError::Invalid(
+                "a Path value is empty or contains a line break".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn non_empty(field: &str, value: &str) -> Result<(), OpError> {
+    if value.is_empty() {
+        return Err(OpError::Invalid(format!("empty {field}")));
+    }
+    Ok(())
+}
+
+fn positive(limit: usize) -> Result<(), OpError> {
+    if limit == 0 {
+        return Err(OpError::Invalid("limit 0".to_owned()));
+    }
+    Ok(())
+}
+
+fn time(field: &str, ms: u64) -> Result<(), OpError> {
+    if ms > MAX_TIME_MS {
+        return Err(OpError::Invalid(format!(
+            "{field} {ms} is beyond {MAX_TIME_MS}"
+        )));
+    }
+    Ok(())
 }
 
 /// The answer to one [`StoreOp`].
@@ -322,6 +435,9 @@ pub enum OpError {
 /// A store backend: runs a batch of operations in order, in one transaction, and answers
 /// each (group commit). If the commit fails, every operation of the batch is answered with
 /// [`OpError::Backend`] and no receipt is handed out.
+///
+/// An operation that fails [`StoreOp::validate`] is answered with [`OpError::Invalid`] and
+/// left out of the transaction; the other operations of the batch run as if it were absent.
 pub trait Backend {
     /// Runs `batch`; the answer has one entry per operation, in the same order.
     fn execute(&mut self, batch: Vec<(OpId, StoreOp)>) -> Vec<(OpId, Result<Outcome, OpError>)>;

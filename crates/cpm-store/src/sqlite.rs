@@ -1,5 +1,7 @@
 //! The SQLite store: one database file, WAL mode, versioned migrations.
 
+mod backend;
+mod messages;
 mod users;
 
 use std::path::{Path, PathBuf};
@@ -7,6 +9,9 @@ use std::time::Duration;
 
 use rusqlite::{Connection, TransactionBehavior};
 
+use crate::ops::{HistoryQuery, MessageRecord, OpError};
+
+pub use backend::{SqliteBackend, SqliteOptions, Synchronous};
 pub use users::{Aor, UserCredentials, UserRecord};
 
 /// The database file name inside the data directory.
@@ -28,6 +33,47 @@ const MIGRATIONS: &[&str] = &[
         ha1_sha256_aor  TEXT NOT NULL,
         created_at      INTEGER NOT NULL
     ) STRICT;",
+    // 2: message histories (with the deferred queue) and registration bindings.
+    // Every index keyed by owner costs about a quarter of the append rate with many users
+    // (each append dirties one page per such index): there is none for creation time (a
+    // time range is filtered within the owner's rows), and the deferred queue and expiry
+    // indexes are partial (pending received records only).
+    "CREATE TABLE messages (
+        seq             INTEGER PRIMARY KEY,
+        owner           TEXT NOT NULL,
+        direction       TEXT NOT NULL CHECK (direction IN ('sent', 'received')),
+        peer            TEXT NOT NULL,
+        conversation_id TEXT NOT NULL,
+        contribution_id TEXT NOT NULL,
+        in_reply_to     TEXT,
+        message_id      TEXT NOT NULL,
+        sender          TEXT NOT NULL,
+        recipient       TEXT NOT NULL,
+        content_type    TEXT NOT NULL,
+        body            BLOB NOT NULL,
+        disposition     TEXT NOT NULL,
+        created_at_ms   INTEGER NOT NULL,
+        expires_at_ms   INTEGER,
+        state           TEXT NOT NULL
+                        CHECK (state IN ('pending', 'delivered', 'displayed', 'failed')),
+        state_at_ms     INTEGER NOT NULL,
+        UNIQUE (owner, message_id, direction, peer)
+    ) STRICT;
+    CREATE INDEX messages_history_peer ON messages (owner, peer);
+    CREATE INDEX messages_history_conversation ON messages (owner, conversation_id);
+    CREATE INDEX messages_deferred ON messages (owner)
+        WHERE direction = 'received' AND state = 'pending';
+    CREATE INDEX messages_expiry ON messages (expires_at_ms)
+        WHERE direction = 'received' AND state = 'pending' AND expires_at_ms IS NOT NULL;
+    CREATE TABLE bindings (
+        aor             TEXT NOT NULL,
+        key             TEXT NOT NULL,
+        contact         TEXT NOT NULL,
+        destination     TEXT NOT NULL,
+        path            TEXT NOT NULL,
+        expires_at_ms   INTEGER NOT NULL,
+        PRIMARY KEY (aor, key)
+    ) STRICT, WITHOUT ROWID;",
 ];
 
 /// The schema version this build writes.
@@ -70,6 +116,9 @@ pub enum StoreError {
         /// [`SCHEMA_VERSION`].
         supported: i64,
     },
+    /// [`Store::history`] with an invalid query (empty owner, limit 0).
+    #[error("invalid history query: {0}")]
+    InvalidQuery(String),
     /// SQLite failed (IO error, corrupt file, lock held longer than the busy timeout...).
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
@@ -86,22 +135,7 @@ impl Store {
     /// Opens (creating the directory and the file if missing) `data_dir/cpm.db`, switches it to
     /// WAL mode, sets the busy timeout and applies the pending migrations.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
-            path: data_dir.to_owned(),
-            source,
-        })?;
-        let path = data_dir.join(DB_FILE);
-        let mut conn = Connection::open(&path)?;
-        // Set first: the statements below may meet another process's lock.
-        conn.busy_timeout(BUSY_TIMEOUT)?;
-        // WAL: readers do not block the writer and the writer does not block readers, which
-        // is what two processes on one file need. The mode is persistent in the file.
-        // The pragma answers with the resulting mode; a file system without shared memory may
-        // keep the rollback journal, and the store then still works with coarser locking.
-        let _mode: String =
-            conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
-        conn.pragma_update(None, "foreign_keys", true)?;
-        migrate(&mut conn)?;
+        let (conn, path) = open_connection(data_dir)?;
         Ok(Self { conn, path })
     }
 
@@ -114,6 +148,39 @@ impl Store {
     pub fn schema_version(&self) -> Result<i64, StoreError> {
         Ok(user_version(&self.conn)?)
     }
+
+    /// Reads history as [`crate::StoreOp::History`] does (the newest `limit` matches, oldest
+    /// first), outside the store executor: WAL lets this connection read while the node's
+    /// [`SqliteBackend`] writes, and the read sees the last committed batch.
+    pub fn history(&self, query: &HistoryQuery) -> Result<Vec<MessageRecord>, StoreError> {
+        query.validate().map_err(|e| match e {
+            OpError::Invalid(reason) | OpError::Backend(reason) => StoreError::InvalidQuery(reason),
+        })?;
+        Ok(messages::history(&self.conn, query)?)
+    }
+}
+
+/// Opens (creating the directory and the file if missing) `data_dir/cpm.db`, switches it to
+/// WAL mode, sets the busy timeout and applies the pending migrations: what [`Store::open`]
+/// and [`SqliteBackend::open`] share.
+fn open_connection(data_dir: &Path) -> Result<(Connection, PathBuf), StoreError> {
+    std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
+        path: data_dir.to_owned(),
+        source,
+    })?;
+    let path = data_dir.join(DB_FILE);
+    let mut conn = Connection::open(&path)?;
+    // Set first: the statements below may meet another process's lock.
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    // WAL: readers do not block the writer and the writer does not block readers, which
+    // is what two processes on one file need. The mode is persistent in the file.
+    // The pragma answers with the resulting mode; a file system without shared memory may
+    // keep the rollback journal, and the store then still works with coarser locking.
+    let _mode: String =
+        conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+    conn.pragma_update(None, "foreign_keys", true)?;
+    migrate(&mut conn)?;
+    Ok((conn, path))
 }
 
 fn user_version(conn: &Connection) -> rusqlite::Result<i64> {

@@ -27,7 +27,8 @@ pub(crate) struct NodeConfig {
     /// Address ranges (`ADDR[/PREFIX]`) whose requests are not challenged and whose
     /// P-Asserted-Identity is kept: the SBC/P-CSCF or application servers in front.
     pub(crate) trusted_peers: Vec<String>,
-    /// The Participating Function CPM requests are routed through (`HOST:PORT`), if any.
+    /// An external Participating Function CPM requests are routed through (`HOST:PORT`).
+    /// Unset (the default): the node's own PF serves its users in process.
     pub(crate) participating_function: Option<SocketAddr>,
     /// Other domains and the address of their core.
     pub(crate) peer_domains: BTreeMap<String, SocketAddr>,
@@ -39,6 +40,57 @@ pub(crate) struct NodeConfig {
     pub(crate) transport: TransportSection,
     /// Logs.
     pub(crate) log: LogSection,
+    /// The node's own Participating Function (pager mode, deferred delivery).
+    pub(crate) pf: PfSection,
+    /// The message store.
+    pub(crate) store: StoreSection,
+}
+
+/// `[pf]`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct PfSection {
+    /// How long a message waits for a device to accept it before the sender gets
+    /// `202 Accepted` and the message stays in the deferred queue.
+    pub(crate) delivery_timeout_ms: u64,
+    /// How long an undelivered message is kept for deferred delivery; 0 keeps it forever.
+    /// Expired messages produce a failure IMDN when the sender asked for one.
+    pub(crate) deferred_ttl_secs: u64,
+    /// How often the deferred queue is checked for expired messages.
+    pub(crate) expiry_interval_ms: u64,
+    /// At most this many message requests in progress; more get 503 with Retry-After.
+    pub(crate) max_in_progress: usize,
+}
+
+/// `[store]`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct StoreSection {
+    /// `full` (fsync at every commit: durable against power loss) or `normal` (durable
+    /// against a crash of the process only).
+    pub(crate) synchronous: String,
+    /// At most this many operations share one transaction (group commit).
+    pub(crate) max_batch: usize,
+}
+
+impl Default for PfSection {
+    fn default() -> Self {
+        Self {
+            delivery_timeout_ms: 8_000,
+            deferred_ttl_secs: 7 * 24 * 3600,
+            expiry_interval_ms: 10_000,
+            max_in_progress: 100_000,
+        }
+    }
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        Self {
+            synchronous: "full".into(),
+            max_batch: 1024,
+        }
+    }
 }
 
 /// `[registrar]`.
@@ -98,6 +150,8 @@ impl Default for NodeConfig {
             auth: AuthSection::default(),
             transport: TransportSection::default(),
             log: LogSection::default(),
+            pf: PfSection::default(),
+            store: StoreSection::default(),
         }
     }
 }
@@ -169,6 +223,18 @@ impl NodeConfig {
                     "auth.digest_algorithms: unknown algorithm {a:?} (MD5 or SHA-256)"
                 ));
             }
+        }
+        if !matches!(self.store.synchronous.as_str(), "full" | "normal") {
+            return Err(format!(
+                "store.synchronous: {:?} is not \"full\" or \"normal\"",
+                self.store.synchronous
+            ));
+        }
+        if self.store.max_batch == 0 || self.pf.max_in_progress == 0 {
+            return Err("store.max_batch and pf.max_in_progress must be at least 1".into());
+        }
+        if self.pf.expiry_interval_ms == 0 {
+            return Err("pf.expiry_interval_ms must be at least 1".into());
         }
         let r = &self.registrar;
         if r.min_expires > r.max_expires || r.default_expires > r.max_expires {

@@ -4,7 +4,10 @@
 //!   admin HTTP with `/health` and `/metrics`).
 //! - `cpm admin user add|list|remove`: accounts in the node's store (works while it runs).
 //! - `cpm sip check`: parse SIP messages and print the verdict a CPM node gives them.
+//! - `cpm client listen|send|history`: a CPM client (see `client.rs`).
 
+mod api;
+mod client;
 mod config;
 mod node;
 
@@ -47,6 +50,9 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// A CPM client: register and listen, send pager messages (1-1 and 1-N), read the
+    /// stored history.
+    Client(Box<client::ClientArgs>),
 }
 
 /// Flags of `cpm serve`; each overrides the same key of the config file.
@@ -166,6 +172,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(*args),
+        Command::Client(args) => client::run(*args),
         Command::Sip {
             command: SipCommand::Check { files, stream, lf },
         } => check(&files, stream, lf),

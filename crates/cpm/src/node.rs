@@ -13,11 +13,14 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use cpm_conversation::{ParticipatingFunction, PfConfig};
 use cpm_proxy::{Input, Output, Proxy, ProxyConfig, RegistrarConfig, TrustedPeer, UserRecord};
-use cpm_runtime::{NetEvent, SipTransport, SipTransportConfig};
-use cpm_sip::Limits;
+use cpm_runtime::store::StoreExecutor;
+use cpm_runtime::{NetEvent, SipTransport, SipTransportConfig, SipTransportHandle};
+use cpm_sip::{Limits, Message};
 use cpm_sip_core::digest::Algorithm;
-use cpm_store::Store;
+use cpm_sip_core::{Peer, Transmit};
+use cpm_store::{OpError, OpId, Outcome, SqliteBackend, SqliteOptions, Store, Synchronous};
 use tokio::sync::watch;
 
 use crate::config::NodeConfig;
@@ -38,10 +41,43 @@ struct Metrics {
     transactions: AtomicU64,
     user_lookups: AtomicU64,
     send_failures: AtomicU64,
+    pf_messages_sent: AtomicU64,
+    pf_messages_received: AtomicU64,
+    pf_delivered: AtomicU64,
+    pf_deferred: AtomicU64,
+    pf_deferred_delivered: AtomicU64,
+    pf_expired: AtomicU64,
+    pf_imdns: AtomicU64,
+    pf_duplicates: AtomicU64,
+    pf_store_failures: AtomicU64,
+    pf_in_progress: AtomicU64,
+    store_batches: AtomicU64,
+    store_ops: AtomicU64,
+    store_queue: AtomicU64,
 }
 
 impl Metrics {
-    fn update(&self, p: &Proxy) {
+    fn update(&self, cores: &Cores) {
+        let p = &cores.proxy;
+        self.user_lookups.store(cores.lookups, Ordering::Relaxed);
+        if let Some(pf) = &cores.pf {
+            let f = pf.stats();
+            let set = |a: &AtomicU64, v: u64| a.store(v, Ordering::Relaxed);
+            set(&self.pf_messages_sent, f.messages_sent);
+            set(&self.pf_messages_received, f.messages_received);
+            set(&self.pf_delivered, f.delivered);
+            set(&self.pf_deferred, f.deferred);
+            set(&self.pf_deferred_delivered, f.deferred_delivered);
+            set(&self.pf_expired, f.expired);
+            set(&self.pf_imdns, f.imdns);
+            set(&self.pf_duplicates, f.duplicates);
+            set(&self.pf_store_failures, f.store_failures);
+            set(&self.pf_in_progress, pf.in_progress() as u64);
+        }
+        let st = cores.executor.stats();
+        self.store_batches.store(st.batches, Ordering::Relaxed);
+        self.store_ops.store(st.ops, Ordering::Relaxed);
+        self.store_queue.store(st.queue_depth, Ordering::Relaxed);
         let s = p.stats();
         let set = |a: &AtomicU64, v: u64| a.store(v, Ordering::Relaxed);
         set(&self.requests_received, s.requests_received);
@@ -144,6 +180,88 @@ impl Metrics {
             "Messages the transport could not send.",
             g(&self.send_failures),
         );
+        for (name, kind, help, v) in [
+            (
+                "cpm_pf_messages_sent_total",
+                "counter",
+                "Messages stored in a sender's history.",
+                &self.pf_messages_sent,
+            ),
+            (
+                "cpm_pf_messages_received_total",
+                "counter",
+                "Messages stored in a recipient's history.",
+                &self.pf_messages_received,
+            ),
+            (
+                "cpm_pf_delivered_total",
+                "counter",
+                "Messages a device accepted at once.",
+                &self.pf_delivered,
+            ),
+            (
+                "cpm_pf_deferred_total",
+                "counter",
+                "Messages answered 202 and queued for deferred delivery.",
+                &self.pf_deferred,
+            ),
+            (
+                "cpm_pf_deferred_delivered_total",
+                "counter",
+                "Deferred messages delivered after a registration.",
+                &self.pf_deferred_delivered,
+            ),
+            (
+                "cpm_pf_expired_total",
+                "counter",
+                "Deferred messages that expired.",
+                &self.pf_expired,
+            ),
+            (
+                "cpm_pf_imdns_total",
+                "counter",
+                "IMDNs passed through the PF.",
+                &self.pf_imdns,
+            ),
+            (
+                "cpm_pf_duplicates_total",
+                "counter",
+                "Messages recognised as already stored.",
+                &self.pf_duplicates,
+            ),
+            (
+                "cpm_pf_store_failures_total",
+                "counter",
+                "Store operations that failed.",
+                &self.pf_store_failures,
+            ),
+            (
+                "cpm_pf_in_progress",
+                "gauge",
+                "Message requests in progress in the PF.",
+                &self.pf_in_progress,
+            ),
+            (
+                "cpm_store_batches_total",
+                "counter",
+                "Store transactions committed (group commit).",
+                &self.store_batches,
+            ),
+            (
+                "cpm_store_ops_total",
+                "counter",
+                "Store operations executed.",
+                &self.store_ops,
+            ),
+            (
+                "cpm_store_queue_depth",
+                "gauge",
+                "Store operations waiting for the writer.",
+                &self.store_queue,
+            ),
+        ] {
+            metric(name, kind, help, g(v));
+        }
         out
     }
 }
@@ -224,6 +342,121 @@ fn lookup(store: &Store, username: &str, realm: &str) -> Option<UserRecord> {
     }
 }
 
+/// The address of the in-process Participating Function. Port 1 (tcpmux) is never a SIP
+/// peer's source port, so it cannot be mistaken for a real peer; nothing is ever sent to it
+/// on a socket.
+const INTERNAL_PF_ADDR: std::net::SocketAddr =
+    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 1);
+
+/// The cores of one node and the wiring between them: the SIP/IP Core (proxy), the node's
+/// own Participating Function, the user directory and the store executor. It moves messages
+/// and store outcomes between them and decides nothing itself.
+struct Cores {
+    proxy: Proxy,
+    pf: Option<ParticipatingFunction>,
+    pf_addr: std::net::SocketAddr,
+    core_addr: std::net::SocketAddr,
+    store: Store,
+    executor: StoreExecutor,
+    lookups: u64,
+}
+
+impl Cores {
+    fn poll_timeout(&self) -> Option<Instant> {
+        let p = self.proxy.poll_timeout();
+        let f = self
+            .pf
+            .as_ref()
+            .and_then(ParticipatingFunction::poll_timeout);
+        match (p, f) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.proxy.handle_timeout(now);
+        if let Some(pf) = &mut self.pf {
+            pf.handle_timeout(now);
+        }
+    }
+
+    fn stored(&mut self, now: Instant, id: OpId, result: Result<Outcome, OpError>) {
+        if let Some(pf) = &mut self.pf {
+            pf.handle_input(now, cpm_conversation::Input::Stored { id, result });
+        }
+    }
+
+    /// Drains every core's outputs until none has any: the network gets its transmits, the
+    /// store its operations, and messages between the proxy and the PF go straight across.
+    fn flush(&mut self, net: &SipTransportHandle) {
+        let now = Instant::now();
+        loop {
+            let mut moved = false;
+            while let Some(out) = self.proxy.poll_output() {
+                moved = true;
+                match out {
+                    Output::Transmit(t) if self.pf.is_some() && t.peer.addr == self.pf_addr => {
+                        if let Some(message) = internal_message(&t) {
+                            let peer = Peer::udp(self.core_addr);
+                            if let Some(pf) = &mut self.pf {
+                                pf.handle_input(
+                                    now,
+                                    cpm_conversation::Input::Message { peer, message },
+                                );
+                            }
+                        }
+                    }
+                    Output::Transmit(t) => net.send(t),
+                    Output::Close(conn) => net.close(conn),
+                    Output::LookupUser {
+                        query,
+                        username,
+                        realm,
+                    } => {
+                        self.lookups += 1;
+                        let user = lookup(&self.store, &username, &realm);
+                        self.proxy.handle_input(now, Input::User { query, user });
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(pf) = &mut self.pf {
+                while let Some(out) = pf.poll_output() {
+                    moved = true;
+                    match out {
+                        cpm_conversation::Output::Transmit(t) if t.peer.addr == self.core_addr => {
+                            if let Some(message) = internal_message(&t) {
+                                let peer = Peer::udp(self.pf_addr);
+                                self.proxy
+                                    .handle_input(now, Input::Message { peer, message });
+                            }
+                        }
+                        cpm_conversation::Output::Transmit(t) => net.send(t),
+                        cpm_conversation::Output::Store { id, op } => self.executor.submit(id, op),
+                        _ => {}
+                    }
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+}
+
+/// A message between two cores of this node, parsed again as it would be off the wire.
+fn internal_message(t: &Transmit) -> Option<Message> {
+    match Message::parse_datagram(t.payload.clone(), &Limits::default()) {
+        Ok(m) => Some(m),
+        Err(e) => {
+            // A core produced a message its own parser refuses: a bug, logged, not fatal.
+            tracing::error!(error = %e, "internal message does not parse");
+            None
+        }
+    }
+}
+
 /// Runs the node until SIGINT/SIGTERM. Returns an error message for the CLI.
 pub(crate) fn serve(cfg: NodeConfig) -> Result<(), String> {
     cfg.validate()?;
@@ -266,10 +499,29 @@ async fn run(cfg: NodeConfig) -> Result<(), String> {
         .local_addr()
         .map_err(|e| format!("HTTP listener: {e}"))?;
     let (stop_tx, mut stop_rx) = watch::channel(false);
+    let api_state = crate::api::ApiState {
+        store: Arc::new(std::sync::Mutex::new(
+            Store::open(&cfg.data_dir).map_err(|e| format!("cannot open the store: {e}"))?,
+        )),
+        realm: cfg.domains[0].to_ascii_lowercase(),
+        nonce_key: cpm_sip_core::digest::NonceKey::new(secret),
+        nonce_ttl_secs: cfg.auth.nonce_ttl_secs,
+        algorithms: cfg
+            .auth
+            .digest_algorithms
+            .iter()
+            .filter_map(|a| Algorithm::parse(a))
+            .collect(),
+    };
     let app = Router::new()
         .route("/health", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics_handler))
-        .with_state(metrics.clone());
+        .with_state(metrics.clone())
+        .merge(
+            Router::new()
+                .route("/api/v1/history", get(crate::api::history))
+                .with_state(api_state),
+        );
     let mut http_stop = stop_rx.clone();
     let http = tokio::spawn(async move {
         let shutdown = async move {
@@ -291,16 +543,56 @@ async fn run(cfg: NodeConfig) -> Result<(), String> {
     let start = Instant::now();
     let unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let mut proxy = Proxy::new(proxy_config(&cfg, advertised, secret)?, start, unix);
+        .map_or(0, |d| d.as_millis() as u64);
+    // The node's own PF, unless an external one is configured. It has an address of its own
+    // that never reaches a socket: the loop below hands what the proxy sends there to the PF,
+    // and what the PF sends to the proxy's address back to the proxy.
+    let in_process_pf = cfg.participating_function.is_none();
+    let mut pcfg = proxy_config(&cfg, advertised, secret)?;
+    if in_process_pf {
+        pcfg.participating_function = Some(INTERNAL_PF_ADDR);
+    }
+    let proxy = Proxy::new(pcfg, start, unix / 1000);
+    let pf = in_process_pf.then(|| {
+        let mut c = PfConfig::new(INTERNAL_PF_ADDR, advertised);
+        c.delivery_timeout = Duration::from_millis(cfg.pf.delivery_timeout_ms);
+        c.deferred_ttl =
+            (cfg.pf.deferred_ttl_secs > 0).then(|| Duration::from_secs(cfg.pf.deferred_ttl_secs));
+        c.expiry_interval = Duration::from_millis(cfg.pf.expiry_interval_ms);
+        c.max_in_progress = cfg.pf.max_in_progress;
+        c.rng_seed = os_random().map_or(1, |b| {
+            u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+        });
+        ParticipatingFunction::new(c, start, unix)
+    });
+    let sync = if cfg.store.synchronous == "normal" {
+        Synchronous::Normal
+    } else {
+        Synchronous::Full
+    };
+    let backend = SqliteBackend::open_with(
+        &cfg.data_dir,
+        SqliteOptions::default().with_synchronous(sync),
+    )
+    .map_err(|e| format!("cannot open the message store: {e}"))?;
+    let (executor, mut results) = StoreExecutor::spawn(Box::new(backend), cfg.store.max_batch);
+    let mut cores = Cores {
+        proxy,
+        pf,
+        pf_addr: INTERNAL_PF_ADDR,
+        core_addr: advertised,
+        store,
+        executor,
+        lookups: 0,
+    };
     tracing::info!(
         sip = %sip_addr, http = %http_addr, domains = ?cfg.domains, data_dir = %cfg.data_dir.display(),
+        participating_function = if in_process_pf { "in process" } else { "external" },
         "cpm serve: listening (SIP UDP+TCP, admin HTTP)"
     );
-    let mut lookups = 0u64;
     let mut send_failures = 0u64;
     loop {
-        let deadline = proxy.poll_timeout();
+        let deadline = cores.poll_timeout();
         let sleep = async {
             match deadline {
                 Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
@@ -316,7 +608,7 @@ async fn run(cfg: NodeConfig) -> Result<(), String> {
                 while let Some(ev) = next.take() {
                     let now = Instant::now();
                     if let Some(input) = to_input(ev, &mut send_failures) {
-                        proxy.handle_input(now, input);
+                        cores.proxy.handle_input(now, input);
                     }
                     budget -= 1;
                     if budget > 0 {
@@ -324,35 +616,31 @@ async fn run(cfg: NodeConfig) -> Result<(), String> {
                     }
                 }
             }
+            res = results.recv() => {
+                let mut next = res;
+                let mut budget = 4096;
+                while let Some((id, result)) = next.take() {
+                    cores.stored(Instant::now(), id, result);
+                    budget -= 1;
+                    if budget > 0 {
+                        next = results.try_recv();
+                    }
+                }
+            }
             () = sleep => {
                 // Decide expiry by the clock, not by trusting the wake-up (STYLE 3.4).
-                proxy.handle_timeout(Instant::now());
+                cores.handle_timeout(Instant::now());
             }
             _ = stop_rx.wait_for(|s| *s) => break,
         }
-        // Drain every output; user lookups feed the core again and may produce more.
-        while let Some(out) = proxy.poll_output() {
-            match out {
-                Output::Transmit(t) => handle.send(t),
-                Output::Close(conn) => handle.close(conn),
-                Output::LookupUser {
-                    query,
-                    username,
-                    realm,
-                } => {
-                    lookups += 1;
-                    let user = lookup(&store, &username, &realm);
-                    proxy.handle_input(Instant::now(), Input::User { query, user });
-                }
-                _ => {}
-            }
-        }
-        metrics.update(&proxy);
-        metrics.user_lookups.store(lookups, Ordering::Relaxed);
+        cores.flush(&handle);
+        metrics.update(&cores);
         metrics
             .send_failures
             .store(send_failures, Ordering::Relaxed);
     }
+    // Let the store finish what the cores asked for before the process ends.
+    drop(cores);
     tracing::info!("cpm serve: shutting down");
     handle.shutdown();
     let _ = tokio::time::timeout(Duration::from_secs(5), http).await;

@@ -1,0 +1,1446 @@
+//! The client state machine: registration, outgoing pager messages, incoming messages and
+//! IMDNs. See the crate documentation for the driver contract.
+
+use core::net::SocketAddr;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use cpm_content::{
+    CopyControl, Cpim, CpimAddress, CpimBuilder, DeliveryStatus, DisplayStatus, Disposition, Imdn,
+    ListEntry, Multipart, Notification, Part, ProcessingStatus, ResourceList, mime,
+};
+use cpm_sip::{
+    Contact, Frame, Header, HeaderName, Limits, Message, Method, Request, Response, Scope,
+    StatusCode, StreamFramer, Uri, check_request, is_keepalive,
+};
+use cpm_sip_core::digest::{self, Algorithm, Challenge};
+use cpm_sip_core::transaction::{
+    ClientKey, MAGIC_COOKIE, RequestDisposition, ResponseDisposition, ServerKey, TimerConfig,
+    TransactionLayer, TxEvent, response_to,
+};
+use cpm_sip_core::{Peer, Transmit, TransportKind};
+
+use crate::config::{ClientConfig, ConfigError, instance_id};
+use crate::rng::Rng;
+use crate::time::rfc3339_ms;
+
+/// The pager-mode CPM ICSI (`P-Preferred-Service`, Accept-Contact, Contact).
+pub const ICSI_MSG: &str = "urn:urn-7:3gpp-service.ims.icsi.oma.cpm.msg";
+/// The 1-N pager ICSI.
+pub const ICSI_MSG_GROUP: &str = "urn:urn-7:3gpp-service.ims.icsi.oma.cpm.msg.group";
+/// The Large Message Mode ICSI (registered, not used for sending yet).
+pub const ICSI_LARGEMSG: &str = "urn:urn-7:3gpp-service.ims.icsi.oma.cpm.largemsg";
+/// The deferred-delivery ICSI: a message stored by the network and delivered later.
+pub const ICSI_DEFERRED: &str = "urn:urn-7:3gpp-service.ims.icsi.oma.cpm.deferred";
+/// The user part of the 1-N pager exploder URI, `sip:cpm-exploder@<domain>`.
+pub const EXPLODER_USER: &str = "cpm-exploder";
+
+/// How many received message ids are remembered for duplicate suppression.
+pub const DEDUP_CAPACITY: usize = 10_000;
+/// How many received messages that asked for a display notification are remembered.
+const DISPLAY_CAPACITY: usize = 10_000;
+/// Interval of the RFC 5626 CRLFCRLF keep-alive on TCP (section 4.4.1: 95 to 120 s), also
+/// what keeps a server's idle timeout from closing the flow between registration refreshes.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(120);
+/// Authenticated attempts per request: a second one covers a stale or cached nonce.
+const MAX_AUTH_TRIES: u8 = 2;
+/// Longest wait between registration retries.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+const USER_AGENT: &str = concat!("cpm-client/", env!("CARGO_PKG_VERSION"));
+
+/// Names one [`Client::send_message`] call; its [`Event::SendResult`] carries it back.
+#[derive(Clone, Copy, Debug, Eq, Hash, PartialEq, Ord, PartialOrd)]
+pub struct SendId(pub u64);
+
+/// A message received from a peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReceivedMessage {
+    /// The sender's address: the CPIM `From` (the SIP From for non-CPIM bodies), as
+    /// `user@domain` for SIP URIs, the whole URI otherwise.
+    pub from: String,
+    /// The recipient this device got it as: our own AOR if the CPIM `To`s list it, else the
+    /// first `To` (the SIP To for non-CPIM bodies), in the same form as `from`.
+    pub to: String,
+    /// Every CPIM `To` (several for a 1-N message), in the same form.
+    pub recipients: Vec<String>,
+    /// The content, as text (invalid UTF-8 replaced).
+    pub text: String,
+    /// The content's media type (the encapsulated one for CPIM).
+    pub content_type: String,
+    /// The SIP `Conversation-ID`.
+    pub conversation_id: Option<String>,
+    /// The SIP `Contribution-ID`.
+    pub contribution_id: Option<String>,
+    /// The CPIM `imdn.Message-ID`; the SIP Call-ID when there is none (a non-CPIM body).
+    pub message_id: String,
+    /// The CPIM `DateTime`, as written.
+    pub date_time: Option<String>,
+    /// Delivered by the network from storage: the request's Accept-Contact or
+    /// P-Asserted-Service carries the `…oma.cpm.deferred` ICSI.
+    pub deferred: bool,
+    /// The sender asked for a display notification ([`Client::send_displayed`]).
+    pub display_requested: bool,
+}
+
+/// A disposition notification (RFC 5438) received for a message we sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReceivedImdn {
+    /// Who sent the notification (CPIM `From`, else SIP From), as `user@domain`.
+    pub from: String,
+    /// The `imdn.Message-ID` of the original message.
+    pub message_id: String,
+    /// What happened to it.
+    pub notification: Notification,
+    /// The IMDN `datetime`, as written.
+    pub datetime: String,
+    /// The IMDN `recipient-uri`, if present.
+    pub recipient: Option<String>,
+}
+
+/// What the client reports to its application.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A REGISTER (first or refresh) succeeded; the binding lives `expires` seconds.
+    Registered {
+        /// The granted lifetime of our binding.
+        expires: u32,
+    },
+    /// A REGISTER failed with this final status (408 on timeout, 503 when the connection
+    /// closed). `will_retry`: the client tries again by itself (timeouts, 5xx, lost
+    /// connections); otherwise (wrong password, unknown user, ...) it stops.
+    RegistrationFailed {
+        /// The status code.
+        status: u16,
+        /// The reason phrase.
+        reason: String,
+        /// Whether a retry is scheduled.
+        will_retry: bool,
+    },
+    /// The de-registration ([`Client::unregister`]) ended with this status (0 when there was
+    /// nothing to remove).
+    Unregistered {
+        /// The status code.
+        status: u16,
+    },
+    /// The final response to a [`Client::send_message`].
+    SendResult {
+        /// Which send.
+        id: SendId,
+        /// The status code (408 on timeout, 503 when the connection closed).
+        status: u16,
+        /// The reason phrase.
+        reason: String,
+        /// The `imdn.Message-ID` the message carried.
+        message_id: String,
+    },
+    /// A message arrived (duplicates are reported once).
+    Message(Box<ReceivedMessage>),
+    /// A disposition notification arrived.
+    Imdn(Box<ReceivedImdn>),
+    /// A notification we sent (automatic delivery notification, or
+    /// [`Client::send_displayed`]) got its final response.
+    NotificationSent {
+        /// The original sender the notification went to (`user@domain`).
+        to: String,
+        /// The `imdn.Message-ID` of the message it is about.
+        message_id: String,
+        /// What it said.
+        notification: Notification,
+        /// The final status code.
+        status: u16,
+        /// The reason phrase.
+        reason: String,
+    },
+}
+
+/// Why [`Client::send_message`] refused to send.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// No recipient was given.
+    #[error("no recipient")]
+    NoRecipient,
+    /// A recipient is not `user@domain` or a URI.
+    #[error("bad recipient {0:?}")]
+    BadRecipient(String),
+    /// The body could not be built (a value that breaks CPIM or multipart syntax).
+    #[error("cannot build the message body: {0}")]
+    Body(String),
+}
+
+/// `"delivered"`, `"displayed"`, `"failed"`, ...: the status element of a notification.
+pub fn notification_status(n: Notification) -> &'static str {
+    match n {
+        Notification::Delivery(DeliveryStatus::Delivered) => "delivered",
+        Notification::Delivery(DeliveryStatus::Failed) => "failed",
+        Notification::Display(DisplayStatus::Displayed) => "displayed",
+        Notification::Processing(ProcessingStatus::Processed) => "processed",
+        Notification::Processing(ProcessingStatus::Stored) => "stored",
+        Notification::Delivery(DeliveryStatus::Forbidden)
+        | Notification::Display(DisplayStatus::Forbidden)
+        | Notification::Processing(ProcessingStatus::Forbidden) => "forbidden",
+        Notification::Delivery(DeliveryStatus::Error)
+        | Notification::Display(DisplayStatus::Error)
+        | Notification::Processing(ProcessingStatus::Error) => "error",
+    }
+}
+
+/// `"delivery"`, `"display"` or `"processing"`: the kind of a notification.
+pub fn notification_kind(n: Notification) -> &'static str {
+    match n {
+        Notification::Delivery(_) => "delivery",
+        Notification::Display(_) => "display",
+        Notification::Processing(_) => "processing",
+    }
+}
+
+/// `user@domain` for a `sip:`/`sips:`/`im:` URI (parameters, headers and port dropped, host
+/// lowercased); any other URI as it is.
+pub fn aor_of(uri: &str) -> String {
+    let uri = uri.trim().trim_start_matches('<').trim_end_matches('>');
+    let rest = ["sip:", "sips:", "im:"].iter().find_map(|s| {
+        uri.get(..s.len())
+            .filter(|p| p.eq_ignore_ascii_case(s))
+            .map(|_| &uri[s.len()..])
+    });
+    let Some(rest) = rest else {
+        return uri.to_owned();
+    };
+    let rest = rest.split([';', '?']).next().unwrap_or_default();
+    let Some((user, hostport)) = rest.rsplit_once('@') else {
+        return rest.to_owned();
+    };
+    let host = match hostport.strip_prefix('[') {
+        // An IPv6 reference keeps its brackets; the port after it goes.
+        Some(v6) => v6
+            .split_once(']')
+            .map_or(hostport, |(h, _)| &hostport[..h.len() + 2]),
+        None => hostport.split(':').next().unwrap_or(hostport),
+    };
+    format!("{user}@{}", host.to_ascii_lowercase())
+}
+
+/// What a client transaction is for.
+#[derive(Clone, Debug)]
+enum Purpose {
+    Register {
+        expires: u32,
+    },
+    Unregister,
+    Message {
+        id: SendId,
+        message_id: String,
+    },
+    Notification {
+        to: String,
+        message_id: String,
+        notification: Notification,
+    },
+}
+
+/// A client transaction in flight, with what a digest retry needs.
+#[derive(Clone, Debug)]
+struct Pending {
+    purpose: Purpose,
+    request: Request,
+    auth_tries: u8,
+    /// Creation order (the map's iteration order is not deterministic).
+    seq: u64,
+}
+
+/// A challenge we answered, reused (with the next `nc`) on later requests.
+#[derive(Clone, Debug)]
+struct CachedChallenge {
+    challenge: Challenge,
+    nc: u32,
+}
+
+/// Where the notifications about a received message go.
+#[derive(Clone, Debug)]
+struct Origin {
+    /// The sender's URI.
+    sender: String,
+    /// The recipient URI the message named us by.
+    recipient: String,
+    conversation_id: Option<String>,
+    contribution_id: Option<String>,
+}
+
+/// A sans-IO CPM client. See the crate documentation for the driver contract.
+#[derive(Debug)]
+pub struct Client {
+    cfg: ClientConfig,
+    domain: String,
+    user: String,
+    /// `sip:user@domain`.
+    own_uri: String,
+    /// `sip:domain`, the REGISTER Request-URI.
+    registrar: Uri,
+    /// `urn:uuid:…`.
+    instance: String,
+    t0: Instant,
+    unix0: u64,
+    rng: Rng,
+    tx: TransactionLayer,
+
+    // Registration.
+    reg_call_id: String,
+    reg_from_tag: String,
+    reg_cseq: u32,
+    want_registered: bool,
+    registered: bool,
+    reg_in_flight: Option<ClientKey>,
+    unreg_in_flight: Option<ClientKey>,
+    reg_timer: Option<Instant>,
+    reg_failures: u32,
+
+    // Authentication.
+    www_auth: Option<CachedChallenge>,
+    proxy_auth: Option<CachedChallenge>,
+
+    // Sending.
+    next_send: u64,
+    pending: HashMap<ClientKey, Pending>,
+    pending_seq: u64,
+    conversations: HashMap<String, String>,
+
+    // Receiving.
+    seen: HashSet<String>,
+    seen_order: VecDeque<String>,
+    display_requests: HashMap<String, Origin>,
+    display_order: VecDeque<String>,
+
+    // Transport.
+    framer: StreamFramer,
+    stream_buf: BytesMut,
+    close_requested: bool,
+    keepalive_at: Option<Instant>,
+
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+}
+
+impl Client {
+    /// A client. `now` and `unix_ms` anchor the wall clock (CPIM `DateTime`, IMDN `datetime`):
+    /// the wall time at `now + d` is `unix_ms + d`.
+    pub fn new(cfg: ClientConfig, now: Instant, unix_ms: u64) -> Result<Self, ConfigError> {
+        let (user, domain) = cfg.user_domain()?;
+        if cfg.expires == 0 {
+            return Err(ConfigError::ZeroExpires);
+        }
+        let mut rng = Rng::new(cfg.seed);
+        let instance = instance_id(&format!("{user}@{domain}"), &cfg.device);
+        let reg_call_id = rng.hex(24);
+        let reg_from_tag = rng.hex(12);
+        let tx = TransactionLayer::with_seed(TimerConfig::default(), rng.next_u64());
+        let registrar = Uri::parse(&format!("sip:{domain}"))
+            .map_err(|_| ConfigError::BadAor(cfg.aor.clone()))?;
+        Uri::parse(&format!("sip:{user}@{domain}"))
+            .map_err(|_| ConfigError::BadAor(cfg.aor.clone()))?;
+        Ok(Self {
+            registrar,
+            own_uri: format!("sip:{user}@{domain}"),
+            domain,
+            user,
+            instance,
+            t0: now,
+            unix0: unix_ms,
+            rng,
+            tx,
+            reg_call_id,
+            reg_from_tag,
+            reg_cseq: 0,
+            want_registered: false,
+            registered: false,
+            reg_in_flight: None,
+            unreg_in_flight: None,
+            reg_timer: None,
+            reg_failures: 0,
+            www_auth: None,
+            proxy_auth: None,
+            next_send: 1,
+            pending: HashMap::new(),
+            pending_seq: 0,
+            conversations: HashMap::new(),
+            seen: HashSet::new(),
+            seen_order: VecDeque::new(),
+            display_requests: HashMap::new(),
+            display_order: VecDeque::new(),
+            framer: StreamFramer::new(Limits::default()),
+            stream_buf: BytesMut::new(),
+            close_requested: false,
+            keepalive_at: None,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            cfg,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ClientConfig {
+        &self.cfg
+    }
+
+    /// Our own URI, `sip:user@domain`.
+    pub fn own_uri(&self) -> &str {
+        &self.own_uri
+    }
+
+    /// The device's `+sip.instance` value, `urn:uuid:…`.
+    pub fn instance_id(&self) -> &str {
+        &self.instance
+    }
+
+    /// Whether the last REGISTER succeeded and the binding has not been removed since.
+    pub fn is_registered(&self) -> bool {
+        self.registered
+    }
+
+    /// Whether client transactions are still waiting for a final response.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// The wall-clock time at `now`, in milliseconds since the Unix epoch.
+    pub fn unix_ms(&self, now: Instant) -> u64 {
+        self.unix0 + now.saturating_duration_since(self.t0).as_millis() as u64
+    }
+
+    /// The `imdn.Message-ID` of a send still waiting for its final response.
+    pub fn message_id(&self, id: SendId) -> Option<&str> {
+        self.pending.values().find_map(|p| match &p.purpose {
+            Purpose::Message { id: i, message_id } if *i == id => Some(message_id.as_str()),
+            _ => None,
+        })
+    }
+
+    // ---------------------------------------------------------------- commands
+
+    /// Registers (and keeps the registration refreshed at half the granted expiry, and
+    /// renewed after a lost connection) until [`Client::unregister`].
+    pub fn register(&mut self, now: Instant) {
+        self.want_registered = true;
+        self.reg_failures = 0;
+        if self.reg_in_flight.is_none() {
+            self.send_register(now);
+        }
+    }
+
+    /// Removes our binding (REGISTER with `Expires: 0`) and stops refreshing. An
+    /// [`Event::Unregistered`] follows: at once if nothing is registered or being registered.
+    pub fn unregister(&mut self, now: Instant) {
+        self.want_registered = false;
+        self.reg_timer = None;
+        if !self.registered && self.reg_in_flight.is_none() {
+            self.events.push_back(Event::Unregistered { status: 0 });
+            return;
+        }
+        self.registered = false;
+        let mut req = self.register_request(0);
+        self.preauthorize(&mut req, false);
+        if let Some(key) = self.start(now, req, Purpose::Unregister) {
+            self.unreg_in_flight = Some(key);
+        }
+    }
+
+    /// Sends a pager-mode message with `text` (`text/plain`) to `to` (AORs `user@domain`,
+    /// bare user names in our domain, or SIP URIs). One recipient: a `MESSAGE` to that
+    /// recipient; several: an RFC 5365 1-N pager request to `sip:cpm-exploder@<domain>`.
+    /// Either way the body is CPIM asking for delivery and display notifications; the final
+    /// response comes as [`Event::SendResult`].
+    pub fn send_message(
+        &mut self,
+        now: Instant,
+        to: &[String],
+        text: &str,
+    ) -> Result<SendId, SendError> {
+        if to.is_empty() {
+            return Err(SendError::NoRecipient);
+        }
+        let mut targets: Vec<String> = Vec::with_capacity(to.len());
+        for t in to {
+            let uri = self.target_uri(t)?;
+            if !targets.contains(&uri) {
+                targets.push(uri);
+            }
+        }
+        let message_id = self.rng.token(16);
+        let date_time = rfc3339_ms(self.unix_ms(now));
+        let mut cpim = CpimBuilder::new().from(&CpimAddress::new(self.own_uri.clone()));
+        for t in &targets {
+            cpim = cpim.to(&CpimAddress::new(t.clone()));
+        }
+        let cpim = cpim
+            .date_time(date_time)
+            .message_id(message_id.clone())
+            .disposition_notification(&[
+                Disposition::PositiveDelivery,
+                Disposition::NegativeDelivery,
+                Disposition::Display,
+            ])
+            .content_type("text/plain;charset=UTF-8")
+            .body(Bytes::copy_from_slice(text.as_bytes()))
+            .build()
+            .map_err(|e| SendError::Body(e.to_string()))?
+            .to_bytes();
+        let conversation_id = self.conversation_for(&targets);
+        let contribution_id = self.rng.uuid();
+        let group = targets.len() > 1;
+        let (ruri, icsi) = if group {
+            (
+                format!("sip:{EXPLODER_USER}@{}", self.domain),
+                ICSI_MSG_GROUP,
+            )
+        } else {
+            (targets[0].clone(), ICSI_MSG)
+        };
+        let call_id = self.rng.hex(24);
+        let from_tag = self.rng.hex(12);
+        let uri = Uri::parse(&ruri).map_err(|_| SendError::BadRecipient(ruri.clone()))?;
+        let mut req = self.request(
+            Method::Message,
+            uri,
+            &format!("<{ruri}>"),
+            &call_id,
+            &from_tag,
+            1,
+        );
+        add_icsi_headers(&mut req, icsi);
+        req.headers
+            .push(Header::new(HeaderName::ConversationId, &conversation_id));
+        req.headers
+            .push(Header::new(HeaderName::ContributionId, &contribution_id));
+        if group {
+            req.headers
+                .push(Header::new(HeaderName::Require, "recipient-list-message"));
+            let list = ResourceList {
+                entries: targets
+                    .iter()
+                    .map(|u| ListEntry {
+                        uri: u.clone(),
+                        copy_control: Some(CopyControl::To),
+                    })
+                    .collect(),
+            };
+            let body = Multipart {
+                boundary: format!("cpm-boundary-{}", self.rng.hex(16)),
+                parts: vec![
+                    Part::new(mime::APPLICATION_RESOURCE_LISTS_XML, list.to_xml())
+                        .with_header("Content-Disposition", "recipient-list"),
+                    Part::new(mime::MESSAGE_CPIM, cpim),
+                ],
+            };
+            let bytes = body
+                .to_bytes()
+                .map_err(|e| SendError::Body(e.to_string()))?;
+            set_body(&mut req, &body.content_type(), bytes);
+        } else {
+            set_body(&mut req, mime::MESSAGE_CPIM, cpim);
+        }
+        if !self.registered {
+            self.preauthorize(&mut req, true);
+        }
+        let id = SendId(self.next_send);
+        self.next_send += 1;
+        self.start(now, req, Purpose::Message { id, message_id });
+        Ok(id)
+    }
+
+    /// Sends the display notification for a received message, if its sender asked for one
+    /// and none was sent yet; returns whether one was sent.
+    pub fn send_displayed(&mut self, now: Instant, message_id: &str) -> bool {
+        let Some(origin) = self.display_requests.remove(message_id) else {
+            return false;
+        };
+        self.display_order.retain(|m| m != message_id);
+        self.send_notification(
+            now,
+            &origin,
+            message_id,
+            Notification::Display(DisplayStatus::Displayed),
+        );
+        true
+    }
+
+    // ---------------------------------------------------------------- inputs
+
+    /// A UDP datagram from `source`.
+    pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, data: Bytes) {
+        if is_keepalive(&data) {
+            return;
+        }
+        // A malformed datagram is dropped: a client has no use for a 400 to garbage.
+        if let Ok(msg) = Message::parse_datagram(data, &Limits::default()) {
+            self.handle_message(now, Peer::udp(source), msg);
+        }
+    }
+
+    /// Bytes read from the TCP connection to the server, in order. A framing error asks the
+    /// driver to close the connection ([`Client::poll_close`]).
+    pub fn handle_stream_data(&mut self, now: Instant, data: &[u8]) {
+        self.stream_buf.extend_from_slice(data);
+        loop {
+            match self.framer.decode(&mut self.stream_buf) {
+                Ok(Some(Frame::Message(msg))) => {
+                    let peer = self.server_peer();
+                    self.handle_message(now, peer, msg);
+                }
+                Ok(Some(Frame::KeepAlive)) => {}
+                Ok(None) => break,
+                Err(e) if e.scope() == Scope::Connection => {
+                    self.close_requested = true;
+                    self.stream_buf.clear();
+                    self.framer = StreamFramer::new(Limits::default());
+                    break;
+                }
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// The driver opened a TCP connection to the server, from `local`.
+    pub fn handle_connected(&mut self, now: Instant, local: SocketAddr) {
+        self.cfg.local_addr = local;
+        self.stream_buf.clear();
+        self.framer = StreamFramer::new(Limits::default());
+        if self.cfg.transport == TransportKind::Tcp {
+            self.keepalive_at = Some(now + KEEPALIVE_INTERVAL);
+        }
+    }
+
+    /// The TCP connection closed (or could not be opened). Requests in flight fail with 503;
+    /// if we want to be registered, a new REGISTER follows (at once the first time, then
+    /// with a growing delay), which makes the driver connect again.
+    pub fn handle_connection_closed(&mut self, now: Instant) {
+        self.keepalive_at = None;
+        self.close_requested = false;
+        self.stream_buf.clear();
+        self.framer = StreamFramer::new(Limits::default());
+        if self.cfg.transport != TransportKind::Tcp {
+            return;
+        }
+        let mut keys: Vec<(u64, ClientKey)> = self
+            .pending
+            .iter()
+            .map(|(k, p)| (p.seq, k.clone()))
+            .collect();
+        keys.sort_by_key(|(seq, _)| *seq);
+        for (_, key) in keys {
+            if let Some(p) = self.pending.remove(&key) {
+                self.tx.transport_error(&key);
+                self.finish(now, &key, p.purpose, 503, "Connection Closed", None);
+            }
+        }
+        // Drop the Timeout events transport_error queued: those requests are finished.
+        while self.tx.poll_event().is_some() {}
+        if self.want_registered {
+            self.registered = false;
+            // A REGISTER that failed just now scheduled its own retry; otherwise the refresh
+            // timer is replaced by an early re-registration.
+            let retry_scheduled =
+                self.reg_timer.is_some_and(|t| t <= now + MAX_BACKOFF) && self.reg_failures > 0;
+            if self.reg_in_flight.is_none() && !retry_scheduled {
+                self.reg_timer = Some(now + self.backoff());
+                self.reg_failures += 1;
+            }
+        }
+    }
+
+    /// Runs the timers due at `now` (idempotent; early calls do nothing).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.tx.handle_timeout(now);
+        self.process_tx_events(now);
+        if self.reg_timer.is_some_and(|t| t <= now) {
+            self.reg_timer = None;
+            if self.want_registered && self.reg_in_flight.is_none() {
+                self.send_register(now);
+            }
+        }
+        if self.keepalive_at.is_some_and(|t| t <= now) {
+            self.keepalive_at = Some(now + KEEPALIVE_INTERVAL);
+            let peer = self.server_peer();
+            self.transmits.push_back(Transmit {
+                peer,
+                payload: Bytes::from_static(b"\r\n\r\n"),
+            });
+        }
+    }
+
+    // ---------------------------------------------------------------- outputs
+
+    /// The next message to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits
+            .pop_front()
+            .or_else(|| self.tx.poll_transmit())
+    }
+
+    /// The next event for the application.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The next deadline: call [`Client::handle_timeout`] then.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [self.tx.poll_timeout(), self.reg_timer, self.keepalive_at]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Whether the core wants the TCP connection closed (framing lost); true once per
+    /// request. The driver closes it and reports [`Client::handle_connection_closed`].
+    pub fn poll_close(&mut self) -> bool {
+        std::mem::take(&mut self.close_requested)
+    }
+
+    // ---------------------------------------------------------------- internals
+
+    fn server_peer(&self) -> Peer {
+        match self.cfg.transport {
+            TransportKind::Udp => Peer::udp(self.cfg.server),
+            TransportKind::Tcp => Peer::tcp(self.cfg.server, None),
+        }
+    }
+
+    fn backoff(&self) -> Duration {
+        if self.reg_failures == 0 {
+            return Duration::ZERO;
+        }
+        let secs = 1u64 << self.reg_failures.saturating_sub(1).min(6);
+        Duration::from_secs(secs).min(MAX_BACKOFF)
+    }
+
+    /// A user-given recipient as a URI: `sip:user@domain` for `user@domain`, our domain
+    /// for a bare user name, SIP and tel URIs as they are.
+    fn target_uri(&self, t: &str) -> Result<String, SendError> {
+        let t = t.trim();
+        let bad = || SendError::BadRecipient(t.to_owned());
+        let lower = t.to_ascii_lowercase();
+        let uri =
+            if lower.starts_with("sip:") || lower.starts_with("sips:") || lower.starts_with("tel:")
+            {
+                t.to_owned()
+            } else if t.contains('@') {
+                format!("sip:{t}")
+            } else if !t.is_empty() {
+                format!("sip:{t}@{}", self.domain)
+            } else {
+                return Err(bad());
+            };
+        match Uri::parse(&uri) {
+            Ok(Uri::Sip(u)) if u.user.is_some() => Ok(uri),
+            Ok(Uri::Tel(_)) => Ok(uri),
+            _ => Err(bad()),
+        }
+    }
+
+    /// The Conversation-ID for a set of peers: the same for the client's lifetime.
+    fn conversation_for(&mut self, targets: &[String]) -> String {
+        let mut key: Vec<String> = targets.iter().map(|t| aor_of(t)).collect();
+        key.sort();
+        let key = key.join(",");
+        if let Some(c) = self.conversations.get(&key) {
+            return c.clone();
+        }
+        if self.conversations.len() >= DEDUP_CAPACITY {
+            self.conversations.clear();
+        }
+        let c = self.rng.uuid();
+        self.conversations.insert(key, c.clone());
+        c
+    }
+
+    fn via(&mut self) -> String {
+        format!(
+            "SIP/2.0/{} {};branch={MAGIC_COOKIE}{};rport",
+            self.cfg.transport.as_via_token(),
+            self.cfg.local_addr,
+            self.rng.hex(20)
+        )
+    }
+
+    /// A request with the headers every request of ours has (Via, Max-Forwards, From, To,
+    /// Call-ID, CSeq, User-Agent).
+    fn request(
+        &mut self,
+        method: Method,
+        uri: Uri,
+        to: &str,
+        call_id: &str,
+        from_tag: &str,
+        cseq: u32,
+    ) -> Request {
+        let mut req = Request::new(method.clone(), uri);
+        let via = self.via();
+        let h = &mut req.headers;
+        h.push(Header::new(HeaderName::Via, &via));
+        h.push(Header::new(HeaderName::MaxForwards, "70"));
+        h.push(Header::new(
+            HeaderName::From,
+            &format!("<{}>;tag={from_tag}", self.own_uri),
+        ));
+        h.push(Header::new(HeaderName::To, to));
+        h.push(Header::new(HeaderName::CallId, call_id));
+        h.push(Header::new(HeaderName::CSeq, &format!("{cseq} {method}")));
+        h.push(Header::new(HeaderName::UserAgent, USER_AGENT));
+        req
+    }
+
+    fn contact(&self) -> String {
+        let transport = match self.cfg.transport {
+            TransportKind::Tcp => ";transport=tcp",
+            TransportKind::Udp => "",
+        };
+        let icsi: Vec<String> = [ICSI_MSG, ICSI_LARGEMSG, ICSI_DEFERRED]
+            .iter()
+            .map(|i| i.replace(':', "%3A"))
+            .collect();
+        format!(
+            "<sip:{}@{}{transport}>;+sip.instance=\"<{}>\";+g.3gpp.icsi-ref=\"{}\"",
+            self.user,
+            self.cfg.local_addr,
+            self.instance,
+            icsi.join(",")
+        )
+    }
+
+    fn register_request(&mut self, expires: u32) -> Request {
+        self.reg_cseq += 1;
+        let own = format!("<{}>", self.own_uri);
+        let (uri, call_id, tag, cseq) = (
+            self.registrar.clone(),
+            self.reg_call_id.clone(),
+            self.reg_from_tag.clone(),
+            self.reg_cseq,
+        );
+        let mut req = self.request(Method::Register, uri, &own, &call_id, &tag, cseq);
+        let contact = self.contact();
+        req.headers.push(Header::new(HeaderName::Contact, &contact));
+        req.headers
+            .push(Header::new(HeaderName::Expires, &expires.to_string()));
+        req.headers.push(Header::new(HeaderName::Supported, "path"));
+        req.headers
+            .push(Header::new(HeaderName::ContentLength, "0"));
+        req
+    }
+
+    fn send_register(&mut self, now: Instant) {
+        self.send_register_for(now, self.cfg.expires);
+    }
+
+    fn send_register_for(&mut self, now: Instant, expires: u32) {
+        let mut req = self.register_request(expires);
+        self.preauthorize(&mut req, false);
+        self.reg_in_flight = self.start(now, req, Purpose::Register { expires });
+    }
+
+    /// Adds credentials from the last challenge of this kind, if any (saves a round trip;
+    /// a stale nonce costs one retry).
+    fn preauthorize(&mut self, req: &mut Request, proxy: bool) {
+        let cached = if proxy {
+            self.proxy_auth.as_mut()
+        } else {
+            self.www_auth.as_mut()
+        };
+        let Some(c) = cached else { return };
+        c.nc += 1;
+        let (challenge, nc) = (c.challenge.clone(), c.nc);
+        let cnonce = self.rng.hex(16);
+        let value = digest::respond(
+            &challenge,
+            req.method.as_str(),
+            &req.uri.to_string(),
+            &self.cfg.aor,
+            &self.cfg.password,
+            &cnonce,
+            nc,
+        );
+        let name = if proxy {
+            HeaderName::ProxyAuthorization
+        } else {
+            HeaderName::Authorization
+        };
+        req.headers.set(name, &value);
+    }
+
+    /// Starts a client transaction to the server.
+    fn start(&mut self, now: Instant, req: Request, purpose: Purpose) -> Option<ClientKey> {
+        let peer = self.server_peer();
+        match self.tx.send_request(now, req.clone(), peer) {
+            Ok(key) => {
+                self.pending_seq += 1;
+                self.pending.insert(
+                    key.clone(),
+                    Pending {
+                        purpose,
+                        request: req,
+                        auth_tries: 0,
+                        seq: self.pending_seq,
+                    },
+                );
+                Some(key)
+            }
+            // Invariant: our requests always carry a Via with a magic-cookie branch.
+            Err(_) => None,
+        }
+    }
+
+    /// The same request again with a new branch, the next CSeq and credentials for
+    /// `challenge`.
+    fn authorized_retry(
+        &mut self,
+        mut req: Request,
+        challenge: &Challenge,
+        proxy: bool,
+    ) -> Request {
+        let via = self.via();
+        req.headers.set(HeaderName::Via, &via);
+        let seq = if req.method == Method::Register {
+            self.reg_cseq += 1;
+            self.reg_cseq
+        } else {
+            req.headers
+                .cseq()
+                .ok()
+                .flatten()
+                .map_or(1, |c| c.seq.saturating_add(1))
+        };
+        req.headers
+            .set(HeaderName::CSeq, &format!("{seq} {}", req.method));
+        let cache = CachedChallenge {
+            challenge: challenge.clone(),
+            nc: 0,
+        };
+        if proxy {
+            self.proxy_auth = Some(cache);
+        } else {
+            self.www_auth = Some(cache);
+        }
+        self.preauthorize(&mut req, proxy);
+        req
+    }
+
+    fn process_tx_events(&mut self, now: Instant) {
+        while let Some(ev) = self.tx.poll_event() {
+            if let TxEvent::Timeout(key) = ev
+                && let Some(p) = self.pending.remove(&key)
+            {
+                self.finish(now, &key, p.purpose, 408, "Request Timeout", None);
+            }
+        }
+    }
+
+    fn handle_message(&mut self, now: Instant, peer: Peer, msg: Message) {
+        match msg {
+            Message::Response(resp) => {
+                if let ResponseDisposition::Pass(key) = self.tx.handle_response(now, &resp) {
+                    self.on_response(now, key, &resp);
+                }
+            }
+            Message::Request(req) => self.on_request(now, peer, req),
+        }
+        self.process_tx_events(now);
+    }
+
+    fn on_response(&mut self, now: Instant, key: ClientKey, resp: &Response) {
+        if !resp.status.is_final() {
+            return;
+        }
+        let Some(p) = self.pending.remove(&key) else {
+            return;
+        };
+        let status = resp.status.as_u16();
+        if matches!(status, 401 | 407) && p.auth_tries < MAX_AUTH_TRIES {
+            let proxy = status == 407;
+            if let Some(ch) = pick_challenge(resp, proxy) {
+                let req = self.authorized_retry(p.request, &ch, proxy);
+                let is_reg = self.reg_in_flight.as_ref() == Some(&key);
+                let is_unreg = self.unreg_in_flight.as_ref() == Some(&key);
+                if let Some(k) = self.start(now, req, p.purpose) {
+                    if let Some(n) = self.pending.get_mut(&k) {
+                        n.auth_tries = p.auth_tries + 1;
+                    }
+                    if is_reg {
+                        self.reg_in_flight = Some(k);
+                    } else if is_unreg {
+                        self.unreg_in_flight = Some(k);
+                    }
+                }
+                return;
+            }
+        }
+        if status == 423
+            && let Purpose::Register { expires } = p.purpose
+            && self.reg_in_flight.as_ref() == Some(&key)
+            && let Some(min) = resp
+                .headers
+                .get(&HeaderName::MinExpires)
+                .and_then(|h| h.value().ok())
+                .and_then(|v| v.trim().parse::<u32>().ok())
+            && min > expires
+        {
+            self.send_register_for(now, min);
+            return;
+        }
+        self.finish(now, &key, p.purpose, status, &resp.reason, Some(resp));
+    }
+
+    /// A final outcome for a client transaction.
+    fn finish(
+        &mut self,
+        now: Instant,
+        key: &ClientKey,
+        purpose: Purpose,
+        status: u16,
+        reason: &str,
+        resp: Option<&Response>,
+    ) {
+        let ok = (200..300).contains(&status);
+        match purpose {
+            Purpose::Register { expires } => {
+                if self.reg_in_flight.as_ref() != Some(key) {
+                    return;
+                }
+                self.reg_in_flight = None;
+                if !self.want_registered {
+                    return;
+                }
+                if ok {
+                    let granted = resp
+                        .and_then(|r| self.granted_expires(r))
+                        .unwrap_or(expires);
+                    if granted == 0 {
+                        self.registered = false;
+                        self.events.push_back(Event::RegistrationFailed {
+                            status,
+                            reason: "Binding Not Kept".to_owned(),
+                            will_retry: false,
+                        });
+                        return;
+                    }
+                    self.registered = true;
+                    self.reg_failures = 0;
+                    self.reg_timer = Some(now + Duration::from_secs(u64::from(granted / 2).max(1)));
+                    self.events
+                        .push_back(Event::Registered { expires: granted });
+                } else {
+                    self.registered = false;
+                    let will_retry = status == 408 || status == 503 || status >= 500;
+                    if will_retry {
+                        self.reg_failures += 1;
+                        self.reg_timer = Some(now + self.backoff().max(Duration::from_secs(1)));
+                    }
+                    self.events.push_back(Event::RegistrationFailed {
+                        status,
+                        reason: reason.to_owned(),
+                        will_retry,
+                    });
+                }
+            }
+            Purpose::Unregister => {
+                if self.unreg_in_flight.as_ref() == Some(key) {
+                    self.unreg_in_flight = None;
+                    self.events.push_back(Event::Unregistered { status });
+                }
+            }
+            Purpose::Message { id, message_id } => {
+                self.events.push_back(Event::SendResult {
+                    id,
+                    status,
+                    reason: reason.to_owned(),
+                    message_id,
+                });
+            }
+            Purpose::Notification {
+                to,
+                message_id,
+                notification,
+            } => {
+                self.events.push_back(Event::NotificationSent {
+                    to,
+                    message_id,
+                    notification,
+                    status,
+                    reason: reason.to_owned(),
+                });
+            }
+        }
+    }
+
+    /// The expiry the registrar granted our binding: the `expires` parameter of the Contact
+    /// carrying our instance id, else the Expires header.
+    fn granted_expires(&self, resp: &Response) -> Option<u32> {
+        let want = format!("<{}>", self.instance);
+        if let Ok(Some(Contact::Addresses(addrs))) = resp.headers.contact() {
+            for a in addrs {
+                let ours = a
+                    .param("+sip.instance")
+                    .and_then(|p| p.unquoted_value())
+                    .is_some_and(|v| v.eq_ignore_ascii_case(&want));
+                if ours {
+                    return a
+                        .param("expires")
+                        .and_then(|p| p.value.as_deref())
+                        .and_then(|v| v.parse().ok());
+                }
+            }
+        }
+        resp.headers.expires().ok().flatten()
+    }
+
+    fn respond(
+        &mut self,
+        now: Instant,
+        key: &ServerKey,
+        req: &Request,
+        status: StatusCode,
+        reason: Option<&str>,
+        extra: &[(HeaderName, &str)],
+    ) {
+        let tag = self.rng.hex(12);
+        let mut resp = response_to(req, status, Some(&tag));
+        if let Some(r) = reason {
+            resp.reason = r.to_owned();
+        }
+        resp.headers
+            .push(Header::new(HeaderName::UserAgent, USER_AGENT));
+        for (name, value) in extra {
+            resp.headers.push(Header::new(name.clone(), value));
+        }
+        // A transaction that already answered is gone or absorbing: nothing to do.
+        let _ = self.tx.respond(now, key, &resp);
+    }
+
+    fn on_request(&mut self, now: Instant, peer: Peer, req: Request) {
+        if let Err(rej) = check_request(&req) {
+            if let Ok(RequestDisposition::New(key)) = self.tx.handle_request(now, &req, peer) {
+                self.respond(now, &key, &req, rej.status, Some(&rej.reason), &[]);
+            }
+            return;
+        }
+        let Ok(RequestDisposition::New(key)) = self.tx.handle_request(now, &req, peer) else {
+            // Retransmissions are absorbed (the last response re-sent); stray ACKs dropped.
+            return;
+        };
+        const ALLOW: &str = "MESSAGE, OPTIONS";
+        match req.method {
+            Method::Message => self.on_message(now, &key, &req),
+            Method::Options => self.respond(
+                now,
+                &key,
+                &req,
+                StatusCode::OK,
+                None,
+                &[
+                    (HeaderName::Allow, ALLOW),
+                    (HeaderName::Accept, "message/cpim, text/plain"),
+                ],
+            ),
+            _ => self.respond(
+                now,
+                &key,
+                &req,
+                StatusCode::METHOD_NOT_ALLOWED,
+                None,
+                &[(HeaderName::Allow, ALLOW)],
+            ),
+        }
+    }
+
+    /// Remembers a received id; false if it was seen before (a duplicate).
+    fn remember(&mut self, id: &str) -> bool {
+        if self.seen.contains(id) {
+            return false;
+        }
+        if self.seen_order.len() >= DEDUP_CAPACITY
+            && let Some(old) = self.seen_order.pop_front()
+        {
+            self.seen.remove(&old);
+        }
+        self.seen.insert(id.to_owned());
+        self.seen_order.push_back(id.to_owned());
+        true
+    }
+
+    fn on_message(&mut self, now: Instant, key: &ServerKey, req: &Request) {
+        let h = &req.headers;
+        let call_id = h.call_id().ok().flatten().map(|c| c.0).unwrap_or_default();
+        let sip_from = h
+            .from()
+            .ok()
+            .flatten()
+            .map(|a| a.uri.to_string())
+            .unwrap_or_default();
+        let sip_to = h
+            .to()
+            .ok()
+            .flatten()
+            .map(|a| a.uri.to_string())
+            .unwrap_or_default();
+        let content_type = h.content_type().ok().flatten();
+        let conversation_id = h.conversation_id().ok().flatten();
+        let contribution_id = h.contribution_id().ok().flatten();
+        let deferred = h
+            .get_all(&HeaderName::AcceptContact)
+            .chain(h.get_all(&HeaderName::PAssertedService))
+            .any(|x| {
+                String::from_utf8_lossy(x.value_bytes())
+                    .to_ascii_lowercase()
+                    .contains("oma.cpm.deferred")
+            });
+        let is_cpim = content_type
+            .as_ref()
+            .is_some_and(|c| c.is("message", "cpim"));
+        if !is_cpim {
+            // A plain SIP MESSAGE (text/plain from baresip, ...): the SIP headers are all the
+            // metadata there is, and the Call-ID is the only id.
+            let ok = self.remember(&format!("call-id:{call_id}"));
+            self.respond(now, key, req, StatusCode::OK, None, &[]);
+            if ok {
+                self.events
+                    .push_back(Event::Message(Box::new(ReceivedMessage {
+                        from: aor_of(&sip_from),
+                        to: aor_of(&sip_to),
+                        recipients: vec![aor_of(&sip_to)],
+                        text: String::from_utf8_lossy(&req.body).into_owned(),
+                        content_type: content_type
+                            .map_or_else(|| "text/plain".to_owned(), |c| c.to_string()),
+                        conversation_id,
+                        contribution_id,
+                        message_id: call_id,
+                        date_time: None,
+                        deferred,
+                        display_requested: false,
+                    })));
+            }
+            return;
+        }
+        let cpim = match Cpim::parse(req.body.clone()) {
+            Ok(c) => c,
+            Err(e) => {
+                let status = StatusCode::new(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+                let reason = e.reason_phrase();
+                self.respond(now, key, req, status, Some(reason), &[]);
+                return;
+            }
+        };
+        let inner_type = cpim.content_type().unwrap_or("text/plain").to_owned();
+        let notification = mime::media_type(&inner_type) == mime::MESSAGE_IMDN_XML
+            || cpim
+                .content_header("Content-Disposition")
+                .is_some_and(|d| d.trim().to_ascii_lowercase().starts_with("notification"));
+        let from = cpim.from().ok().flatten().map_or(sip_from, |a| a.uri);
+        let dedup = cpim
+            .message_id()
+            .map_or_else(|| format!("call-id:{call_id}"), str::to_owned);
+        if notification {
+            let imdn = match Imdn::parse(&cpim.body) {
+                Ok(i) => i,
+                Err(e) => {
+                    let status = StatusCode::new(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+                    self.respond(now, key, req, status, Some(e.reason_phrase()), &[]);
+                    return;
+                }
+            };
+            let fresh = self.remember(&dedup);
+            self.respond(now, key, req, StatusCode::OK, None, &[]);
+            if fresh {
+                self.events.push_back(Event::Imdn(Box::new(ReceivedImdn {
+                    from: aor_of(&from),
+                    message_id: imdn.message_id,
+                    notification: imdn.notification,
+                    datetime: imdn.datetime,
+                    recipient: imdn.recipient_uri,
+                })));
+            }
+            return;
+        }
+        let fresh = self.remember(&dedup);
+        self.respond(now, key, req, StatusCode::OK, None, &[]);
+        if !fresh {
+            return;
+        }
+        let to_uris: Vec<String> = cpim
+            .to_all()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|a| a.uri)
+            .collect();
+        let own = aor_of(&self.own_uri);
+        let recipient_uri = to_uris
+            .iter()
+            .find(|u| aor_of(u) == own)
+            .or_else(|| to_uris.first())
+            .cloned()
+            .unwrap_or(sip_to);
+        let dispositions = cpim.disposition_notification();
+        let message_id = cpim.message_id().map(str::to_owned);
+        let display_requested =
+            message_id.is_some() && dispositions.contains(&Disposition::Display);
+        self.events
+            .push_back(Event::Message(Box::new(ReceivedMessage {
+                from: aor_of(&from),
+                to: aor_of(&recipient_uri),
+                recipients: if to_uris.is_empty() {
+                    vec![aor_of(&recipient_uri)]
+                } else {
+                    to_uris.iter().map(|u| aor_of(u)).collect()
+                },
+                text: String::from_utf8_lossy(&cpim.body).into_owned(),
+                content_type: inner_type,
+                conversation_id: conversation_id.clone(),
+                contribution_id: contribution_id.clone(),
+                message_id: message_id.clone().unwrap_or(call_id),
+                date_time: cpim.date_time().map(str::to_owned),
+                deferred,
+                display_requested,
+            })));
+        let Some(message_id) = message_id else {
+            return;
+        };
+        let origin = Origin {
+            sender: from,
+            recipient: recipient_uri,
+            conversation_id,
+            contribution_id,
+        };
+        if dispositions.contains(&Disposition::PositiveDelivery) {
+            self.send_notification(
+                now,
+                &origin,
+                &message_id,
+                Notification::Delivery(DeliveryStatus::Delivered),
+            );
+        }
+        if display_requested {
+            if self.display_order.len() >= DISPLAY_CAPACITY
+                && let Some(old) = self.display_order.pop_front()
+            {
+                self.display_requests.remove(&old);
+            }
+            self.display_order.push_back(message_id.clone());
+            self.display_requests.insert(message_id, origin);
+        }
+    }
+
+    /// Sends an IMDN about `message_id` to its sender: a pager MESSAGE with CPIM wrapping
+    /// `message/imdn+xml` (RFC 5438 section 7), in the original's conversation.
+    fn send_notification(
+        &mut self,
+        now: Instant,
+        origin: &Origin,
+        message_id: &str,
+        notification: Notification,
+    ) {
+        let datetime = rfc3339_ms(self.unix_ms(now));
+        let xml = Imdn {
+            message_id: message_id.to_owned(),
+            datetime: datetime.clone(),
+            recipient_uri: Some(self.own_uri.clone()),
+            original_recipient_uri: Some(origin.recipient.clone()),
+            notification,
+        }
+        .to_xml();
+        let Ok(cpim) = CpimBuilder::new()
+            .from(&CpimAddress::new(self.own_uri.clone()))
+            .to(&CpimAddress::new(origin.sender.clone()))
+            .date_time(datetime)
+            .message_id(self.rng.token(16))
+            .content_type(mime::MESSAGE_IMDN_XML)
+            .content_header("Content-Disposition", "notification")
+            .body(xml)
+            .build()
+        else {
+            // Only a sender URI with a line break could fail here; such a message gets no
+            // notification.
+            return;
+        };
+        let call_id = self.rng.hex(24);
+        let from_tag = self.rng.hex(12);
+        let sender = origin.sender.clone();
+        let Ok(uri) = Uri::parse(&sender) else {
+            return;
+        };
+        let mut req = self.request(
+            Method::Message,
+            uri,
+            &format!("<{sender}>"),
+            &call_id,
+            &from_tag,
+            1,
+        );
+        add_icsi_headers(&mut req, ICSI_MSG);
+        let conversation = origin
+            .conversation_id
+            .clone()
+            .unwrap_or_else(|| self.rng.uuid());
+        let contribution = origin
+            .contribution_id
+            .clone()
+            .unwrap_or_else(|| self.rng.uuid());
+        req.headers
+            .push(Header::new(HeaderName::ConversationId, &conversation));
+        req.headers
+            .push(Header::new(HeaderName::ContributionId, &contribution));
+        set_body(&mut req, mime::MESSAGE_CPIM, cpim.to_bytes());
+        if !self.registered {
+            self.preauthorize(&mut req, true);
+        }
+        self.start(
+            now,
+            req,
+            Purpose::Notification {
+                to: aor_of(&sender),
+                message_id: message_id.to_owned(),
+                notification,
+            },
+        );
+    }
+}
+
+/// `P-Preferred-Service` and `Accept-Contact` for an ICSI (PROTOCOL.md rows 4 and 10).
+fn add_icsi_headers(req: &mut Request, icsi: &str) {
+    req.headers
+        .push(Header::new(HeaderName::PPreferredService, icsi));
+    req.headers.push(Header::new(
+        HeaderName::AcceptContact,
+        &format!("*;+g.3gpp.icsi-ref=\"{}\"", icsi.replace(':', "%3A")),
+    ));
+}
+
+fn set_body(req: &mut Request, content_type: &str, body: Bytes) {
+    req.headers
+        .push(Header::new(HeaderName::ContentType, content_type));
+    req.headers.push(Header::new(
+        HeaderName::ContentLength,
+        &body.len().to_string(),
+    ));
+    req.body = body;
+}
+
+/// The strongest digest challenge we can answer: SHA-256 before MD5 (RFC 8760 section 2.4).
+fn pick_challenge(resp: &Response, proxy: bool) -> Option<Challenge> {
+    let name = if proxy {
+        HeaderName::ProxyAuthenticate
+    } else {
+        HeaderName::WwwAuthenticate
+    };
+    let mut best: Option<Challenge> = None;
+    for h in resp.headers.get_all(&name) {
+        let Ok(v) = h.value() else { continue };
+        let Ok(ch) = Challenge::parse(&v) else {
+            continue;
+        };
+        let better = match &best {
+            None => true,
+            Some(b) => b.algorithm == Algorithm::Md5 && ch.algorithm == Algorithm::Sha256,
+        };
+        if better {
+            best = Some(ch);
+        }
+    }
+    best
+}

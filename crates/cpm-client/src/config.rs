@@ -1,0 +1,97 @@
+//! What a client is: its identity, its server and its transport.
+
+use core::net::SocketAddr;
+
+use cpm_sip_core::TransportKind;
+use sha2::{Digest as _, Sha256};
+
+use crate::rng::format_uuid;
+
+/// The configuration of one client (one device of one user).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// The address of record, `user@domain` (`alice@localhost`); also the digest username.
+    pub aor: String,
+    /// The digest password.
+    pub password: String,
+    /// The device name; with the AOR it makes the stable `+sip.instance` of this device.
+    pub device: String,
+    /// The SIP server (the node's SIP/IP Core) every request goes to.
+    pub server: SocketAddr,
+    /// UDP or TCP.
+    pub transport: TransportKind,
+    /// Our address as the server sees it: the Via sent-by and the Contact (the driver updates
+    /// it through [`crate::Client::handle_connected`] when a TCP connection opens).
+    pub local_addr: SocketAddr,
+    /// The registration lifetime asked for, in seconds (the server may grant less).
+    pub expires: u32,
+    /// Seed of every random identifier (branches, tags, Call-IDs, cnonces, UUIDs, message ids).
+    pub seed: u64,
+}
+
+impl ClientConfig {
+    /// A configuration with the defaults: device `default`, UDP, 600 s, seed 0.
+    pub fn new(
+        aor: impl Into<String>,
+        password: impl Into<String>,
+        server: SocketAddr,
+        local_addr: SocketAddr,
+    ) -> Self {
+        Self {
+            aor: aor.into(),
+            password: password.into(),
+            device: "default".to_owned(),
+            server,
+            transport: TransportKind::Udp,
+            local_addr,
+            expires: 600,
+            seed: 0,
+        }
+    }
+
+    /// Splits the AOR into user and domain, checking both are present.
+    pub(crate) fn user_domain(&self) -> Result<(String, String), ConfigError> {
+        let aor = self.aor.strip_prefix("sip:").unwrap_or(&self.aor);
+        match aor.split_once('@') {
+            Some((u, d))
+                if !u.is_empty()
+                    && !d.is_empty()
+                    && !d.contains('@')
+                    && [u, d].iter().all(|s| {
+                        s.bytes()
+                            .all(|b| b.is_ascii_graphic() && !b"<>\"';,?&".contains(&b))
+                    }) =>
+            {
+                Ok((u.to_owned(), d.to_ascii_lowercase()))
+            }
+            _ => Err(ConfigError::BadAor(self.aor.clone())),
+        }
+    }
+}
+
+/// A configuration the client cannot run with.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The AOR is not `user@domain`.
+    #[error("address of record {0:?} is not user@domain")]
+    BadAor(String),
+    /// The expiry is zero.
+    #[error("expires must be at least 1 second")]
+    ZeroExpires,
+}
+
+/// The device's instance id, `urn:uuid:…`, stable per (AOR, device name): a UUID made from
+/// the SHA-256 of both (version 8, RFC 9562 section 5.8), so the registrar sees the same device
+/// across restarts and replaces its binding rather than adding one.
+pub fn instance_id(aor: &str, device: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(b"cpm-client instance\0");
+    h.update(aor.as_bytes());
+    h.update(b"\0");
+    h.update(device.as_bytes());
+    let digest = h.finalize();
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&digest[..16]);
+    format!("urn:uuid:{}", format_uuid(b, 8))
+}

@@ -1,0 +1,1077 @@
+//! `cpm client`: a command-line CPM client over the sans-IO core in `cpm-client`.
+//!
+//! # The driver
+//!
+//! [`Driver`] moves bytes and arms one timer; every protocol decision is the core's:
+//!
+//! - UDP: one socket bound to an ephemeral port on the interface that faces the server (for a
+//!   server on 127.0.0.1, `127.0.0.1:0`); every datagram read goes to
+//!   [`Client::handle_datagram`], every [`cpm_client::Transmit`] is sent to its peer.
+//! - TCP: one connection to the server, opened before the core is built (its local address is
+//!   the Contact) and again whenever the core has something to send while there is none
+//!   (after the server closed it, the core schedules a re-registration, and that REGISTER
+//!   reopens the connection). Bytes read go to [`Client::handle_stream_data`] (the core frames
+//!   them with `cpm_sip::StreamFramer`); EOF, read or write errors and failed connects are
+//!   reported as [`Client::handle_connection_closed`]; [`Client::poll_close`] closes it.
+//! - Time: `std::time::Instant` is the core's `now`; the wall clock is read once, at start.
+//!   One `sleep_until(client.poll_timeout())`.
+//!
+//! The loop is [`Driver::step`]: flush every transmit, hand out one event if there is one,
+//! otherwise wait for a datagram/stream read, the core's deadline, the caller's deadline or the
+//! stop signal (SIGINT/SIGTERM for `listen`). The commands (`listen`, `send`) are small
+//! programs over `step`; `history` is a plain HTTP GET with digest authentication.
+
+use std::io::Write as _;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::process::ExitCode;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use clap::{Args, CommandFactory as _, Subcommand, ValueEnum};
+use cpm_client::{
+    Client, ClientConfig, Event, ReceivedImdn, ReceivedMessage, TransportKind, notification_kind,
+    notification_status,
+};
+use cpm_sip_core::digest::{self, Algorithm, Challenge};
+use serde_json::json;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpStream, UdpSocket};
+use tokio::sync::watch;
+
+/// How long a TCP connect may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long `send --wait-imdn` waits for its registration.
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest wait for a final response (the core's Timer F is 32 s; this is a backstop).
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(40);
+/// How long shutdown waits for the de-registration to be answered.
+const UNREGISTER_TIMEOUT: Duration = Duration::from_secs(3);
+/// The largest HTTP answer `history` reads.
+const MAX_HTTP_ANSWER: usize = 64 * 1024 * 1024;
+
+/// The transport of `--transport`.
+#[derive(Clone, Copy, Debug, Default, ValueEnum)]
+pub(crate) enum Transport {
+    /// UDP (retransmissions by the transaction layer).
+    #[default]
+    Udp,
+    /// One TCP connection to the server.
+    Tcp,
+}
+
+/// Flags of `cpm client`; each is also accepted after the subcommand.
+#[derive(Args)]
+pub(crate) struct ClientArgs {
+    /// The SIP server (the node), HOST:PORT.
+    #[arg(long, global = true, value_name = "HOST:PORT")]
+    server: Option<String>,
+    /// The user's address of record, user@domain (also the digest username).
+    #[arg(long, global = true, value_name = "AOR")]
+    user: Option<String>,
+    /// The user's password.
+    #[arg(long, global = true, value_name = "PW")]
+    password: Option<String>,
+    /// The device name; one registration per (user, device). Default: `default`
+    /// (`default-send` for `send --wait-imdn`).
+    #[arg(long, global = true, value_name = "NAME")]
+    device: Option<String>,
+    /// SIP transport.
+    #[arg(long, global = true, value_enum, default_value_t = Transport::Udp)]
+    transport: Transport,
+    /// Print one JSON object per line.
+    #[arg(long, global = true)]
+    json: bool,
+    /// The node's admin HTTP API, HOST:PORT (default: the server's host, port 8080).
+    #[arg(long, global = true, value_name = "HOST:PORT")]
+    http: Option<String>,
+    #[command(subcommand)]
+    command: ClientCommand,
+}
+
+#[derive(Subcommand)]
+enum ClientCommand {
+    /// Register and print every message, notification and event until SIGINT/SIGTERM (then
+    /// unregister). Delivery notifications are sent automatically.
+    Listen {
+        /// Also send a display notification for every message that asks for one.
+        #[arg(long)]
+        auto_display: bool,
+        /// Registration lifetime asked for, in seconds.
+        #[arg(long, value_name = "SECS", default_value_t = 600)]
+        expires: u32,
+    },
+    /// Send a pager-mode message (1-1, or 1-N to several recipients) and print the final
+    /// response. Exit status: 0 on a 2xx, 1 otherwise.
+    Send {
+        /// A recipient (repeatable).
+        #[arg(long = "to", value_name = "AOR")]
+        to: Vec<String>,
+        /// `[AOR] TEXT`: an optional recipient, then the text.
+        #[arg(value_name = "[AOR] TEXT", required = true, num_args = 1..=2)]
+        words: Vec<String>,
+        /// Register first and wait up to SECONDS for the delivery notifications, printing
+        /// each.
+        #[arg(long, value_name = "SECONDS")]
+        wait_imdn: Option<f64>,
+    },
+    /// Print the user's stored message history (from the node's admin HTTP API).
+    History {
+        /// Only the conversation with this peer.
+        #[arg(long, value_name = "AOR")]
+        with: Option<String>,
+        /// At most N messages.
+        #[arg(long, value_name = "N")]
+        limit: Option<u32>,
+    },
+}
+
+/// What every command needs, checked.
+struct Common {
+    server: String,
+    user: String,
+    password: String,
+    device: Option<String>,
+    transport: TransportKind,
+    json: bool,
+    http: Option<String>,
+}
+
+/// A usage error in clap's format (exit status 2).
+fn usage_error(kind: clap::error::ErrorKind, msg: &str) -> ! {
+    let mut cmd = crate::Cli::command();
+    let sub = cmd
+        .find_subcommand_mut("client")
+        .map(|c| c.clone().bin_name("cpm client"));
+    match sub {
+        Some(mut c) => c.error(kind, msg).exit(),
+        None => cmd.error(kind, msg).exit(),
+    }
+}
+
+/// Runs `cpm client`.
+pub(crate) fn run(args: ClientArgs) -> ExitCode {
+    use clap::error::ErrorKind;
+    let missing = |flag: &str| {
+        usage_error(
+            ErrorKind::MissingRequiredArgument,
+            &format!("the following required argument was not provided: --{flag}"),
+        )
+    };
+    let common = Common {
+        server: args.server.unwrap_or_else(|| missing("server <HOST:PORT>")),
+        user: args.user.unwrap_or_else(|| missing("user <AOR>")),
+        password: args.password.unwrap_or_else(|| missing("password <PW>")),
+        device: args.device,
+        transport: match args.transport {
+            Transport::Udp => TransportKind::Udp,
+            Transport::Tcp => TransportKind::Tcp,
+        },
+        json: args.json,
+        http: args.http,
+    };
+    if !common.user.contains('@') {
+        usage_error(
+            ErrorKind::InvalidValue,
+            &format!("--user {:?} is not user@domain", common.user),
+        );
+    }
+    if let ClientCommand::Send {
+        to,
+        words,
+        wait_imdn,
+    } = &args.command
+    {
+        if words.len() == 1 && to.is_empty() {
+            usage_error(
+                ErrorKind::MissingRequiredArgument,
+                "send needs a recipient: `send AOR TEXT` or `send --to AOR TEXT`",
+            );
+        }
+        if wait_imdn.is_some_and(|w| !(w.is_finite() && w >= 0.0)) {
+            usage_error(
+                ErrorKind::InvalidValue,
+                "--wait-imdn wants a number of seconds",
+            );
+        }
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cpm: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = rt.block_on(async {
+        match args.command {
+            ClientCommand::Listen {
+                auto_display,
+                expires,
+            } => listen(&common, auto_display, expires).await,
+            ClientCommand::Send {
+                mut to,
+                mut words,
+                wait_imdn,
+            } => {
+                let text = words.pop().unwrap_or_default();
+                to.extend(words);
+                send(&common, &to, &text, wait_imdn).await
+            }
+            ClientCommand::History { with, limit } => history(&common, with, limit).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            if common.json {
+                emit(&json!({"type": "error", "error": e}).to_string());
+            }
+            eprintln!("cpm: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+// -------------------------------------------------------------------- output
+
+/// Prints one line and flushes (readers follow stdout through a pipe).
+fn emit(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// Text on one line: line breaks shown as `\n`.
+fn one_line(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('\r', "\\r")
+        .replace('\n', "\\n")
+}
+
+fn message_line(m: &ReceivedMessage, json_out: bool) -> String {
+    if json_out {
+        return json!({
+            "type": "message",
+            "from": m.from,
+            "to": m.to,
+            "recipients": m.recipients,
+            "text": m.text,
+            "content_type": m.content_type,
+            "conversation_id": m.conversation_id,
+            "contribution_id": m.contribution_id,
+            "message_id": m.message_id,
+            "date_time": m.date_time,
+            "deferred": m.deferred,
+            "display_requested": m.display_requested,
+        })
+        .to_string();
+    }
+    format!(
+        "message from={} to={} conversation={} contribution={} id={}{}: {}",
+        m.from,
+        m.to,
+        m.conversation_id.as_deref().unwrap_or("-"),
+        m.contribution_id.as_deref().unwrap_or("-"),
+        m.message_id,
+        if m.deferred { " deferred" } else { "" },
+        one_line(&m.text)
+    )
+}
+
+fn imdn_line(i: &ReceivedImdn, json_out: bool) -> String {
+    let status = notification_status(i.notification);
+    if json_out {
+        return json!({
+            "type": "imdn",
+            "status": status,
+            "notification": notification_kind(i.notification),
+            "from": i.from,
+            "message_id": i.message_id,
+            "datetime": i.datetime,
+            "recipient": i.recipient,
+        })
+        .to_string();
+    }
+    format!("imdn {status} from={} id={}", i.from, i.message_id)
+}
+
+/// The line for an event of `listen` (and the background events of `send`).
+fn event_line(ev: &Event, c: &Common, device: &str, json_out: bool) -> Option<String> {
+    Some(match ev {
+        Event::Registered { expires } if json_out => json!({
+            "type": "registered", "user": c.user, "device": device, "expires": expires,
+        })
+        .to_string(),
+        Event::Registered { expires } => {
+            format!("registered {} device={device} expires={expires}", c.user)
+        }
+        Event::RegistrationFailed {
+            status,
+            reason,
+            will_retry,
+        } if json_out => json!({
+            "type": "error", "error": "registration failed", "status": status,
+            "reason": reason, "will_retry": will_retry,
+        })
+        .to_string(),
+        Event::RegistrationFailed {
+            status,
+            reason,
+            will_retry,
+        } => format!(
+            "error registration failed: {status} {reason}{}",
+            if *will_retry { " (retrying)" } else { "" }
+        ),
+        Event::Unregistered { status } if json_out => {
+            json!({"type": "unregistered", "status": status}).to_string()
+        }
+        Event::Unregistered { .. } => "unregistered".to_owned(),
+        Event::Message(m) => message_line(m, json_out),
+        Event::Imdn(i) => imdn_line(i, json_out),
+        Event::NotificationSent {
+            to,
+            message_id,
+            notification,
+            status,
+            reason,
+        } => {
+            let what = notification_status(*notification);
+            if json_out {
+                json!({
+                    "type": "imdn_sent", "status": what, "to": to, "message_id": message_id,
+                    "response": status, "reason": reason,
+                })
+                .to_string()
+            } else {
+                format!("imdn-sent {what} to={to} id={message_id}: {status} {reason}")
+            }
+        }
+        // Send results are printed by `send` itself.
+        _ => return None,
+    })
+}
+
+// -------------------------------------------------------------------- driver
+
+/// What [`Driver::step`] returns.
+enum Step {
+    /// An event from the core.
+    Event(Event),
+    /// The caller's deadline passed.
+    Deadline,
+    /// SIGINT or SIGTERM.
+    Stop,
+}
+
+/// The socket side of a client.
+enum Net {
+    Udp(UdpSocket),
+    Tcp {
+        server: SocketAddr,
+        conn: Option<(OwnedReadHalf, OwnedWriteHalf)>,
+    },
+}
+
+/// Moves bytes between the sockets and one [`Client`] core.
+struct Driver {
+    client: Client,
+    net: Net,
+    buf: Vec<u8>,
+    stop: Option<watch::Receiver<bool>>,
+}
+
+/// Resolves HOST:PORT (the first address).
+async fn resolve(hostport: &str) -> Result<SocketAddr, String> {
+    tokio::net::lookup_host(hostport)
+        .await
+        .map_err(|e| format!("cannot resolve {hostport}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{hostport} has no address"))
+}
+
+/// The local address the OS would use to reach `server` (a connected probe socket; nothing
+/// is sent).
+fn local_ip_towards(server: SocketAddr) -> IpAddr {
+    let any: SocketAddr = if server.is_ipv4() {
+        (Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    std::net::UdpSocket::bind(any)
+        .and_then(|s| s.connect(server).and_then(|()| s.local_addr()))
+        .map_or_else(|_| any.ip(), |a| a.ip())
+}
+
+async fn connect(server: SocketAddr) -> std::io::Result<TcpStream> {
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(server))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+/// 8 random bytes from the OS for the core's seed; the time and PID if that fails.
+fn seed() -> u64 {
+    use std::io::Read as _;
+    let mut b = [0u8; 8];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .is_ok()
+    {
+        return u64::from_le_bytes(b);
+    }
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ (u64::from(std::process::id()) << 32)
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Driver {
+    /// Opens the socket (or connection) and builds the core.
+    async fn open(c: &Common, device: &str, expires: u32) -> Result<Self, String> {
+        let server = resolve(&c.server).await?;
+        let (net, local) = match c.transport {
+            TransportKind::Udp => {
+                let sock = UdpSocket::bind((local_ip_towards(server), 0))
+                    .await
+                    .map_err(|e| format!("cannot bind a UDP socket: {e}"))?;
+                let local = sock.local_addr().map_err(|e| e.to_string())?;
+                (Net::Udp(sock), local)
+            }
+            TransportKind::Tcp => {
+                let stream = connect(server)
+                    .await
+                    .map_err(|e| format!("cannot connect to {server}: {e}"))?;
+                let local = stream.local_addr().map_err(|e| e.to_string())?;
+                (
+                    Net::Tcp {
+                        server,
+                        conn: Some(stream.into_split()),
+                    },
+                    local,
+                )
+            }
+        };
+        let mut cfg = ClientConfig::new(c.user.clone(), c.password.clone(), server, local);
+        cfg.device = device.to_owned();
+        cfg.transport = c.transport;
+        cfg.expires = expires;
+        cfg.seed = seed();
+        let client = Client::new(cfg, Instant::now(), unix_ms()).map_err(|e| e.to_string())?;
+        Ok(Self {
+            client,
+            net,
+            buf: vec![0; 65_536],
+            stop: None,
+        })
+    }
+
+    /// Sends everything the core has queued; opens the TCP connection if needed.
+    async fn flush(&mut self) {
+        loop {
+            if self.client.poll_close() {
+                self.closed();
+            }
+            let Some(t) = self.client.poll_transmit() else {
+                return;
+            };
+            match &mut self.net {
+                Net::Udp(sock) => {
+                    // A lost datagram is the transaction layer's to retransmit.
+                    if let Err(e) = sock.send_to(&t.payload, t.peer.addr).await {
+                        tracing::debug!(error = %e, "UDP send failed");
+                    }
+                }
+                Net::Tcp { server, conn } => {
+                    if conn.is_none() {
+                        match connect(*server).await {
+                            Ok(s) => {
+                                if let Ok(local) = s.local_addr() {
+                                    self.client.handle_connected(Instant::now(), local);
+                                }
+                                *conn = Some(s.into_split());
+                            }
+                            Err(e) => {
+                                tracing::debug!(error = %e, "TCP connect failed");
+                                self.client.handle_connection_closed(Instant::now());
+                                continue;
+                            }
+                        }
+                    }
+                    let Net::Tcp {
+                        conn: Some((_, w)), ..
+                    } = &mut self.net
+                    else {
+                        continue;
+                    };
+                    if w.write_all(&t.payload).await.is_err() {
+                        self.closed();
+                    }
+                }
+            }
+        }
+    }
+
+    /// The TCP connection is gone: drop it and tell the core.
+    fn closed(&mut self) {
+        if let Net::Tcp { conn, .. } = &mut self.net {
+            *conn = None;
+        }
+        self.client.handle_connection_closed(Instant::now());
+    }
+
+    /// Runs until the core has an event, `deadline` passes or the stop signal comes.
+    async fn step(&mut self, deadline: Option<Instant>) -> Step {
+        loop {
+            self.flush().await;
+            if let Some(ev) = self.client.poll_event() {
+                return Step::Event(ev);
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return Step::Deadline;
+            }
+            if self.client.poll_timeout().is_some_and(|t| t <= now) {
+                self.client.handle_timeout(now);
+                continue;
+            }
+            let wake = [self.client.poll_timeout(), deadline]
+                .into_iter()
+                .flatten()
+                .min();
+            let sleep = async {
+                match wake {
+                    Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let stop = async {
+                match &mut self.stop {
+                    Some(rx) => {
+                        let _ = rx.wait_for(|v| *v).await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            enum Got {
+                Datagram(usize, SocketAddr),
+                Stream(usize),
+                Closed,
+                Nothing,
+                Stop,
+            }
+            let got = {
+                let buf = &mut self.buf;
+                let read = async {
+                    match &mut self.net {
+                        Net::Udp(sock) => match sock.recv_from(buf).await {
+                            Ok((n, from)) => Got::Datagram(n, from),
+                            // ICMP errors and the like: nothing to read.
+                            Err(_) => Got::Nothing,
+                        },
+                        Net::Tcp {
+                            conn: Some((r, _)), ..
+                        } => match r.read(buf).await {
+                            Ok(0) | Err(_) => Got::Closed,
+                            Ok(n) => Got::Stream(n),
+                        },
+                        Net::Tcp { conn: None, .. } => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    g = read => g,
+                    () = sleep => Got::Nothing,
+                    () = stop => Got::Stop,
+                }
+            };
+            let now = Instant::now();
+            match got {
+                Got::Datagram(n, from) => {
+                    let data = Bytes::copy_from_slice(&self.buf[..n]);
+                    self.client.handle_datagram(now, from, data);
+                }
+                Got::Stream(n) => self.client.handle_stream_data(now, &self.buf[..n]),
+                Got::Closed => self.closed(),
+                Got::Nothing => {}
+                Got::Stop => {
+                    // Report the stop once; the shutdown that follows runs without it.
+                    self.stop = None;
+                    return Step::Stop;
+                }
+            }
+        }
+    }
+
+    /// Unregisters and waits (bounded) for the answer; the events meanwhile go to `on_event`.
+    async fn shutdown(&mut self, mut on_event: impl FnMut(&Event)) {
+        self.stop = None;
+        self.client.unregister(Instant::now());
+        let deadline = Instant::now() + UNREGISTER_TIMEOUT;
+        while let Step::Event(ev) = self.step(Some(deadline)).await {
+            on_event(&ev);
+            if matches!(ev, Event::Unregistered { .. }) {
+                return;
+            }
+        }
+    }
+}
+
+/// A watch that turns true on SIGINT or SIGTERM.
+fn stop_signal() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            () = term => {}
+        }
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+// -------------------------------------------------------------------- listen
+
+async fn listen(c: &Common, auto_display: bool, expires: u32) -> Result<ExitCode, String> {
+    if expires == 0 {
+        return Err("--expires must be at least 1".into());
+    }
+    let device = c.device.clone().unwrap_or_else(|| "default".to_owned());
+    let stop = stop_signal();
+    let mut d = Driver::open(c, &device, expires).await?;
+    d.stop = Some(stop);
+    d.client.register(Instant::now());
+    loop {
+        match d.step(None).await {
+            Step::Event(ev) => {
+                if let Some(line) = event_line(&ev, c, &device, c.json) {
+                    emit(&line);
+                }
+                match ev {
+                    Event::RegistrationFailed {
+                        status,
+                        reason,
+                        will_retry: false,
+                    } => {
+                        eprintln!("cpm: registration failed: {status} {reason}");
+                        return Ok(ExitCode::from(1));
+                    }
+                    Event::Message(m) if auto_display && m.display_requested => {
+                        d.client.send_displayed(Instant::now(), &m.message_id);
+                    }
+                    _ => {}
+                }
+            }
+            Step::Stop => break,
+            Step::Deadline => {}
+        }
+    }
+    d.shutdown(|ev| {
+        if let Some(line) = event_line(ev, c, &device, c.json) {
+            emit(&line);
+        }
+    })
+    .await;
+    Ok(ExitCode::SUCCESS)
+}
+
+// -------------------------------------------------------------------- send
+
+async fn send(
+    c: &Common,
+    to: &[String],
+    text: &str,
+    wait_imdn: Option<f64>,
+) -> Result<ExitCode, String> {
+    let device = c.device.clone().unwrap_or_else(|| {
+        if wait_imdn.is_some() {
+            "default-send".to_owned()
+        } else {
+            "default".to_owned()
+        }
+    });
+    let mut d = Driver::open(c, &device, 600).await?;
+    if wait_imdn.is_some() {
+        // Register first, so that the notifications can reach this device.
+        d.client.register(Instant::now());
+        let deadline = Instant::now() + REGISTER_TIMEOUT;
+        loop {
+            match d.step(Some(deadline)).await {
+                Step::Event(Event::Registered { .. }) => break,
+                Step::Event(Event::RegistrationFailed {
+                    status,
+                    reason,
+                    will_retry: false,
+                }) => return Err(format!("registration failed: {status} {reason}")),
+                Step::Event(_) => {}
+                Step::Deadline | Step::Stop => {
+                    d.shutdown(|_| {}).await;
+                    return Err("registration timed out".into());
+                }
+            }
+        }
+    }
+    let id = d
+        .client
+        .send_message(Instant::now(), to, text)
+        .map_err(|e| e.to_string())?;
+    let message_id = d.client.message_id(id).unwrap_or_default().to_owned();
+    // Notifications can overtake the final response: keep them for after it.
+    let mut early: Vec<ReceivedImdn> = Vec::new();
+    let deadline = Instant::now() + RESPONSE_TIMEOUT;
+    let (status, reason) = loop {
+        match d.step(Some(deadline)).await {
+            Step::Event(Event::SendResult {
+                id: i,
+                status,
+                reason,
+                ..
+            }) if i == id => break (status, reason),
+            Step::Event(Event::Imdn(i)) if i.message_id == message_id => early.push(*i),
+            Step::Event(_) => {}
+            Step::Deadline | Step::Stop => {
+                break (408, "Request Timeout (no final response)".to_owned());
+            }
+        }
+    };
+    response_line(c.json, status, &reason, &message_id);
+    if !(200..300).contains(&status) {
+        eprintln!("cpm: send failed: {status} {reason}");
+        if wait_imdn.is_some() {
+            d.shutdown(|_| {}).await;
+        }
+        return Ok(ExitCode::from(1));
+    }
+    let Some(wait) = wait_imdn else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    // Wait until every recipient reported delivery (or failure), or the time is up.
+    let mut waiting: Vec<String> = to.iter().map(|t| expected_reporter(t, &c.user)).collect();
+    waiting.sort();
+    waiting.dedup();
+    let report = |i: &ReceivedImdn, waiting: &mut Vec<String>| {
+        emit(&imdn_line(i, c.json));
+        if notification_kind(i.notification) == "delivery" {
+            waiting.retain(|w| *w != i.from);
+        }
+    };
+    for i in &early {
+        report(i, &mut waiting);
+    }
+    let deadline = Instant::now() + Duration::from_secs_f64(wait);
+    while !waiting.is_empty() {
+        match d.step(Some(deadline)).await {
+            Step::Event(Event::Imdn(i)) if i.message_id == message_id => {
+                report(&i, &mut waiting);
+            }
+            Step::Event(_) => {}
+            Step::Deadline | Step::Stop => break,
+        }
+    }
+    if !waiting.is_empty() {
+        eprintln!(
+            "cpm: no delivery notification from {} within {wait} s",
+            waiting.join(", ")
+        );
+    }
+    d.shutdown(|_| {}).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The AOR a recipient's notifications come from.
+fn expected_reporter(recipient: &str, own: &str) -> String {
+    let r = cpm_client::aor_of(recipient);
+    if r.contains('@') {
+        return r;
+    }
+    let domain = own.rsplit_once('@').map_or("", |(_, d)| d);
+    format!("{r}@{domain}")
+}
+
+fn response_line(json_out: bool, status: u16, reason: &str, message_id: &str) {
+    if json_out {
+        emit(
+            &json!({
+                "type": "response", "status": status, "reason": reason, "message_id": message_id,
+            })
+            .to_string(),
+        );
+    } else {
+        emit(&format!("{status} {reason}"));
+    }
+}
+
+// -------------------------------------------------------------------- history
+
+/// One HTTP answer: status, headers, body.
+struct HttpAnswer {
+    status: u16,
+    reason: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+/// `GET path` over HTTP/1.1 with `Connection: close`, reading to EOF.
+///
+/// A hand-written GET rather than an HTTP client crate: `history` makes two requests to a
+/// known server, tokio is already here, and the only response features needed are
+/// Content-Length and chunked bodies; a crate (`ureq`, `hyper`) would add a dependency tree
+/// for that.
+async fn http_get(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    authorization: Option<&str>,
+) -> Result<HttpAnswer, String> {
+    let mut s = connect(addr)
+        .await
+        .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+    let mut req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: cpm-client\r\nAccept: application/json\r\nConnection: close\r\n"
+    );
+    if let Some(a) = authorization {
+        req.push_str(&format!("Authorization: {a}\r\n"));
+    }
+    req.push_str("\r\n");
+    let io = async {
+        s.write_all(req.as_bytes()).await?;
+        let mut out = Vec::new();
+        (&mut s)
+            .take(MAX_HTTP_ANSWER as u64)
+            .read_to_end(&mut out)
+            .await?;
+        Ok::<_, std::io::Error>(out)
+    };
+    let raw = tokio::time::timeout(Duration::from_secs(30), io)
+        .await
+        .map_err(|_| format!("{addr}: no answer within 30 s"))?
+        .map_err(|e| format!("{addr}: {e}"))?;
+    parse_http(&raw).ok_or_else(|| format!("{addr}: malformed HTTP answer"))
+}
+
+fn parse_http(raw: &[u8]) -> Option<HttpAnswer> {
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = std::str::from_utf8(&raw[..end]).ok()?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next()?;
+    let mut parts = status_line.splitn(3, ' ');
+    if !parts.next()?.starts_with("HTTP/1.") {
+        return None;
+    }
+    let status: u16 = parts.next()?.parse().ok()?;
+    let reason = parts.next().unwrap_or_default().to_owned();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    };
+    let rest = &raw[end + 4..];
+    let body = if header("Transfer-Encoding")
+        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
+    {
+        dechunk(rest)?
+    } else if let Some(n) = header("Content-Length").and_then(|v| v.parse::<usize>().ok()) {
+        rest.get(..n)?.to_vec()
+    } else {
+        rest.to_vec()
+    };
+    Some(HttpAnswer {
+        status,
+        reason,
+        headers,
+        body,
+    })
+}
+
+/// Decodes a chunked body (RFC 9112 section 7.1); trailers are ignored.
+fn dechunk(mut rest: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = rest.windows(2).position(|w| w == b"\r\n")?;
+        let size_text = std::str::from_utf8(&rest[..line_end]).ok()?;
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        rest = &rest[line_end + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(rest.get(..size)?);
+        rest = rest.get(size + 2..)?;
+    }
+}
+
+/// Percent-encodes a query value (RFC 3986 unreserved characters, `@` and `:` kept).
+fn query_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~@:".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The strongest `WWW-Authenticate: Digest` challenge of an answer (SHA-256 before MD5).
+fn http_challenge(a: &HttpAnswer) -> Option<Challenge> {
+    let mut best: Option<Challenge> = None;
+    for (n, v) in &a.headers {
+        if !n.eq_ignore_ascii_case("WWW-Authenticate") {
+            continue;
+        }
+        let Ok(ch) = Challenge::parse(v) else {
+            continue;
+        };
+        if best
+            .as_ref()
+            .is_none_or(|b| b.algorithm == Algorithm::Md5 && ch.algorithm == Algorithm::Sha256)
+        {
+            best = Some(ch);
+        }
+    }
+    best
+}
+
+async fn history(c: &Common, with: Option<String>, limit: Option<u32>) -> Result<ExitCode, String> {
+    let http = match &c.http {
+        Some(h) => h.clone(),
+        None => {
+            // The server's host, port 8080 (an IPv6 literal keeps its brackets).
+            let host = match c.server.rsplit_once(':') {
+                Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+                _ => c.server.as_str(),
+            };
+            format!("{host}:8080")
+        }
+    };
+    let addr = resolve(&http).await?;
+    let mut query: Vec<String> = Vec::new();
+    if let Some(w) = &with {
+        query.push(format!("with={}", query_escape(w)));
+    }
+    if let Some(n) = limit {
+        query.push(format!("limit={n}"));
+    }
+    let path = if query.is_empty() {
+        "/api/v1/history".to_owned()
+    } else {
+        format!("/api/v1/history?{}", query.join("&"))
+    };
+    let mut answer = http_get(addr, &http, &path, None).await?;
+    let mut nc = 0;
+    let mut stale_retry = true;
+    while answer.status == 401 && nc < 2 {
+        let Some(ch) = http_challenge(&answer) else {
+            break;
+        };
+        // A second challenge is worth answering only if the nonce went stale.
+        if nc == 1 && !(ch.stale && stale_retry) {
+            break;
+        }
+        stale_retry = nc == 0;
+        nc += 1;
+        let cnonce = format!("{:016x}", seed());
+        let auth = digest::respond(&ch, "GET", &path, &c.user, &c.password, &cnonce, 1);
+        answer = http_get(addr, &http, &path, Some(&auth)).await?;
+    }
+    if answer.status != 200 {
+        let hint = if answer.status == 401 {
+            " (wrong user or password?)"
+        } else {
+            ""
+        };
+        return Err(format!(
+            "history: HTTP {} {}{hint}",
+            answer.status, answer.reason
+        ));
+    }
+    let doc: serde_json::Value = serde_json::from_slice(&answer.body)
+        .map_err(|e| format!("history: the answer is not JSON: {e}"))?;
+    let Some(messages) = doc.get("messages").and_then(|m| m.as_array()) else {
+        return Err("history: the answer has no \"messages\" list".into());
+    };
+    for m in messages {
+        if c.json {
+            emit(&m.to_string());
+        } else {
+            emit(&history_line(m));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `2026-11-25T16:00:00Z sent → bob@localhost [delivered] hello`.
+fn history_line(m: &serde_json::Value) -> String {
+    let s = |k: &str| m.get(k).and_then(|v| v.as_str()).unwrap_or("");
+    let when = m
+        .get("created_at_ms")
+        .and_then(serde_json::Value::as_u64)
+        .map_or_else(|| "-".to_owned(), cpm_client::time::rfc3339_secs);
+    let direction = s("direction");
+    let arrow = if direction == "received" {
+        "←"
+    } else {
+        "→"
+    };
+    format!(
+        "{when} {direction} {arrow} {} [{}] {}",
+        s("peer"),
+        s("state"),
+        one_line(s("text"))
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_bodies() {
+        let a = parse_http(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}xx").unwrap();
+        assert_eq!((a.status, &a.body[..]), (200, &b"{}"[..]));
+        let a = parse_http(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(&a.body[..], b"abcde");
+        assert!(parse_http(b"garbage").is_none());
+    }
+
+    #[test]
+    fn history_lines() {
+        let m = json!({"direction": "sent", "peer": "bob@localhost", "state": "delivered",
+            "text": "hello\nworld", "created_at_ms": 1_795_622_400_000u64});
+        assert_eq!(
+            history_line(&m),
+            "2026-11-25T16:00:00Z sent → bob@localhost [delivered] hello\\nworld"
+        );
+        assert_eq!(query_escape("bob@localhost"), "bob@localhost");
+        assert_eq!(query_escape("a b&c"), "a%20b%26c");
+        assert_eq!(expected_reporter("bob", "alice@localhost"), "bob@localhost");
+        assert_eq!(
+            expected_reporter("sip:bob@localhost", "alice@x"),
+            "bob@localhost"
+        );
+    }
+}
