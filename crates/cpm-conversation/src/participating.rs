@@ -196,6 +196,8 @@ enum JobKind {
         out: Option<Request>,
         deadline: Option<Instant>,
         duplicate_done: bool,
+        /// The devices refused CPIM (415) and the text was offered unwrapped.
+        plain_retry: bool,
     },
     /// A notification passing through: its state update, then sending on.
     Imdn { out: Request },
@@ -1011,6 +1013,7 @@ impl ParticipatingFunction {
                 out: Some(out),
                 deadline: None,
                 duplicate_done: false,
+                plain_retry: false,
             },
             1,
         );
@@ -1184,6 +1187,7 @@ impl ParticipatingFunction {
                 out,
                 deadline,
                 duplicate_done,
+                ..
             } => {
                 if *duplicate_done {
                     let Some(job) = self.jobs.remove(&job_id) else {
@@ -1308,6 +1312,18 @@ impl ParticipatingFunction {
         let Some(mut job) = self.jobs.remove(&job_id) else {
             return;
         };
+        // Interworking with a device that is not a CPM client (e.g. a plain RFC 3428 UA): it
+        // refused CPIM with 415, so the text inside is offered once more, unwrapped.
+        if status == StatusCode::UNSUPPORTED_MEDIA_TYPE
+            && let JobKind::Term { plain_retry, .. } = &mut job.kind
+            && !*plain_retry
+            && let Some(out) = self.unwrapped_leg(&job.req)
+        {
+            *plain_retry = true;
+            self.jobs.insert(job_id, job);
+            self.send_leg(now, out, ClientPurpose::Job(job_id));
+            return;
+        }
         let unix = self.unix_ms(now);
         match job.kind {
             JobKind::Orig { ref out } => {
@@ -1397,6 +1413,29 @@ impl ParticipatingFunction {
             }
             JobKind::OrigList { .. } => {}
         }
+    }
+
+    /// The terminating leg of `req` with its CPIM body replaced by the text inside it
+    /// (`None` unless the body is CPIM wrapping `text/*`).
+    fn unwrapped_leg(&mut self, req: &Request) -> Option<Request> {
+        let ct = req.headers.get(&HeaderName::ContentType)?.value().ok()?;
+        if mime::media_type(&ct) != mime::MESSAGE_CPIM {
+            return None;
+        }
+        let cpim = Cpim::parse(req.body.clone()).ok()?;
+        let inner = cpim.content_type().unwrap_or("text/plain").to_owned();
+        if !mime::media_type(&inner).starts_with("text/") {
+            return None;
+        }
+        let ids = ConversationIds::of(req);
+        let mut out = self.onward(req, &ids, req.uri.clone(), None);
+        out.headers.remove_all(&HeaderName::Route);
+        out.headers.set(HeaderName::CSeq, "2 MESSAGE");
+        out.headers.set(HeaderName::ContentType, &inner);
+        out.headers
+            .set(HeaderName::ContentLength, &cpim.body.len().to_string());
+        out.body = cpim.body;
+        Some(out)
     }
 
     fn relay_failure(&mut self, now: Instant, job: &Job, status: StatusCode, reason: &str) {

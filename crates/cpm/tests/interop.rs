@@ -24,7 +24,7 @@ use std::path::Path;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Node, TempDir, free_port};
+use common::{Node, TempDir, cpm_bin, free_port};
 
 /// The accounts every test node has, `(aor, password)`.
 const USERS: &[(&str, &str)] = &[("alice@localhost", "alicepw"), ("bob@localhost", "bobpw")];
@@ -726,4 +726,74 @@ fn baresip_sends_message_to_sipp_uas() {
         uas.report()
     );
     alice.quit();
+}
+
+/// A SIPp UAC sends 20 CPM pager messages (CPIM body, msg ICSI) as alice to bob, a SIPp UAS:
+/// each goes through the node's Participating Function on both sides (stored in alice's and
+/// bob's history) and reaches the UAS with the CPM headers.
+#[test]
+fn sipp_pager_messages_through_the_participating_function() {
+    const COUNT: u32 = 20;
+    require("sipp");
+    let node = Node::start(USERS, NODE_FLAGS);
+    let (uas, uas_port) = sipp_bob_uas("uas_message.xml", COUNT, Transport::Udp);
+    Register::bob(uas_port, Transport::Udp)
+        .run(&node)
+        .assert_success(&node);
+    let uac = sipp_alice_uac(&node, "uac_pager.xml", COUNT, 20, Transport::Udp);
+    uac.assert_success(&node);
+    let uas = uas.finish();
+    uas.assert_success(&node);
+    assert!(
+        uas.messages
+            .contains("Conversation-ID: 6f1c2b1e-0000-4000-8000-00000000beef")
+            && uas
+                .messages
+                .contains("P-Asserted-Service: urn:urn-7:3gpp-service.ims.icsi.oma.cpm.msg")
+            && uas.messages.contains("imdn.Message-ID: sipp-"),
+        "the UAS got the MESSAGE without its CPM headers or CPIM body\n{}",
+        uas.report()
+    );
+    for metric in [
+        "cpm_pf_messages_sent_total",
+        "cpm_pf_messages_received_total",
+        "cpm_pf_delivered_total",
+    ] {
+        assert_eq!(
+            node.wait_metric(metric, |v| v == u64::from(COUNT), METRIC_WAIT),
+            Some(u64::from(COUNT)),
+            "{metric}\n{}",
+            node_log(&node)
+        );
+    }
+}
+
+/// baresip registers as bob; `cpm client send` (alice) sends it a CPM pager message through
+/// both PFs; baresip shows the text.
+#[test]
+fn baresip_receives_a_message_sent_by_cpm_client() {
+    require("baresip");
+    let node = Node::start(USERS, NODE_FLAGS);
+    let mut bob = Baresip::start(&node, "bob", "bobpw", "\"Alice\" <sip:alice@localhost>");
+    bob.wait_registered(&node);
+    let out = Command::new(cpm_bin())
+        .args(["client", "--server", &node.sip.to_string()])
+        .args(["--user", "alice@localhost", "--password", "alicepw"])
+        .args(["send", "bob@localhost", "hello baresip from cpm"])
+        .output()
+        .expect("run cpm client send");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && stdout.contains("200"),
+        "cpm client send: {:?}\n{stdout}\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        bob.report(&node)
+    );
+    assert!(
+        bob.wait_for("hello baresip from cpm", Duration::from_secs(5)),
+        "baresip did not show the text\n{}",
+        bob.report(&node)
+    );
+    bob.quit();
 }

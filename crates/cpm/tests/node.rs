@@ -107,7 +107,11 @@ fn user_added_while_running_can_register_at_once() {
         &register_text("carol", ua.port(), "UDP", 3, Some(&auth)),
     );
     assert_eq!(r.status.as_u16(), 200, "log:\n{}", node.log());
-    assert_eq!(node.metric("cpm_registrations"), Some(1));
+    // The metrics are published after the loop turn that sent the 200.
+    assert_eq!(
+        node.wait_metric("cpm_registrations", |v| v == 1, Duration::from_secs(5)),
+        Some(1)
+    );
     assert!(node.metric("cpm_auth_challenges_total").unwrap_or(0) >= 2);
 }
 

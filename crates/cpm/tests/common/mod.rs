@@ -57,6 +57,8 @@ pub struct Node {
     pub sip: SocketAddr,
     pub http: SocketAddr,
     pub data: TempDir,
+    /// The extra `cpm serve` flags (kept for a restart).
+    pub extra: Vec<String>,
 }
 
 impl Node {
@@ -74,31 +76,26 @@ impl Node {
         }
         let sip: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let log = std::fs::File::create(data.path().join("node.log")).expect("log file");
-        let child = Command::new(cpm_bin())
-            .arg("serve")
-            .args([
-                "--sip-listen",
-                &sip.to_string(),
-                "--http-listen",
-                &http.to_string(),
-            ])
-            .arg("--data-dir")
-            .arg(data.path())
-            .args(["--threads", "2"])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start cpm serve");
+        let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+        let child = spawn_node(sip, http, &data, &extra);
         let node = Self {
             child,
             sip,
             http,
             data,
+            extra,
         };
         node.wait_ready();
         node
+    }
+
+    /// Kills the node with SIGKILL (no shutdown of any kind) and starts it again on the same
+    /// ports and data directory; returns once it answers `/health`.
+    pub fn kill9_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn_node(self.sip, self.http, &self.data, &self.extra);
+        self.wait_ready();
     }
 
     /// Polls `/health` until it answers (bounded).
@@ -171,6 +168,31 @@ impl Node {
         let _ = self.child.wait();
         false
     }
+}
+
+/// Starts `cpm serve` on these addresses (the log is appended to `DATA/node.log`).
+fn spawn_node(sip: SocketAddr, http: SocketAddr, data: &TempDir, extra: &[String]) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(data.path().join("node.log"))
+        .expect("log file");
+    Command::new(cpm_bin())
+        .arg("serve")
+        .args([
+            "--sip-listen",
+            &sip.to_string(),
+            "--http-listen",
+            &http.to_string(),
+        ])
+        .arg("--data-dir")
+        .arg(data.path())
+        .args(["--threads", "2"])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start cpm serve")
 }
 
 impl Drop for Node {
