@@ -1,0 +1,547 @@
+//! `cpm client` end to end: the real binary against a real `cpm serve` on free loopback ports
+//! (listeners over UDP and TCP, 1-1 and 1-N sends, delivery notifications, errors, exit
+//! statuses), and `history` against a scripted HTTP server that checks the digest.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{Node, cpm_bin};
+use cpm_sip_core::digest::{self, Algorithm, Credentials};
+use serde_json::Value;
+
+const USERS: &[(&str, &str)] = &[
+    ("alice@localhost", "alicepw"),
+    ("bob@localhost", "bobpw"),
+    ("carol@localhost", "carolpw"),
+];
+
+/// A `cpm client ... listen --json` child whose stdout lines arrive on a channel.
+struct Listener {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    name: String,
+}
+
+impl Listener {
+    fn start(node: &Node, user: &str, pw: &str, transport: &str, device: &str) -> Self {
+        let mut child = Command::new(cpm_bin())
+            .args(["client", "--server", &node.sip.to_string()])
+            .args(["--user", user, "--password", pw, "--transport", transport])
+            .args(["listen", "--json", "--device", device])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start cpm client listen");
+        let out = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut l = Self {
+            child,
+            lines: rx,
+            name: format!("{user}/{device}/{transport}"),
+        };
+        l.wait_for("registered", |v| v["type"] == "registered");
+        l
+    }
+
+    /// The next line satisfying `want`, within 15 s (other lines are skipped).
+    fn wait_for(&mut self, what: &str, want: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut seen = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let v: Value = serde_json::from_str(&line)
+                        .unwrap_or_else(|e| panic!("{}: not JSON ({e}): {line}", self.name));
+                    if want(&v) {
+                        return v;
+                    }
+                    seen.push(line);
+                }
+                Err(_) => break,
+            }
+        }
+        panic!("{}: no {what} line; saw {seen:#?}", self.name);
+    }
+
+    /// SIGTERM, then a bounded wait for the exit; the lines printed meanwhile.
+    fn stop(mut self) -> (Option<ExitStatus>, Vec<String>) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut status = None;
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                status = Some(st);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let lines = self.lines.try_iter().collect();
+        (status, lines)
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs `cpm client <args>` to completion (killed after 60 s); status, stdout, stderr.
+fn run_client(args: &[&str]) -> (i32, String, String) {
+    let mut child = Command::new(cpm_bin())
+        .arg("client")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start cpm client");
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    let out_t = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Ok(Some(st)) = child.try_wait() {
+            break st;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            break child.wait().expect("wait");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = out_t.join().unwrap_or_default();
+    let err = err_t.join().unwrap_or_default();
+    (status.code().unwrap_or(-1), out, err)
+}
+
+fn alice(node: &Node) -> Vec<String> {
+    vec![
+        "--server".into(),
+        node.sip.to_string(),
+        "--user".into(),
+        "alice@localhost".into(),
+        "--password".into(),
+        "alicepw".into(),
+    ]
+}
+
+fn with(base: &[String], extra: &[&str]) -> Vec<String> {
+    base.iter()
+        .cloned()
+        .chain(extra.iter().map(|s| (*s).to_owned()))
+        .collect()
+}
+
+fn run(args: &[String]) -> (i32, String, String) {
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    run_client(&refs)
+}
+
+fn is_uuid(v: &Value) -> bool {
+    v.as_str()
+        .is_some_and(|s| s.len() == 36 && s.bytes().filter(|&b| b == b'-').count() == 4)
+}
+
+#[test]
+fn message_reaches_udp_and_tcp_devices_and_imdn_comes_back() {
+    let node = Node::start(USERS, &[]);
+    let mut phone = Listener::start(&node, "bob@localhost", "bobpw", "udp", "phone");
+    let mut laptop = Listener::start(&node, "bob@localhost", "bobpw", "tcp", "laptop");
+
+    let (code, out, err) = run(&with(
+        &alice(&node),
+        &["send", "bob@localhost", "hello bob"],
+    ));
+    assert_eq!(
+        code,
+        0,
+        "stdout {out} stderr {err}\nnode log:\n{}",
+        node.log()
+    );
+    assert_eq!(out.trim(), "200 OK", "{err}");
+
+    let mut ids = Vec::new();
+    for l in [&mut phone, &mut laptop] {
+        let m = l.wait_for("message", |v| v["type"] == "message");
+        assert_eq!(m["from"], "alice@localhost");
+        assert_eq!(m["to"], "bob@localhost");
+        assert_eq!(m["text"], "hello bob");
+        assert_eq!(m["deferred"], false);
+        assert!(is_uuid(&m["conversation_id"]), "{m}");
+        assert!(is_uuid(&m["contribution_id"]), "{m}");
+        assert!(m["message_id"].as_str().is_some_and(|s| !s.is_empty()));
+        ids.push((
+            m["message_id"].clone(),
+            m["conversation_id"].clone(),
+            m["contribution_id"].clone(),
+        ));
+    }
+    assert_eq!(ids[0], ids[1], "both devices got the same message");
+
+    // With --wait-imdn the sender registers and prints the delivery notification.
+    let (code, out, err) = run(&with(
+        &alice(&node),
+        &[
+            "send",
+            "--to",
+            "bob@localhost",
+            "again",
+            "--wait-imdn",
+            "10",
+            "--json",
+        ],
+    ));
+    assert_eq!(code, 0, "stdout {out} stderr {err}");
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    assert_eq!(lines[0]["type"], "response", "{out}");
+    assert_eq!(lines[0]["status"], 200, "{out}");
+    let message_id = lines[0]["message_id"].clone();
+    let imdn = lines
+        .iter()
+        .find(|v| v["type"] == "imdn")
+        .unwrap_or_else(|| panic!("no imdn line in {out}; stderr {err}"));
+    assert_eq!(imdn["status"], "delivered");
+    assert_eq!(imdn["from"], "bob@localhost");
+    assert_eq!(imdn["message_id"], message_id);
+    let m = phone.wait_for("second message", |v| {
+        v["type"] == "message" && v["text"] == "again"
+    });
+    assert_eq!(m["message_id"], message_id);
+
+    // The human form of the same.
+    let (code, out, err) = run(&with(
+        &alice(&node),
+        &["send", "bob@localhost", "third", "--wait-imdn", "10"],
+    ));
+    assert_eq!(code, 0, "{err}");
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("200 OK"));
+    let imdn = lines.next().unwrap_or_default();
+    assert!(
+        imdn.starts_with("imdn delivered from=bob@localhost id="),
+        "{out}"
+    );
+
+    for l in [phone, laptop] {
+        let (status, lines) = l.stop();
+        assert!(status.is_some_and(|s| s.success()), "{status:?}");
+        assert!(
+            lines.iter().any(|l| l.contains("\"unregistered\"")),
+            "{lines:?}"
+        );
+    }
+}
+
+#[test]
+fn one_to_many_reaches_every_recipient() {
+    let node = Node::start(USERS, &[]);
+    let mut bob = Listener::start(&node, "bob@localhost", "bobpw", "udp", "phone");
+    let mut carol = Listener::start(&node, "carol@localhost", "carolpw", "tcp", "phone");
+    let (code, out, err) = run(&with(
+        &alice(&node),
+        &[
+            "send",
+            "--to",
+            "bob@localhost",
+            "--to",
+            "carol@localhost",
+            "hi all",
+            "--json",
+        ],
+    ));
+    assert_eq!(
+        code,
+        0,
+        "stdout {out} stderr {err}\nnode log:\n{}",
+        node.log()
+    );
+    let resp: Value = serde_json::from_str(out.lines().next().unwrap_or_default()).expect("JSON");
+    assert!(
+        resp["status"]
+            .as_u64()
+            .is_some_and(|s| (200..300).contains(&s)),
+        "{resp}"
+    );
+    for l in [&mut bob, &mut carol] {
+        let m = l.wait_for("1-N message", |v| v["type"] == "message");
+        assert_eq!(m["from"], "alice@localhost");
+        assert_eq!(m["text"], "hi all");
+    }
+}
+
+#[test]
+fn unknown_user_is_404_and_exit_1() {
+    let node = Node::start(USERS, &[]);
+    let (code, out, err) = run(&with(&alice(&node), &["send", "nobody@localhost", "hi"]));
+    assert_eq!(code, 1, "stdout {out} stderr {err}");
+    assert_eq!(out.trim(), "404 Not Found");
+    assert!(err.contains("404"), "{err}");
+    // A wrong password: the proxy challenge cannot be met.
+    let (code, out, _) = run_client(&[
+        "send",
+        "--server",
+        &node.sip.to_string(),
+        "--user",
+        "alice@localhost",
+        "--password",
+        "wrong",
+        "bob@localhost",
+        "hi",
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        out.starts_with("407") || out.starts_with("401") || out.starts_with("403"),
+        "{out}"
+    );
+}
+
+#[test]
+fn bad_arguments_exit_2() {
+    let common = [
+        "--server",
+        "127.0.0.1:9",
+        "--user",
+        "alice@localhost",
+        "--password",
+        "pw",
+    ];
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["listen"],                                      // no --server/--user/--password
+        vec!["send", "--server", "127.0.0.1:9", "bob", "x"], // no --user
+        [&common[..], &["send"]].concat(),                   // no text
+        [&common[..], &["send", "only text"]].concat(),      // no recipient
+        [&common[..], &["send", "a", "b", "c"]].concat(),    // too many words
+        [&common[..], &["--transport", "sctp", "listen"]].concat(),
+        [&common[..], &["send", "bob", "x", "--wait-imdn", "soon"]].concat(),
+        [&common[..], &["history", "--limit", "many"]].concat(),
+        [&common[..], &["frobnicate"]].concat(),
+        vec![
+            "--server",
+            "x",
+            "--user",
+            "nodomain",
+            "--password",
+            "p",
+            "listen",
+        ],
+    ];
+    for args in cases {
+        let (code, out, err) = run_client(&args);
+        assert_eq!(code, 2, "{args:?}: stdout {out} stderr {err}");
+        assert!(err.contains("error"), "{args:?}: {err}");
+    }
+}
+
+/// A scripted admin HTTP server: 401 with a digest challenge, then checks the credentials
+/// and answers the history. Returns its address and the request targets it saw.
+fn fake_history_server(body: &'static str) -> (String, mpsc::Receiver<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for _ in 0..2 {
+            let Ok((mut s, _)) = listener.accept() else {
+                return;
+            };
+            s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+            let mut head = Vec::new();
+            let mut b = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && s.read(&mut b).is_ok_and(|n| n == 1) {
+                head.push(b[0]);
+            }
+            let head = String::from_utf8_lossy(&head).into_owned();
+            let target = head
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or_default()
+                .to_owned();
+            let _ = tx.send(target.clone());
+            let auth = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Authorization: "))
+                .and_then(|v| Credentials::parse(v).ok());
+            let answer = match auth {
+                Some(c)
+                    if c.uri == target
+                        && c.username == "alice@localhost"
+                        && digest::verify(
+                            &c,
+                            "GET",
+                            &digest::ha1(Algorithm::Md5, "alice@localhost", "localhost", "alicepw"),
+                        ) =>
+                {
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    )
+                }
+                _ => "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Digest realm=\"localhost\", nonce=\"abc\", qop=\"auth\", algorithm=MD5\r\nContent-Length: 0\r\n\r\n".to_owned(),
+            };
+            let _ = s.write_all(answer.as_bytes());
+        }
+    });
+    (addr, rx)
+}
+
+const HISTORY: &str = r#"{"messages":[{"direction":"sent","peer":"bob@localhost","from":"sip:alice@localhost","to":"sip:bob@localhost","conversation_id":"c","contribution_id":"k","message_id":"m1","content_type":"text/plain","text":"hello","state":"delivered","created_at_ms":1795622400000},{"direction":"received","peer":"bob@localhost","from":"sip:bob@localhost","to":"sip:alice@localhost","conversation_id":"c","contribution_id":"k2","message_id":"m2","content_type":"text/plain","text":"hi\nthere","state":"displayed","created_at_ms":1795622401000}]}"#;
+
+#[test]
+fn history_authenticates_with_digest_and_prints_lines() {
+    let (http, targets) = fake_history_server(HISTORY);
+    let (code, out, err) = run_client(&[
+        "--server",
+        "127.0.0.1:9",
+        "--user",
+        "alice@localhost",
+        "--password",
+        "alicepw",
+        "history",
+        "--with",
+        "bob@localhost",
+        "--limit",
+        "5",
+        "--http",
+        &http,
+    ]);
+    assert_eq!(code, 0, "stdout {out} stderr {err}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "2026-11-25T16:00:00Z sent → bob@localhost [delivered] hello",
+            "2026-11-25T16:00:01Z received ← bob@localhost [displayed] hi\\nthere",
+        ]
+    );
+    let seen: Vec<String> = targets.try_iter().collect();
+    assert_eq!(
+        seen,
+        [
+            "/api/v1/history?with=bob@localhost&limit=5",
+            "/api/v1/history?with=bob@localhost&limit=5"
+        ]
+    );
+
+    // --json: the objects as received, one per line.
+    let (http, _) = fake_history_server(HISTORY);
+    let (code, out, _) = run_client(&[
+        "history",
+        "--json",
+        "--server",
+        "127.0.0.1:9",
+        "--user",
+        "alice@localhost",
+        "--password",
+        "alicepw",
+        "--http",
+        &http,
+    ]);
+    assert_eq!(code, 0);
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["message_id"], "m1");
+    assert_eq!(lines[1]["direction"], "received");
+
+    // A wrong password: 401 twice, exit 1.
+    let (http, _) = fake_history_server(HISTORY);
+    let (code, _, err) = run_client(&[
+        "history",
+        "--server",
+        "127.0.0.1:9",
+        "--user",
+        "alice@localhost",
+        "--password",
+        "nope",
+        "--http",
+        &http,
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("401"), "{err}");
+}
+
+#[test]
+fn history_from_the_node() {
+    let node = Node::start(USERS, &[]);
+    let mut bob = Listener::start(&node, "bob@localhost", "bobpw", "udp", "phone");
+    let (code, _, err) = run(&with(
+        &alice(&node),
+        &["send", "bob@localhost", "for the record"],
+    ));
+    assert_eq!(code, 0, "{err}");
+    bob.wait_for("message", |v| v["type"] == "message");
+    let http = node.http.to_string();
+    let (code, out, err) = run(&with(
+        &alice(&node),
+        &["history", "--with", "bob@localhost", "--http", &http],
+    ));
+    assert_eq!(
+        code,
+        0,
+        "stdout {out} stderr {err}\nnode log:\n{}",
+        node.log()
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.contains(" sent → bob@localhost [") && l.ends_with("] for the record")),
+        "{out}"
+    );
+    let (code, out, err) = run(&with(
+        &alice(&node),
+        &["history", "--json", "--limit", "10", "--http", &http],
+    ));
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(out.lines().next().unwrap_or_default()).expect("JSON");
+    assert_eq!(v["direction"], "sent");
+    assert_eq!(v["peer"], "bob@localhost");
+    assert_eq!(v["text"], "for the record");
+    // Bob's side of the same conversation.
+    let (code, out, _) = run_client(&[
+        "history",
+        "--server",
+        &node.sip.to_string(),
+        "--user",
+        "bob@localhost",
+        "--password",
+        "bobpw",
+        "--http",
+        &http,
+    ]);
+    assert_eq!(code, 0);
+    assert!(
+        out.lines()
+            .any(|l| l.contains(" received ← alice@localhost [")),
+        "{out}"
+    );
+}
