@@ -545,3 +545,63 @@ fn history_from_the_node() {
         "{out}"
     );
 }
+
+/// Deferred delivery end to end: bob has no device, alice's three messages are answered
+/// 202 Accepted; bob's phone then registers over TCP and gets the three in the order they were
+/// sent, marked deferred, with alice as sender; alice receives the delivery notifications on
+/// her UDP device, and both histories end `delivered`.
+#[test]
+fn offline_user_gets_deferred_messages_in_order_on_register() {
+    let node = Node::start(USERS, &[]);
+    let mut alice_phone = Listener::start(&node, "alice@localhost", "alicepw", "udp", "phone");
+    let texts = ["first while away", "second while away", "third while away"];
+    let mut ids = Vec::new();
+    for t in texts {
+        let (code, out, err) = run(&with(
+            &alice(&node),
+            &["--json", "send", "bob@localhost", t],
+        ));
+        assert_eq!(code, 0, "{out}{err}");
+        let v: Value = serde_json::from_str(out.lines().next().unwrap_or_default()).expect("JSON");
+        assert_eq!(v["status"], 202, "{out}");
+        ids.push(v["message_id"].as_str().expect("message_id").to_owned());
+    }
+    let mut bob = Listener::start(&node, "bob@localhost", "bobpw", "tcp", "phone");
+    for (t, id) in texts.iter().zip(&ids) {
+        let m = bob.wait_for("deferred message", |v| v["type"] == "message");
+        assert_eq!(m["text"], *t, "out of order: {m}");
+        assert_eq!(m["message_id"], id.as_str());
+        assert_eq!(m["deferred"], true, "{m}");
+        assert_eq!(m["from"], "alice@localhost");
+    }
+    for id in &ids {
+        alice_phone.wait_for("delivered IMDN", |v| {
+            v["type"] == "imdn" && v["status"] == "delivered" && v["message_id"] == id.as_str()
+        });
+    }
+    let http = node.http.to_string();
+    for (user, pw) in [("alice@localhost", "alicepw"), ("bob@localhost", "bobpw")] {
+        let (code, out, err) = run_client(&[
+            "history",
+            "--json",
+            "--server",
+            &node.sip.to_string(),
+            "--user",
+            user,
+            "--password",
+            pw,
+            "--http",
+            &http,
+        ]);
+        assert_eq!(code, 0, "{err}");
+        let states: Vec<Value> = out
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        assert_eq!(states.len(), 3, "{user}: {out}");
+        assert!(
+            states.iter().all(|v| v["state"] == "delivered"),
+            "{user}: {out}"
+        );
+    }
+}
