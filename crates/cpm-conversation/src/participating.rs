@@ -267,6 +267,9 @@ pub struct ParticipatingFunction {
     /// Terminating deliveries in flight, by (owner, peer, message_id): a deferred run skips
     /// them.
     in_flight: HashSet<(String, String, String), FixedState>,
+    /// Users whose deferred run skipped a message in flight: if that delivery fails, the
+    /// queue is run again (the device that registered meanwhile should get it).
+    rerun: HashSet<String, FixedState>,
     /// Terminating jobs waiting for their delivery deadline, earliest first (lazy deletion).
     deadlines: VecDeque<(Instant, u64)>,
     next_expiry: Instant,
@@ -299,6 +302,7 @@ impl ParticipatingFunction {
             ops: Map::with_hasher(FixedState::with_seed(seed)),
             runs: Map::with_hasher(FixedState::with_seed(seed)),
             in_flight: HashSet::with_hasher(FixedState::with_seed(seed)),
+            rerun: HashSet::with_hasher(FixedState::with_seed(seed)),
             deadlines: VecDeque::new(),
             next_expiry: now + cfg.expiry_interval,
             expiry_running: false,
@@ -1276,8 +1280,8 @@ impl ParticipatingFunction {
                         DeliveryState::Delivered,
                         unix,
                     );
-                } else {
-                    self.stats.deferred += 0;
+                } else if self.rerun.remove(&owner) {
+                    self.start_deferred_run(owner);
                 }
             }
             ClientPurpose::Deferred { owner } => {
@@ -1408,6 +1412,9 @@ impl ParticipatingFunction {
                     // No device now (480), none answered (408), or a device error: the
                     // message waits in the deferred queue.
                     self.stats.deferred += 1;
+                    if self.rerun.remove(owner.as_str()) {
+                        self.start_deferred_run(owner.clone());
+                    }
                     self.acknowledge(now, &job.server, &job.req, StatusCode::ACCEPTED, receipt);
                 }
             }
@@ -1523,12 +1530,16 @@ impl ParticipatingFunction {
         };
         run.reading = false;
         run.more = records.len() >= DEFERRED_BATCH;
+        let total = records.len();
         run.queue = records
             .into_iter()
             .filter(|r| {
                 !in_flight.contains(&(r.owner.clone(), r.peer.clone(), r.message_id.clone()))
             })
             .collect();
+        if run.queue.len() < total {
+            self.rerun.insert(owner.clone());
+        }
         self.deferred_next(now, owner);
     }
 

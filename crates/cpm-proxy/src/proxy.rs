@@ -90,6 +90,9 @@ pub enum Output {
     Transmit(Transmit),
     /// Close a stream connection (its framing was lost).
     Close(ConnId),
+    /// Persist a registration change (fire and forget: a REGISTER is answered from memory;
+    /// the store lets the bindings survive a restart, see [`Proxy::restore_bindings`]).
+    Persist(cpm_store::StoreOp),
     /// Look up a digest username (`alice` or `alice@localhost`) in a realm; answer with
     /// [`Input::User`].
     LookupUser {
@@ -471,6 +474,10 @@ impl Proxy {
 
     fn unix(&self, now: Instant) -> u64 {
         self.anchor.1 + now.saturating_duration_since(self.anchor.0).as_secs()
+    }
+
+    fn unix_ms(&self, now: Instant) -> u64 {
+        self.anchor.1 * 1000 + now.saturating_duration_since(self.anchor.0).as_millis() as u64
     }
 
     fn random(&mut self) -> u64 {
@@ -1100,11 +1107,18 @@ impl Proxy {
         if !authed_aor.eq_ignore_ascii_case(&to_aor) {
             return self.reply_status(now, &key, &req, StatusCode::FORBIDDEN, "Not Your Address");
         }
+        let before: Vec<String> = self
+            .registrar
+            .lookup(&to_aor, now)
+            .filter(|b| b.is_durable())
+            .map(Binding::key)
+            .collect();
         match self
             .registrar
             .apply(now, &to_aor, &req, peer, &self.cfg.registrar)
         {
             Ok(bindings) => {
+                self.persist_bindings(now, &to_aor, &before, &bindings);
                 self.stats.registrations_accepted += 1;
                 let resp = self.register_ok(now, &req, &bindings);
                 self.reply(now, &key, resp);
@@ -1124,6 +1138,64 @@ impl Proxy {
                 self.reply(now, &key, resp);
             }
         }
+    }
+
+    /// Emits the store operations that make the store's bindings of `aor` equal to
+    /// `bindings` (the durable ones), given the keys it held before.
+    fn persist_bindings(
+        &mut self,
+        now: Instant,
+        aor: &str,
+        before: &[String],
+        bindings: &[Binding],
+    ) {
+        let unix_ms = self.unix_ms(now);
+        let durable: Vec<&Binding> = bindings.iter().filter(|b| b.is_durable()).collect();
+        for key in before {
+            if !durable.iter().any(|b| b.key() == *key) {
+                self.outputs
+                    .push_back(Output::Persist(cpm_store::StoreOp::RemoveBinding {
+                        aor: aor.to_owned(),
+                        key: key.clone(),
+                    }));
+            }
+        }
+        for b in durable {
+            self.outputs
+                .push_back(Output::Persist(cpm_store::StoreOp::SaveBinding(
+                    b.to_record(aor, now, unix_ms),
+                )));
+        }
+    }
+
+    /// Puts back the bindings a previous run stored (`LoadBindings`), and tells the
+    /// Participating Function about each user that has one again, so that deferred messages
+    /// go out without waiting for the devices to refresh. `unix_ms` is the wall clock at
+    /// `now`. Records that do not parse or have lapsed are skipped; returns how many came back.
+    pub fn restore_bindings(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        records: &[cpm_store::BindingRecord],
+    ) -> usize {
+        let mut restored = 0;
+        let mut users: Vec<(String, u64)> = Vec::new();
+        for r in records {
+            if let Some(b) = Binding::from_record(r, now, unix_ms) {
+                let left = b.remaining(now);
+                self.registrar.restore(&r.aor, b);
+                restored += 1;
+                match users.iter_mut().find(|(a, _)| *a == r.aor) {
+                    Some((_, l)) => *l = (*l).max(left),
+                    None => users.push((r.aor.clone(), left)),
+                }
+            }
+        }
+        for (aor, left) in users {
+            self.third_party_register(now, &aor, left);
+        }
+        self.drain_tx(now);
+        restored
     }
 
     /// Tells the Participating Function that a user registered (3GPP TS 24.229 5.4.1.7,

@@ -39,6 +39,72 @@ impl Binding {
         left.as_secs() + u64::from(left.subsec_nanos() > 0)
     }
 
+    /// The device key the store keeps the binding under: `+sip.instance` (with `reg-id`), or
+    /// the Contact URI for a device without an instance id.
+    pub fn key(&self) -> String {
+        match (&self.instance, self.reg_id) {
+            (Some(i), Some(r)) => format!("{i};reg-id={r}"),
+            (Some(i), None) => i.clone(),
+            (None, _) => self.contact.uri.to_string(),
+        }
+    }
+
+    /// Whether the binding can outlive the node: one registered over UDP. A binding made
+    /// over a connection is reached over that connection, which a restart closes; such
+    /// clients register again when they reconnect (RFC 5626 section 4.4.1), while a stored
+    /// binding would send requests to the client's ephemeral port, where nothing listens.
+    pub fn is_durable(&self) -> bool {
+        !self.flow.transport.is_reliable()
+    }
+
+    /// The binding as the store keeps it; `unix_ms` is the wall clock at `now`.
+    pub fn to_record(&self, aor: &str, now: Instant, unix_ms: u64) -> cpm_store::BindingRecord {
+        let left = self.expires_at.saturating_duration_since(now).as_millis() as u64;
+        cpm_store::BindingRecord {
+            aor: aor.to_owned(),
+            key: self.key(),
+            contact: self.contact.to_string(),
+            destination: format!(
+                "{}:{}",
+                self.flow.transport.as_via_token().to_ascii_lowercase(),
+                self.flow.addr
+            ),
+            path: self.path.clone(),
+            expires_at_ms: unix_ms + left,
+        }
+    }
+
+    /// A binding back from the store (`None` if the record does not parse or has lapsed).
+    pub fn from_record(r: &cpm_store::BindingRecord, now: Instant, unix_ms: u64) -> Option<Self> {
+        let contact = NameAddr::parse(&r.contact)?;
+        let (transport, addr) = r.destination.split_once(':')?;
+        let transport = cpm_sip_core::TransportKind::from_via_token(transport)?;
+        let addr = addr.parse().ok()?;
+        let left = r.expires_at_ms.checked_sub(unix_ms).filter(|l| *l > 0)?;
+        let instance = contact
+            .param("+sip.instance")
+            .and_then(|p| p.unquoted_value())
+            .map(|v| v.into_owned());
+        let reg_id = contact
+            .param("reg-id")
+            .and_then(|p| p.value.as_deref())
+            .and_then(|v| v.parse().ok());
+        Some(Self {
+            contact,
+            instance,
+            reg_id,
+            expires_at: now + Duration::from_millis(left),
+            call_id: String::new(),
+            cseq: 0,
+            flow: Peer {
+                transport,
+                addr,
+                conn: None,
+            },
+            path: r.path.clone(),
+        })
+    }
+
     fn same_device(&self, other: &Self) -> bool {
         match (&self.instance, &other.instance) {
             (Some(a), Some(b)) => a == b && self.reg_id == other.reg_id,
@@ -273,6 +339,18 @@ impl Registrar {
         }
         self.by_aor.retain(|_, l| !l.is_empty());
         affected
+    }
+
+    /// Puts back a binding read from the store after a restart (replacing one of the same
+    /// device).
+    pub fn restore(&mut self, aor: &str, b: Binding) {
+        let list = self.by_aor.entry(aor.to_owned()).or_default();
+        let before = list.len();
+        list.retain(|o| !o.same_device(&b));
+        self.count -= before - list.len();
+        self.expiries.insert((b.expires_at, aor.to_owned()));
+        list.push(b);
+        self.count += 1;
     }
 
     /// Removes lapsed bindings.

@@ -147,3 +147,54 @@ fn closed_connection_drops_outbound_bindings_only() {
         "the plain binding now goes to its Contact"
     );
 }
+
+/// A UDP binding goes to the store and comes back after a restart with its contact, feature
+/// tags, flow and the time it has left; a binding over a connection is not durable.
+#[test]
+fn bindings_round_trip_through_store_records() {
+    use cpm_proxy::registrar::Binding;
+    let t0 = origin();
+    let cfg = RegistrarConfig::default();
+    let mut reg = Registrar::default();
+    let contact = "Contact: <sip:alice@127.0.0.1:5070>;+sip.instance=\"<urn:uuid:00000000-0000-4000-8000-000000000001>\";+g.3gpp.icsi-ref=\"urn%3Aurn-7%3A3gpp-service.ims.icsi.oma.cpm.msg\"\r\n";
+    let bindings = reg
+        .apply(
+            t0,
+            "alice@localhost",
+            &register(contact, "Expires: 600\r\n", 1),
+            flow(),
+            &cfg,
+        )
+        .unwrap();
+    let b = &bindings[0];
+    assert!(b.is_durable());
+    let unix_ms = 1_795_622_400_000;
+    let rec = b.to_record("alice@localhost", t0 + Duration::from_secs(100), unix_ms);
+    assert_eq!(rec.key, "<urn:uuid:00000000-0000-4000-8000-000000000001>");
+    assert_eq!(rec.destination, "udp:127.0.0.1:5070");
+    assert_eq!(rec.expires_at_ms, unix_ms + 500_000);
+    // "Restart": a new time origin, 10 s later on the wall clock.
+    let t1 = origin() + Duration::from_secs(1000);
+    let back = Binding::from_record(&rec, t1, unix_ms + 10_000).unwrap();
+    assert_eq!(back.contact, b.contact);
+    assert_eq!(back.instance, b.instance);
+    assert_eq!(back.flow, flow());
+    assert_eq!(back.remaining(t1), 490);
+    let mut fresh = Registrar::default();
+    fresh.restore("alice@localhost", back);
+    assert_eq!(fresh.lookup("alice@localhost", t1).count(), 1);
+    // Lapsed: not restored.
+    assert!(Binding::from_record(&rec, t1, unix_ms + 600_000).is_none());
+    // Over TCP: reached over its connection, which a restart closes.
+    let tcp = Peer::tcp("127.0.0.1:5071".parse().unwrap(), Some(ConnId(7)));
+    let bindings = reg
+        .apply(
+            t0,
+            "bob@localhost",
+            &register("Contact: <sip:bob@127.0.0.1:5071;transport=tcp>\r\n", "", 1),
+            tcp,
+            &cfg,
+        )
+        .unwrap();
+    assert!(!bindings[0].is_durable());
+}

@@ -20,7 +20,9 @@ use cpm_runtime::{NetEvent, SipTransport, SipTransportConfig, SipTransportHandle
 use cpm_sip::{Limits, Message};
 use cpm_sip_core::digest::Algorithm;
 use cpm_sip_core::{Peer, Transmit};
-use cpm_store::{OpError, OpId, Outcome, SqliteBackend, SqliteOptions, Store, Synchronous};
+use cpm_store::{
+    Backend, OpError, OpId, Outcome, SqliteBackend, SqliteOptions, Store, StoreOp, Synchronous,
+};
 use tokio::sync::watch;
 
 use crate::config::NodeConfig;
@@ -359,7 +361,12 @@ struct Cores {
     store: Store,
     executor: StoreExecutor,
     lookups: u64,
+    /// Operation ids of the proxy's registration writes, kept apart from the PF's.
+    next_persist: u64,
 }
+
+/// The proxy's store operations carry this bit in their id (the PF's ids count from 1).
+const PERSIST_OP_BIT: u64 = 1 << 63;
 
 impl Cores {
     fn poll_timeout(&self) -> Option<Instant> {
@@ -382,6 +389,13 @@ impl Cores {
     }
 
     fn stored(&mut self, now: Instant, id: OpId, result: Result<Outcome, OpError>) {
+        if id.0 & PERSIST_OP_BIT != 0 {
+            if let Err(e) = result {
+                // The registration itself stands (it is in memory); only a restart loses it.
+                tracing::warn!(error = %e, "could not store a registration");
+            }
+            return;
+        }
         if let Some(pf) = &mut self.pf {
             pf.handle_input(now, cpm_conversation::Input::Stored { id, result });
         }
@@ -409,6 +423,11 @@ impl Cores {
                     }
                     Output::Transmit(t) => net.send(t),
                     Output::Close(conn) => net.close(conn),
+                    Output::Persist(op) => {
+                        self.next_persist += 1;
+                        self.executor
+                            .submit(OpId(PERSIST_OP_BIT | self.next_persist), op);
+                    }
                     Output::LookupUser {
                         query,
                         username,
@@ -570,12 +589,25 @@ async fn run(cfg: NodeConfig) -> Result<(), String> {
     } else {
         Synchronous::Full
     };
-    let backend = SqliteBackend::open_with(
+    let mut backend = SqliteBackend::open_with(
         &cfg.data_dir,
         SqliteOptions::default().with_synchronous(sync),
     )
     .map_err(|e| format!("cannot open the message store: {e}"))?;
+    // The registrations of the previous run, read before anything else runs (STYLE 3.5:
+    // recovery reads happen at start, not lazily from inside a core).
+    let loaded = backend.execute(vec![(OpId(0), StoreOp::LoadBindings { now_ms: unix })]);
+    let records = match loaded.into_iter().next() {
+        Some((_, Ok(Outcome::Bindings(r)))) => r,
+        Some((_, Err(e))) => return Err(format!("cannot read the stored registrations: {e}")),
+        _ => Vec::new(),
+    };
     let (executor, mut results) = StoreExecutor::spawn(Box::new(backend), cfg.store.max_batch);
+    let mut proxy = proxy;
+    let restored = proxy.restore_bindings(start, unix, &records);
+    if restored > 0 {
+        tracing::info!(bindings = restored, "registrations restored from the store");
+    }
     let mut cores = Cores {
         proxy,
         pf,
@@ -584,6 +616,7 @@ async fn run(cfg: NodeConfig) -> Result<(), String> {
         store,
         executor,
         lookups: 0,
+        next_persist: 0,
     };
     tracing::info!(
         sip = %sip_addr, http = %http_addr, domains = ?cfg.domains, data_dir = %cfg.data_dir.display(),
@@ -591,6 +624,8 @@ async fn run(cfg: NodeConfig) -> Result<(), String> {
         "cpm serve: listening (SIP UDP+TCP, admin HTTP)"
     );
     let mut send_failures = 0u64;
+    // What the restore produced (third-party REGISTERs to the PF) goes out now.
+    cores.flush(&handle);
     loop {
         let deadline = cores.poll_timeout();
         let sleep = async {

@@ -144,7 +144,7 @@ fn acknowledged_messages_survive_sigkill() {
             .expect("send");
         if kill_at.contains(&i) {
             // Kill somewhere inside the send: before, during or after its commits.
-            std::thread::sleep(Duration::from_millis(rng.below(40)));
+            std::thread::sleep(Duration::from_millis(rng.below(15)));
             node.kill9_and_restart();
         }
         let (code, out) = finish(send, Duration::from_secs(60));
@@ -238,4 +238,70 @@ fn acknowledged_messages_survive_sigkill() {
     let _ = bob.kill();
     let _ = bob.wait();
     assert!(node.stop(), "node did not stop cleanly after the crashes");
+}
+
+/// Registrations survive a crash: bob's phone registered over UDP before the node was killed
+/// (SIGKILL); after the restart a message reaches it at once (200, not 202), without the
+/// phone registering again.
+#[test]
+fn registrations_survive_sigkill() {
+    let mut node = Node::start(&[("alice@localhost", "a"), ("bob@localhost", "b")], &[]);
+    let mut bob = Command::new(cpm_bin())
+        .args(["client", "--server", &node.sip.to_string()])
+        .args(["--user", "bob@localhost", "--password", "b", "--json"])
+        .args(["listen", "--device", "phone", "--expires", "3600"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("bob listens");
+    let (tx, rx) = std::sync::mpsc::channel::<Value>();
+    let out = bob.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str::<Value>(&line)
+                && tx.send(v).is_err()
+            {
+                break;
+            }
+        }
+    });
+    let wait = |want: &dyn Fn(&Value) -> bool| -> Value {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match rx.recv_timeout(left) {
+                Ok(v) if want(&v) => return v,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        panic!("bob's listener never printed the expected line");
+    };
+    wait(&|v| v["type"] == "registered");
+    assert_eq!(
+        node.wait_metric("cpm_registrations", |v| v == 1, Duration::from_secs(5)),
+        Some(1)
+    );
+    node.kill9_and_restart();
+    assert_eq!(
+        node.wait_metric("cpm_registrations", |v| v == 1, Duration::from_secs(5)),
+        Some(1),
+        "the binding was not restored\n{}",
+        node.log()
+    );
+    let send = client(&node, "alice@localhost", "a")
+        .args(["send", "bob@localhost", "after the crash"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("send");
+    let (code, out) = finish(send, Duration::from_secs(30));
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("\"status\":200"),
+        "expected 200 (delivered at once): {out}"
+    );
+    let m = wait(&|v| v["type"] == "message");
+    assert_eq!(m["text"], "after the crash");
+    let _ = bob.kill();
+    let _ = bob.wait();
 }
