@@ -8,6 +8,9 @@ Subcommands:
   probe ...                 low-rate latency probe with microsecond resolution (see below)
   step ...                  turn one ramp step's files into a JSON record (+ clean verdict)
   report ...                print the Markdown tables from the JSON records
+  metrics URL               JSON of the cpm_* values of a Prometheus /metrics page (pager bench)
+  history DBFILE            JSON: rows of cpm's message history by direction and state (pager bench)
+  pager-report ...          the Markdown report of bench/pager.sh
 
 Why a probe: SIPp 3.6.1 (Debian's sip-tester) takes response-time timestamps with
 CLOCK_MONOTONIC_COARSE, i.e. in kernel ticks (4 ms with CONFIG_HZ=250), so its -trace_rtt values
@@ -241,11 +244,13 @@ def cmd_uasdone(a):
 
 # --------------------------------------------------------------------------- probe
 class Probe:
-    def __init__(self, server, user_from, user_to, domain):
+    def __init__(self, server, user_from, user_to, domain, port=0):
         self.server = server
         self.frm, self.to, self.domain = user_from, user_to, domain
         self.s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.s.bind(("127.0.0.1", 0))
+        # a fixed port for the pager probe: cpm takes its MESSAGEs as alice's because alice
+        # registered from that address (a registered flow, no digest per request)
+        self.s.bind(("127.0.0.1", port))
         self.s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         self.s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         self.lport = self.s.getsockname()[1]
@@ -297,7 +302,8 @@ class Probe:
                 continue
             return status, hdrs, trx
 
-    def _req(self, method, ruri, callid, cseq, to_tag="", routes=(), body="", ctype=""):
+    def _req(self, method, ruri, callid, cseq, to_tag="", routes=(), body="", ctype="",
+             extra=()):
         self.n += 1
         lines = [
             f"{method} {ruri} SIP/2.0",
@@ -312,6 +318,7 @@ class Probe:
             f"CSeq: {cseq} {method}",
             f"Contact: <sip:{self.frm}@127.0.0.1:{self.lport}>",
         ]
+        lines += list(extra)
         if body:
             lines.append(f"Content-Type: {ctype}")
         lines.append(f"Content-Length: {len(body.encode()) if body else 0}")
@@ -322,6 +329,32 @@ class Probe:
         ruri = f"sip:{self.to}@{self.domain}"
         t0 = self._send(self._req("MESSAGE", ruri, callid, 1, body="latency probe",
                                   ctype="text/plain"))
+        r = self._recv(callid, "MESSAGE", time.monotonic() + timeout)
+        if r is None or r[0] != 200:
+            return None, (r[0] if r else "timeout")
+        return (r[2] - t0) / 1e6, None
+
+    def pager(self, timeout):
+        """A CPM pager-mode MESSAGE (same headers and body shape as bench/sipp/uac_pager.xml)."""
+        n = self.n
+        callid = "probe-%x-%d@127.0.0.1" % (random.getrandbits(32), n)
+        uniq = "%08x-%d" % (random.getrandbits(32), n)
+        ruri = f"sip:{self.to}@{self.domain}"
+        me, you = f"sip:{self.frm}@{self.domain}", f"sip:{self.to}@{self.domain}"
+        text = "latency probe"
+        cpim = (f"From: <{me}>\r\nTo: <{you}>\r\nDateTime: 2026-11-25T12:00:00Z\r\n"
+                f"NS: imdn <urn:ietf:params:imdn>\r\nimdn.Message-ID: probe-{uniq}\r\n"
+                f"imdn.Disposition-Notification: positive-delivery\r\n\r\n"
+                f"Content-Type: text/plain; charset=utf-8\r\nContent-Length: {len(text)}\r\n\r\n{text}")
+        extra = (
+            f"P-Asserted-Identity: <{me}>",
+            "P-Preferred-Service: urn:urn-7:3gpp-service.ims.icsi.oma.cpm.msg",
+            'Accept-Contact: *;+g.3gpp.icsi-ref="urn%3Aurn-7%3A3gpp-service.ims.icsi.oma.cpm.msg"',
+            f"Conversation-ID: 9c0be000-{uniq}",
+            f"Contribution-ID: 9c1be000-{uniq}",
+        )
+        t0 = self._send(self._req("MESSAGE", ruri, callid, 1, body=cpim, ctype="message/cpim",
+                                  extra=extra))
         r = self._recv(callid, "MESSAGE", time.monotonic() + timeout)
         if r is None or r[0] != 200:
             return None, (r[0] if r else "timeout")
@@ -360,7 +393,7 @@ class Probe:
 
 def cmd_probe(a):
     host, port = a.server.rsplit(":", 1)
-    p = Probe((host, int(port)), a.user_from, a.user_to, a.domain)
+    p = Probe((host, int(port)), a.user_from, a.user_to, a.domain, a.port)
     samples, errors = [], {}
     interval = 1.0 / a.rate
     start = time.monotonic()
@@ -376,6 +409,8 @@ def cmd_probe(a):
         i += 1
         if a.kind == "message":
             ms, err = p.message(a.timeout)
+        elif a.kind == "pager":
+            ms, err = p.pager(a.timeout)
         else:
             ms, err = p.call(a.timeout)
         if ms is not None and (err is None or a.kind == "call"):
@@ -385,6 +420,93 @@ def cmd_probe(a):
     with open(a.out, "w") as f:
         json.dump({"kind": a.kind, "sent": i, "samples_ms": samples, "errors": errors,
                    "record_routed": p.record_routed}, f)
+    return 0
+
+
+# --------------------------------------------------------------------------- cpm metrics
+def cmd_metrics(a):
+    """The cpm_* samples of a Prometheus text page as {name: value}; {} when unreachable."""
+    import urllib.request
+    out = {}
+    try:
+        with urllib.request.urlopen(a.url, timeout=5) as r:
+            text = r.read().decode()
+    except OSError:
+        text = ""
+    for line in text.splitlines():
+        if line.startswith("cpm_"):
+            parts = line.split()
+            if len(parts) == 2:
+                try:
+                    out[parts[0]] = int(float(parts[1]))
+                except ValueError:
+                    pass
+    out["t"] = time.time()
+    print(json.dumps(out))
+    return 0
+
+
+METRIC_COUNTERS = {
+    "pf_sent": "cpm_pf_messages_sent_total",
+    "pf_received": "cpm_pf_messages_received_total",
+    "pf_delivered": "cpm_pf_delivered_total",
+    "pf_deferred": "cpm_pf_deferred_total",
+    "pf_duplicates": "cpm_pf_duplicates_total",
+    "store_failures": "cpm_pf_store_failures_total",
+    "store_batches": "cpm_store_batches_total",
+    "store_ops": "cpm_store_ops_total",
+    "local_failures": "cpm_sip_local_failures_total",
+    "auth_challenges": "cpm_auth_challenges_total",
+}
+
+
+def metrics_delta(m0, m1):
+    d = {k: m1.get(v, 0) - m0.get(v, 0) for k, v in METRIC_COUNTERS.items()}
+    d["avg_batch"] = round(d["store_ops"] / d["store_batches"], 2) if d["store_batches"] else None
+    d["store_queue_end"] = m1.get("cpm_store_queue_depth", 0)
+    d["pf_in_progress_end"] = m1.get("cpm_pf_in_progress", 0)
+    d["transactions_end"] = m1.get("cpm_sip_transactions", 0)
+    return d
+
+
+def cmd_history(a):
+    """Rows of cpm's message history (table `messages` of DATA_DIR/cpm.db) by direction and
+    state, read-only; the node may still be running (WAL)."""
+    import sqlite3
+    out = {"path": a.db}
+    try:
+        con = sqlite3.connect(f"file:{a.db}?mode=ro", uri=True, timeout=10)
+        rows = con.execute("SELECT direction, state, COUNT(*) FROM messages "
+                           "GROUP BY direction, state").fetchall()
+        out["rows"] = {f"{d}/{st}": n for d, st, n in rows}
+        out["total"] = sum(n for _, _, n in rows)
+        for d in ("sent", "received"):
+            out[d] = sum(n for dd, _, n in rows if dd == d)
+        out["distinct_message_ids"] = con.execute(
+            "SELECT COUNT(DISTINCT message_id) FROM messages").fetchone()[0]
+        con.close()
+    except Exception as e:  # noqa: BLE001 - reported, not fatal
+        out["error"] = str(e)
+    if not a.out:
+        print(json.dumps(out))
+        return 0
+    # pager bench: one record with the history, the PF counters of the whole ramp and the 200s
+    # the UAC and the probe saw, to check "two records per answered message"
+    rec = {"type": "history", "server": a.server, "db": out, "uac_ok": 0, "probe_ok": 0}
+    with open(a.out) as f:
+        for line in f:
+            r = json.loads(line) if line.strip() else {}
+            if r.get("server") == a.server and r.get("type") is None:
+                rec["uac_ok"] += r.get("successful") or 0
+                rec["probe_ok"] += r.get("probe_n") or 0
+    if a.metrics:
+        m = json.loads(a.metrics)
+        rec["pf"] = {k: m.get(v, 0) for k, v in METRIC_COUNTERS.items()}
+    if a.log_summary:
+        rec["log"] = a.log_summary
+    with open(a.out, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+    print(json.dumps(rec))
     return 0
 
 
@@ -492,6 +614,10 @@ def cmd_step(a):
     rec["udp_sndbuf_drops"] = u1.get("SndbufErrors", 0) - u0.get("SndbufErrors", 0)
     if a.server_info:
         rec["server_info"] = a.server_info
+    if a.metrics0 and a.metrics1:
+        rec["cpm"] = metrics_delta(json.loads(a.metrics0), json.loads(a.metrics1))
+    if a.load:
+        rec["load"] = a.load
     # load generator CPU (single-threaded SIPp: ~100 means it saturates a core)
     try:
         g0, g1 = json.loads(a.uas_snap0), json.loads(a.uas_snap1)
@@ -519,6 +645,13 @@ def cmd_step(a):
         f.write(json.dumps(rec) + "\n")
     p50 = "-" if rec.get("p50_ms") is None else f"{rec['p50_ms']:.3f}"
     p99 = "-" if rec.get("p99_ms") is None else f"{rec['p99_ms']:.3f}"
+    if rec.get("cpm"):
+        c = rec["cpm"]
+        print(f"    {a.server:9s} PF sent/received/delivered {c['pf_sent']}/{c['pf_received']}/"
+              f"{c['pf_delivered']}, deferred {c['pf_deferred']}, store failures "
+              f"{c['store_failures']}, local failures {c['local_failures']}; store ops {c['store_ops']} "
+              f"in {c['store_batches']} commits (avg batch {fmt(c.get('avg_batch'), 1)}), "
+              f"queue at end {c['store_queue_end']}")
     print(f"    {a.server:9s} {a.scenario:8s} offered {a.rate:>6}/s achieved {rec['achieved']:>9.1f}/s"
           f"  p50 {p50} ms p99 {p99} ms  cpu {rec['cpu_pct']}%  rss {rec['rss_mb']} MB"
           f"  (sipp uac/uas cpu {rec.get('uac_cpu_pct', '-')}/{rec.get('uas_cpu_pct', '-')}%)  "
@@ -678,6 +811,169 @@ NOTES = [
 ]
 
 
+# --------------------------------------------------------------------------- pager report
+PAGER_SCENARIOS = {
+    "cpm": ("CPM pager, full durable path", "cpm, `store.synchronous = \"full\"`"),
+    "cpm-normal": ("CPM pager, full durable path", "cpm, `store.synchronous = \"normal\"`"),
+    "cpm-trusted": ("CPM pager, UAC as trusted peer (terminating PF only)",
+                    "cpm, `store.synchronous = \"full\"`"),
+    "kamailio": ("MESSAGE relay, not durable", "Kamailio (tm relay)"),
+}
+
+
+def cmd_pager_report(a):
+    recs, totals, hist = [], [], []
+    with open(a.results) as f:
+        for line in f:
+            if line.strip():
+                r = json.loads(line)
+                t = r.get("type")
+                if t == "uas_total":
+                    totals.append(r)
+                elif t == "history":
+                    hist.append(r)
+                elif t is None and r.get("scenario") == "pager":
+                    recs.append(r)
+    out = []
+    w = out.append
+    w(f"# CPM pager benchmark: full durable path in cpm vs Kamailio's MESSAGE relay ({a.date})")
+    w("")
+    for line in a.header:
+        w(line)
+    w("")
+    servers = []
+    for r in recs:
+        if r["server"] not in servers:
+            servers.append(r["server"])
+    w("| scenario | server | highest clean rate (/s) | p50 ms | p99 ms | CPU % | memory MB | "
+      "store: ops / commits = avg batch | load avg (1 min) | first unclean step |")
+    w("|---|---|---:|---:|---:|---:|---:|---|---:|---|")
+    best, ended_clean = {}, []
+    for server in servers:
+        srs = [r for r in recs if r["server"] == server]
+        clean = [r for r in srs if r["clean"]]
+        b = max(clean, key=lambda r: r["offered"]) if clean else None
+        bad = [r for r in srs if not r["clean"]]
+        badtxt = (f"{bad[0]['offered']}/s: {bad[0]['why']}" if bad
+                  else "none (ramp ended clean: the rate is a lower bound)")
+        if not bad:
+            ended_clean.append(server)
+        scen, label = PAGER_SCENARIOS.get(server, (server, server))
+        if b:
+            best[server] = b["achieved"]
+            mem = (f"{fmt(b.get('pss_mb'), 0)} PSS" if server == "kamailio"
+                   else f"{fmt(b.get('rss_mb'), 0)} RSS")
+            c = b.get("cpm")
+            st = (f"{c['store_ops']} / {c['store_batches']} = {fmt(c.get('avg_batch'), 1)}"
+                  if c else "-")
+            load = (b.get("load") or "-").split()[0]
+            w(f"| {scen} | {label} | {b['achieved']:.0f} (step {b['offered']}) | "
+              f"{fmt(b.get('p50_ms'), 2)} | {fmt(b.get('p99_ms'), 2)} | {fmt(b.get('cpu_pct'), 0)} | "
+              f"{mem} | {st} | {load} | {badtxt} |")
+        else:
+            best[server] = 0.0
+            w(f"| {scen} | {label} | none clean | - | - | - | - | - | - | {badtxt} |")
+    w("")
+    k = best.get("kamailio")
+    for server in servers:
+        if server == "kamailio" or server not in best:
+            continue
+        if k:
+            both = [x for x in (server, "kamailio") if x in ended_clean]
+            caveat = ""
+            if len(both) == 2:
+                caveat = " (both ramps ended clean: not a limit, extend the ramp)"
+            elif both == [server]:
+                caveat = f" (a lower bound: {server}'s ramp ended clean)"
+            elif both == ["kamailio"]:
+                caveat = " (an upper bound: Kamailio's ramp ended clean)"
+            w(f"**{server} / Kamailio clean-rate ratio: {best[server] / k:.2f}**{caveat}  ")
+        elif "kamailio" in best:
+            w(f"{server} / Kamailio clean-rate ratio: n/a (no clean Kamailio step)  ")
+    w("")
+    for h in hist:
+        d = h.get("db", {})
+        w(f"- {h['server']}: message history after the ramp: {d.get('sent', '?')} sent + "
+          f"{d.get('received', '?')} received records ({d.get('distinct_message_ids', '?')} distinct "
+          f"imdn.Message-IDs; by state: {d.get('rows', d.get('error'))}); PF counters over the ramp: "
+          f"{h.get('pf', {})}; 200 OK seen by the UAC {h.get('uac_ok')} + probe {h.get('probe_ok')} "
+          f"= {h.get('uac_ok', 0) + h.get('probe_ok', 0)}"
+          + (f"; node log: {h['log']}" if h.get("log") else ""))
+    for t in totals:
+        seen = ", ".join(f"{'got' if r['dir'] == 'in' else 'sent'} {r['msg']} {r['count']}"
+                         + (f" ({r['unexpected']} unexpected)" if r.get("unexpected") else "")
+                         for r in t["screen"])
+        w(f"- {t['server']}: the UAS (whole ramp, probe included) {seen or 'n/a'}; messages for "
+          f"finished calls (retransmissions): {t['dead_call_msgs']}"
+          + (f"; server counters: `{t['server_counters']}`" if t.get("server_counters") else ""))
+    w("")
+    w("<details><summary>all steps</summary>")
+    w("")
+    w("| server | offered /s | achieved /s | ok | failed | retrans | p50 ms | p99 ms | probe n (errors) | "
+      "SIPp p50 / p99 ms (4 ms ticks) | CPU % | RSS MB | PSS MB | SIPp UAC / UAS CPU % | "
+      "UDP drops server / UAS / UAC (all) | PF sent / received / delivered / deferred | "
+      "store ops / commits (avg batch), queue at end | load avg | verdict | server notes |")
+    w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|")
+    for r in recs:
+        c = r.get("cpm")
+        pf = (f"{c['pf_sent']} / {c['pf_received']} / {c['pf_delivered']} / {c['pf_deferred']}"
+              + (f", store failures {c['store_failures']}" if c.get("store_failures") else "")
+              + (f", local failures {c['local_failures']}" if c.get("local_failures") else "")
+              if c else "-")
+        st = (f"{c['store_ops']} / {c['store_batches']} ({fmt(c.get('avg_batch'), 1)}), "
+              f"{c['store_queue_end']}" if c else "-")
+        perr = r.get("probe_errors") or {}
+        pn = fmt(r.get("probe_n")) + (f" ({perr})" if perr else "")
+        w(f"| {r['server']} | {r['offered']} | {fmt(r.get('achieved'), 1)} | {fmt(r.get('successful'))} | "
+          f"{fmt(r.get('failed'))} | {fmt(r.get('retrans'))} | {fmt(r.get('p50_ms'))} | "
+          f"{fmt(r.get('p99_ms'))} | {pn} | "
+          f"{fmt(r.get('sipp_p50_ms'), 0)} / {fmt(r.get('sipp_p99_ms'), 0)} | {fmt(r.get('cpu_pct'), 1)} | "
+          f"{fmt(r.get('rss_mb'), 1)} | {fmt(r.get('pss_mb'), 1)} | "
+          f"{fmt(r.get('uac_cpu_pct'), 1)} / {fmt(r.get('uas_cpu_pct'), 1)} | "
+          f"{fmt(r.get('drops_server'))} / {fmt(r.get('drops_uas'))} / {fmt(r.get('drops_uac'))} "
+          f"({fmt(r.get('udp_rcvbuf_drops'))}) | {pf} | {st} | {r.get('load', '-')} | "
+          f"{'clean' if r['clean'] else 'NOT clean: ' + r['why']} | {notes(r)} |")
+    w("")
+    w("</details>")
+    w("")
+    w("## How to read this")
+    w("")
+    # the SIP core bench's notes that apply here (not its MESSAGE/INVITE probe or calls notes)
+    for line in PAGER_NOTES + [NOTES[i] for i in (1, 3, 4, 5, 6, 7)]:
+        w(line)
+    text = "\n".join(out) + "\n"
+    sys.stdout.write(text)
+    if a.md:
+        with open(a.md, "w") as f:
+            f.write(text)
+    return 0
+
+
+PAGER_NOTES = [
+    "- Load: SIPp 3.6.1 UAC sending CPM pager-mode MESSAGEs alice -> bob (bench/sipp/uac_pager.xml: "
+    "msg ICSI in P-Preferred-Service and Accept-Contact, unique Conversation-ID / Contribution-ID / "
+    "imdn.Message-ID, message/cpim body asking for a positive-delivery IMDN) at a fixed offered rate per "
+    "step (`-r R -m R*T`), to a SIPp UAS registered as bob (bench/sipp/uas_pager.xml: 200, no IMDN back). "
+    "The ramp stops at the first step that is not clean: UAC `FailedCall(C)` > 0 or "
+    "`Retransmissions(C)` > 0, fewer 200s than MESSAGEs, UAS failures or retransmissions, or achieved "
+    "rate < 95% of the offered rate. A 202 (deferred), 403, 407 or 5xx answer is a failed call.",
+    "- cpm's path per MESSAGE: UAC -> core -> PF (cpm=orig: the record in alice's history, SQLite "
+    "commit) -> core -> PF (cpm=term: the record in bob's history, commit) -> core -> the UAS; the UAS's "
+    "200 goes back the same way, and the PF marks bob's record delivered (a third store operation). "
+    "The UAC is alice's device: it registered from its own address (digest), so the core takes its "
+    "MESSAGEs as alice's (registered flow) and routes them through the originating PF; the core "
+    "replaces the P-Asserted-Identity the UAC sends. Kamailio gets the same MESSAGEs and REGISTERs and "
+    "relays them statefully (tm), storing nothing.",
+    "- store: `cpm_store_ops_total` / `cpm_store_batches_total` over the step (from /metrics): operations "
+    "per SQLite transaction (group commit); with `synchronous = \"full\"` every commit is an fsync.",
+    "- load avg: /proc/loadavg (1, 5, 15 min) at the start of the step; the machine is shared.",
+    "- p50/p99: the probe (bench/sipbench.py probe --kind pager) sends its own pager MESSAGEs as alice "
+    "(registered from the probe's port) through the server to the same UAS, one at a time, 100/s; time "
+    "from just before sendto() to the kernel receive timestamp of the 200. SIPp's own response times are "
+    "in 4 ms kernel ticks (CLOCK_MONOTONIC_COARSE) and only shown in the step table.",
+]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sp = ap.add_subparsers(dest="cmd", required=True)
@@ -698,7 +994,8 @@ def main():
     p.set_defaults(f=cmd_uasdone)
     p = sp.add_parser("probe")
     p.add_argument("--server", required=True, help="HOST:PORT of the server under test")
-    p.add_argument("--kind", choices=["message", "call"], required=True)
+    p.add_argument("--kind", choices=["message", "call", "pager"], required=True)
+    p.add_argument("--port", type=int, default=0, help="local UDP port (default: any)")
     p.add_argument("--rate", type=float, default=100.0)
     p.add_argument("--duration", type=float, required=True)
     p.add_argument("--timeout", type=float, default=2.0)
@@ -709,13 +1006,29 @@ def main():
     p.set_defaults(f=cmd_probe)
     p = sp.add_parser("step")
     for k in ["server", "scenario", "stat", "rtt", "probe", "snap0", "snap1", "out", "uas0", "uas1",
-              "uas-snap0", "uas-snap1", "uac-times", "server-info"]:
+              "uas-snap0", "uas-snap1", "uac-times", "server-info", "metrics0", "metrics1", "load"]:
         p.add_argument("--" + k, default="")
     p.add_argument("--rtt2", action="store_true")
     p.add_argument("--rate", type=int, required=True)
     p.add_argument("--calls", type=int, required=True)
     p.add_argument("--duration", type=float, required=True)
     p.set_defaults(f=cmd_step)
+    p = sp.add_parser("metrics")
+    p.add_argument("url")
+    p.set_defaults(f=cmd_metrics)
+    p = sp.add_parser("history")
+    p.add_argument("db")
+    p.add_argument("--server", default="")
+    p.add_argument("--metrics", default="", help="final metrics JSON (bench/sipbench.py metrics)")
+    p.add_argument("--log-summary", default="")
+    p.add_argument("--out", default="", help="append a history record to this results file")
+    p.set_defaults(f=cmd_history)
+    p = sp.add_parser("pager-report")
+    p.add_argument("--results", required=True)
+    p.add_argument("--md", default="")
+    p.add_argument("--date", required=True)
+    p.add_argument("--header", action="append", default=[])
+    p.set_defaults(f=cmd_pager_report)
     p = sp.add_parser("report")
     p.add_argument("--results", required=True)
     p.add_argument("--md", default="")

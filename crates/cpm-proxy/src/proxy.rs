@@ -92,7 +92,7 @@ pub enum Output {
     Close(ConnId),
     /// Persist a registration change (fire and forget: a REGISTER is answered from memory;
     /// the store lets the bindings survive a restart, see [`Proxy::restore_bindings`]).
-    Persist(cpm_store::StoreOp),
+    Persist(Box<cpm_store::StoreOp>),
     /// Look up a digest username (`alice` or `alice@localhost`) in a realm; answer with
     /// [`Input::User`].
     LookupUser {
@@ -1153,18 +1153,19 @@ impl Proxy {
         let durable: Vec<&Binding> = bindings.iter().filter(|b| b.is_durable()).collect();
         for key in before {
             if !durable.iter().any(|b| b.key() == *key) {
-                self.outputs
-                    .push_back(Output::Persist(cpm_store::StoreOp::RemoveBinding {
+                self.outputs.push_back(Output::Persist(Box::new(
+                    cpm_store::StoreOp::RemoveBinding {
                         aor: aor.to_owned(),
                         key: key.clone(),
-                    }));
+                    },
+                )));
             }
         }
         for b in durable {
             self.outputs
-                .push_back(Output::Persist(cpm_store::StoreOp::SaveBinding(
+                .push_back(Output::Persist(Box::new(cpm_store::StoreOp::SaveBinding(
                     b.to_record(aor, now, unix_ms),
-                )));
+                ))));
         }
     }
 

@@ -426,7 +426,7 @@ impl Cores {
                     Output::Persist(op) => {
                         self.next_persist += 1;
                         self.executor
-                            .submit(OpId(PERSIST_OP_BIT | self.next_persist), op);
+                            .submit(OpId(PERSIST_OP_BIT | self.next_persist), *op);
                     }
                     Output::LookupUser {
                         query,
