@@ -796,6 +796,7 @@ impl Client {
         };
         let icsi: Vec<String> = [ICSI_MSG, ICSI_LARGEMSG, ICSI_DEFERRED]
             .iter()
+            .filter(|i| self.cfg.deferred || **i != ICSI_DEFERRED)
             .map(|i| i.replace(':', "%3A"))
             .collect();
         format!(

@@ -27,6 +27,11 @@ pub struct ClientConfig {
     pub expires: u32,
     /// Seed of every random identifier (branches, tags, Call-IDs, cnonces, UUIDs, message ids).
     pub seed: u64,
+    /// Whether the device registers the `…oma.cpm.deferred` ICSI, i.e. takes the messages the
+    /// network kept while the user was offline. A short-lived device (such as the one `cpm
+    /// client send --wait-imdn` registers to hear the notifications) leaves it out, so that
+    /// the user's stored messages wait for a real device.
+    pub deferred: bool,
 }
 
 impl ClientConfig {
@@ -46,6 +51,7 @@ impl ClientConfig {
             local_addr,
             expires: 600,
             seed: 0,
+            deferred: true,
         }
     }
 

@@ -1610,9 +1610,11 @@ impl ParticipatingFunction {
             &format!("<{}>", r.sender),
         ));
         h.push(Header::new(HeaderName::PAssertedService, ICSI_DEFERRED));
+        // `require`: only devices that take deferred messages (or that announce no CPM
+        // service at all, such as a plain RFC 3428 UA) get them (RFC 3841).
         h.push(Header::new(
             HeaderName::AcceptContact,
-            &accept_contact(ICSI_DEFERRED),
+            &format!("{};require", accept_contact(ICSI_DEFERRED)),
         ));
         h.push(Header::new(HeaderName::ConversationId, &r.conversation_id));
         h.push(Header::new(HeaderName::ContributionId, &r.contribution_id));

@@ -273,6 +273,53 @@ pub fn service_ids(req: &Request) -> Vec<String> {
     out
 }
 
+/// The service identifiers a request requires of the target's devices: `+g.3gpp.icsi-ref`
+/// values of Accept-Contact entries marked `require` (RFC 3841 section 9.2), each with its
+/// `explicit` flag.
+fn required_services(req: &Request) -> Vec<(Vec<String>, bool)> {
+    req.headers
+        .accept_contact()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|ac| {
+            ac.params
+                .iter()
+                .any(|p| p.name.eq_ignore_ascii_case("require"))
+        })
+        .map(|ac| {
+            let explicit = ac
+                .params
+                .iter()
+                .any(|p| p.name.eq_ignore_ascii_case("explicit"));
+            (ac.feature_values("+g.3gpp.icsi-ref"), explicit)
+        })
+        .filter(|(v, _)| !v.is_empty())
+        .collect()
+}
+
+/// RFC 3841 section 7.2 for the ICSI feature tag: a device that registered ICSIs matches a
+/// required entry when it registered all of its values; a device that registered none
+/// matches implicitly unless the entry is `explicit`.
+fn accepts(b: &Binding, required: &[(Vec<String>, bool)]) -> bool {
+    if required.is_empty() {
+        return true;
+    }
+    let registered: Vec<String> = b
+        .contact
+        .param("+g.3gpp.icsi-ref")
+        .and_then(|p| p.unquoted_value())
+        .map(|v| feature_list(&v))
+        .unwrap_or_default();
+    required.iter().all(|(values, explicit)| {
+        if registered.is_empty() {
+            return !explicit;
+        }
+        values
+            .iter()
+            .all(|v| registered.iter().any(|r| r.eq_ignore_ascii_case(v)))
+    })
+}
+
 /// Whether a request is a CPM request (carries a CPM ICSI).
 pub fn is_cpm(req: &Request) -> bool {
     service_ids(req).iter().any(|s| {
@@ -1454,9 +1501,11 @@ impl Proxy {
             };
         }
         if let Some(aor) = local_target {
+            let required = required_services(&req);
             let targets: Vec<Target> = self
                 .registrar
                 .lookup(&aor, now)
+                .filter(|b| accepts(b, &required))
                 .map(|b| Target {
                     ruri: b.contact.uri.clone(),
                     dest: self.binding_destination(b),

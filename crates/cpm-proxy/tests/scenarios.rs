@@ -944,3 +944,48 @@ fn in_dialog_request_without_our_route_is_not_relayed() {
             .any(|(_, m)| matches!(m, Message::Response(r) if r.status == StatusCode::NOT_FOUND))
     );
 }
+
+/// RFC 3841 `require` on the ICSI: only devices that registered the service get the request;
+/// none left is 480.
+#[test]
+fn required_service_selects_the_devices_that_registered_it() {
+    let mut net = Net::new(|_| {});
+    net.register("alice", "127.0.0.1:5071", "a1", 1, None);
+    net.register("bob", "127.0.0.1:6001", "b1", 1, None);
+    net.take();
+    let deferred = "Accept-Contact: *;+g.3gpp.icsi-ref=\"urn%3Aurn-7%3A3gpp-service.ims.icsi.oma.cpm.deferred\";require\n";
+    net.send(
+        udp("127.0.0.1:5071"),
+        &message(
+            "alice@localhost",
+            "bob@localhost",
+            "127.0.0.1:5071",
+            "r1",
+            deferred,
+        ),
+    );
+    let sent = net.take();
+    assert!(requests(&sent).is_empty(), "{sent:?}");
+    let rs: Vec<u16> = sent
+        .iter()
+        .filter_map(|(_, m)| match m {
+            Message::Response(r) => Some(r.status.as_u16()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rs, [480]);
+    let msg = "Accept-Contact: *;+g.3gpp.icsi-ref=\"urn%3Aurn-7%3A3gpp-service.ims.icsi.oma.cpm.msg\";require;explicit\n";
+    net.send(
+        udp("127.0.0.1:5071"),
+        &message(
+            "alice@localhost",
+            "bob@localhost",
+            "127.0.0.1:5071",
+            "r2",
+            msg,
+        ),
+    );
+    let out = requests(&net.take());
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0.addr.port(), 6001);
+}

@@ -437,7 +437,9 @@ fn unix_ms() -> u64 {
 
 impl Driver {
     /// Opens the socket (or connection) and builds the core.
-    async fn open(c: &Common, device: &str, expires: u32) -> Result<Self, String> {
+    /// `deferred`: whether the device takes the user's deferred messages (see
+    /// [`ClientConfig::deferred`]).
+    async fn open(c: &Common, device: &str, expires: u32, deferred: bool) -> Result<Self, String> {
         let server = resolve(&c.server).await?;
         let (net, local) = match c.transport {
             TransportKind::Udp => {
@@ -466,6 +468,7 @@ impl Driver {
         cfg.transport = c.transport;
         cfg.expires = expires;
         cfg.seed = seed();
+        cfg.deferred = deferred;
         let client = Client::new(cfg, Instant::now(), unix_ms()).map_err(|e| e.to_string())?;
         Ok(Self {
             client,
@@ -654,7 +657,7 @@ async fn listen(c: &Common, auto_display: bool, expires: u32) -> Result<ExitCode
     }
     let device = c.device.clone().unwrap_or_else(|| "default".to_owned());
     let stop = stop_signal();
-    let mut d = Driver::open(c, &device, expires).await?;
+    let mut d = Driver::open(c, &device, expires, true).await?;
     d.stop = Some(stop);
     d.client.register(Instant::now());
     loop {
@@ -706,7 +709,9 @@ async fn send(
             "default".to_owned()
         }
     });
-    let mut d = Driver::open(c, &device, 600).await?;
+    // A device registered only to hear the notifications does not take the user's
+    // deferred messages.
+    let mut d = Driver::open(c, &device, 600, c.device.is_some()).await?;
     if wait_imdn.is_some() {
         // Register first, so that the notifications can reach this device.
         d.client.register(Instant::now());
