@@ -1336,11 +1336,17 @@ impl ParticipatingFunction {
                         self.acknowledge(now, &job.server, &job.req, status, receipt);
                     }
                 } else {
-                    // The recipient's side refused it: the sender's record says so.
-                    if let (Some(owner), Some(peer)) = (
-                        asserted_identity(&job.req).as_ref().and_then(aor_of),
-                        aor_of(&out.uri),
-                    ) {
+                    // The recipient's side refused it: the sender's record says so. (A
+                    // timeout or server error says nothing final: the other side may have
+                    // stored it, and its notifications may still come.)
+                    let final_refusal =
+                        status != StatusCode::REQUEST_TIMEOUT && status.class() != 5;
+                    if final_refusal
+                        && let (Some(owner), Some(peer)) = (
+                            asserted_identity(&job.req).as_ref().and_then(aor_of),
+                            aor_of(&out.uri),
+                        )
+                    {
                         let mid = MessageBody::parse(&job.req)
                             .map(|b| b.message_id(&job.req))
                             .unwrap_or_default();
@@ -1529,7 +1535,6 @@ impl ParticipatingFunction {
             return;
         };
         run.reading = false;
-        run.more = records.len() >= DEFERRED_BATCH;
         let total = records.len();
         run.queue = records
             .into_iter()
@@ -1537,6 +1542,9 @@ impl ParticipatingFunction {
                 !in_flight.contains(&(r.owner.clone(), r.peer.clone(), r.message_id.clone()))
             })
             .collect();
+        // More may follow a full read, unless everything read is still in flight (then a
+        // failed delivery runs the queue again, see `rerun`; reading again now would spin).
+        run.more = total >= DEFERRED_BATCH && !run.queue.is_empty();
         if run.queue.len() < total {
             self.rerun.insert(owner.clone());
         }

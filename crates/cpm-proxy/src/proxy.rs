@@ -137,6 +137,9 @@ enum Purpose {
     ProxyAuth(Credentials),
     /// No binding: 480 if the user exists, else 404.
     TargetExists,
+    /// A CPM request for a local user without a binding, before the terminating PF: the PF
+    /// serves (stores, defers) existing users only; unknown ones get 404 here.
+    TermUserExists,
 }
 
 #[derive(Debug)]
@@ -163,6 +166,8 @@ struct RouteCtx {
     initial: bool,
     /// The RFC 3261 16.6 step 8 hash, computed once after route processing.
     hash: u64,
+    /// The terminating user was found in the user directory.
+    target_exists: bool,
 }
 
 /// One forwarded request and what its branches answered.
@@ -1396,6 +1401,13 @@ impl Proxy {
                 ctx.origin = Some(u.aor);
                 self.continue_request(now, key, req, peer, ctx);
             }
+            Purpose::TermUserExists => {
+                if user.is_none() {
+                    return self.reply_status(now, &key, &req, StatusCode::NOT_FOUND, "Not Found");
+                }
+                ctx.target_exists = true;
+                self.continue_request(now, key, req, peer, ctx);
+            }
             Purpose::TargetExists => {
                 if req.method == Method::Register {
                     return match user {
@@ -1467,6 +1479,28 @@ impl Proxy {
                 None
             };
             if let Some(phase) = phase {
+                // Only an existing user has a PF to serve it; a user with a binding exists.
+                if phase == "term"
+                    && !ctx.target_exists
+                    && let Some(aor) = &local_target
+                    && self.registrar.lookup(aor, now).next().is_none()
+                {
+                    let realm = aor
+                        .rsplit_once('@')
+                        .map_or_else(String::new, |(_, d)| d.to_owned());
+                    let aor = aor.clone();
+                    return self.park(
+                        Parked {
+                            key,
+                            req,
+                            peer,
+                            purpose: Purpose::TermUserExists,
+                            ctx,
+                        },
+                        aor,
+                        realm,
+                    );
+                }
                 let target = Target {
                     ruri: req.uri.clone(),
                     dest: Peer::udp(pf),

@@ -281,6 +281,14 @@ fn registrations_survive_sigkill() {
         node.wait_metric("cpm_registrations", |v| v == 1, Duration::from_secs(5)),
         Some(1)
     );
+    // The binding is written through to the store after the 200 (one commit later); a
+    // registration younger than that is lost in a crash and restored by the device's next
+    // refresh. Wait for the write (and the PF's queue read the registration caused).
+    assert!(
+        node.wait_metric("cpm_store_ops_total", |v| v >= 2, Duration::from_secs(5))
+            .is_some_and(|v| v >= 2),
+        "the registration was never written to the store"
+    );
     node.kill9_and_restart();
     assert_eq!(
         node.wait_metric("cpm_registrations", |v| v == 1, Duration::from_secs(5)),
