@@ -1,0 +1,276 @@
+//! The Participating Function alone, driven with raw requests as the core would send them:
+//! bad input gets its status code and nothing is stored, overload is 503, retransmissions
+//! are absorbed, and a 2xx only follows a store commit. (The whole flows with clients and
+//! the core are in `cpm-sim`.)
+
+// The one clock read is the origin of virtual time.
+#![allow(clippy::disallowed_methods)]
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cpm_conversation::{Input, Output, ParticipatingFunction, PfConfig};
+use cpm_sip::{Message, Response};
+use cpm_sip_core::Peer;
+use cpm_store::{Backend, MemoryStore, OpId, StoreOp};
+
+const PF: &str = "127.0.0.1:1";
+const CORE: &str = "127.0.0.1:5060";
+
+struct Harness {
+    pf: ParticipatingFunction,
+    store: MemoryStore,
+    now: Instant,
+    /// Store operations held back (not yet committed).
+    held: Vec<(OpId, StoreOp)>,
+    hold: bool,
+    sent: Vec<Message>,
+}
+
+impl Harness {
+    fn new(cfg: impl FnOnce(&mut PfConfig)) -> Self {
+        let now = Instant::now();
+        let mut c = PfConfig::new(PF.parse().unwrap(), CORE.parse().unwrap());
+        cfg(&mut c);
+        Self {
+            pf: ParticipatingFunction::new(c, now, 1_795_622_400_000),
+            store: MemoryStore::new(),
+            now,
+            held: Vec::new(),
+            hold: false,
+            sent: Vec::new(),
+        }
+    }
+
+    fn pump(&mut self) {
+        loop {
+            let mut batch = Vec::new();
+            while let Some(out) = self.pf.poll_output() {
+                match out {
+                    Output::Transmit(t) => self
+                        .sent
+                        .push(Message::parse(t.payload).expect("the PF's output parses")),
+                    Output::Store { id, op } => batch.push((id, op)),
+                    _ => {}
+                }
+            }
+            if self.hold {
+                self.held.extend(batch);
+                return;
+            }
+            if batch.is_empty() {
+                return;
+            }
+            for (id, result) in self.store.execute(batch) {
+                self.pf.handle_input(self.now, Input::Stored { id, result });
+            }
+        }
+    }
+
+    fn release(&mut self) {
+        self.hold = false;
+        let batch = std::mem::take(&mut self.held);
+        for (id, result) in self.store.execute(batch) {
+            self.pf.handle_input(self.now, Input::Stored { id, result });
+        }
+        self.pump();
+    }
+
+    fn send(&mut self, raw: &str) {
+        let message = Message::parse(Bytes::from(raw.to_owned())).expect("test input");
+        self.pf.handle_input(
+            self.now,
+            Input::Message {
+                peer: Peer::udp(CORE.parse().unwrap()),
+                message,
+            },
+        );
+        self.pump();
+    }
+
+    fn responses(&mut self) -> Vec<Response> {
+        let mut out = Vec::new();
+        self.sent.retain(|m| match m {
+            Message::Response(r) => {
+                out.push(r.clone());
+                false
+            }
+            Message::Request(_) => true,
+        });
+        out
+    }
+
+    fn statuses(&mut self) -> Vec<u16> {
+        self.responses().iter().map(|r| r.status.as_u16()).collect()
+    }
+}
+
+/// A MESSAGE as the core sends it to the PF (CRLF line ends, the body's too).
+fn message(phase: &str, branch: &str, headers: &str, content_type: &str, body: &str) -> String {
+    let body = body.replace('\n', "\r\n");
+    let head = format!(
+        "MESSAGE sip:bob@localhost SIP/2.0\n\
+         Via: SIP/2.0/UDP {CORE};branch=z9hG4bK{branch}\n\
+         Max-Forwards: 69\n\
+         Route: <sip:{PF};lr>, <sip:{CORE};lr;cpm={phase}>\n\
+         From: <sip:alice@localhost>;tag=a1\n\
+         To: <sip:bob@localhost>\n\
+         Call-ID: {branch}@test\n\
+         CSeq: 1 MESSAGE\n\
+         {headers}\
+         Content-Type: {content_type}\n\
+         Content-Length: {}\n\n",
+        body.len()
+    );
+    head.replace('\n', "\r\n") + &body
+}
+
+const PAI: &str = "P-Asserted-Identity: <sip:alice@localhost>\n";
+
+fn cpim(text: &str) -> String {
+    format!(
+        "From: <sip:alice@localhost>\nTo: <sip:bob@localhost>\nNS: imdn <urn:ietf:params:imdn>\n\
+         imdn.Message-ID: m-{text}\nimdn.Disposition-Notification: positive-delivery\n\n\
+         Content-Type: text/plain\n\n{text}"
+    )
+}
+
+#[test]
+fn malformed_cpim_is_400_and_nothing_is_stored() {
+    let mut h = Harness::new(|_| {});
+    h.send(&message(
+        "orig",
+        "b1",
+        PAI,
+        "message/cpim",
+        "not a cpim body",
+    ));
+    assert_eq!(h.statuses(), [400]);
+    assert!(h.store.messages().is_empty());
+}
+
+#[test]
+fn without_asserted_identity_or_phase_it_is_403() {
+    let mut h = Harness::new(|_| {});
+    h.send(&message("orig", "b1", "", "message/cpim", &cpim("x")));
+    assert_eq!(h.statuses(), [403]);
+    // No CPM phase on the core's Route: the request did not come through the core's routing.
+    let raw = message("orig", "b2", PAI, "message/cpim", &cpim("y")).replace(";cpm=orig", "");
+    h.send(&raw);
+    assert_eq!(h.statuses(), [403]);
+    h.send(&message("orig", "b3", PAI, "text/plain", ""));
+    assert_eq!(h.statuses(), [400], "an empty message");
+    assert!(h.store.messages().is_empty());
+}
+
+#[test]
+fn bad_recipient_list_is_400() {
+    let mut h = Harness::new(|_| {});
+    let body = "--b\nContent-Type: application/resource-lists+xml\nContent-Disposition: recipient-list\n\n<not-xml\n--b\nContent-Type: message/cpim\n\nFrom: <sip:alice@localhost>\n\nContent-Type: text/plain\n\nhi\n--b--\n";
+    h.send(&message(
+        "orig",
+        "b1",
+        &format!("{PAI}Require: recipient-list-message\n"),
+        "multipart/mixed;boundary=b",
+        body,
+    ));
+    assert_eq!(h.statuses(), [400]);
+    assert!(h.store.messages().is_empty());
+}
+
+#[test]
+fn no_answer_before_the_commit_and_retransmissions_are_absorbed() {
+    let mut h = Harness::new(|_| {});
+    h.hold = true;
+    let raw = message("orig", "b1", PAI, "message/cpim", &cpim("hello"));
+    h.send(&raw);
+    h.send(&raw); // a retransmission while the store has not answered
+    assert!(
+        h.responses().is_empty(),
+        "nothing may be answered before the commit"
+    );
+    assert_eq!(h.held.len(), 1, "one append for one message");
+    assert!(
+        !h.sent.iter().any(|m| matches!(m, Message::Request(_))),
+        "nothing goes on before the commit"
+    );
+    h.release();
+    // Committed: the onward request goes to the core; its 200 becomes the sender's 200.
+    let onward = h
+        .sent
+        .iter()
+        .find_map(|m| match m {
+            Message::Request(r) => Some(r.clone()),
+            _ => None,
+        })
+        .expect("the onward request");
+    assert_eq!(h.store.messages().len(), 1);
+    let ok = cpm_sip_core::transaction::response_to(&onward, cpm_sip::StatusCode::OK, Some("t"));
+    h.pf.handle_input(
+        h.now,
+        Input::Message {
+            peer: Peer::udp(CORE.parse().unwrap()),
+            message: Message::Response(ok),
+        },
+    );
+    h.pump();
+    assert_eq!(h.statuses(), [200]);
+}
+
+#[test]
+fn a_failed_commit_is_500_never_2xx() {
+    let mut h = Harness::new(|_| {});
+    h.store.fail_next_commit();
+    h.send(&message("term", "b1", PAI, "message/cpim", &cpim("x")));
+    assert_eq!(h.statuses(), [500]);
+    assert!(h.sent.is_empty(), "nothing delivered");
+}
+
+#[test]
+fn overload_is_503_with_retry_after() {
+    let mut h = Harness::new(|c| c.max_in_progress = 2);
+    h.hold = true;
+    for b in ["b1", "b2", "b3"] {
+        h.send(&message("orig", b, PAI, "message/cpim", &cpim(b)));
+    }
+    let rs = h.responses();
+    assert_eq!(rs.len(), 1);
+    assert_eq!(rs[0].status.as_u16(), 503);
+    assert!(
+        rs[0]
+            .headers
+            .get(&cpm_sip::HeaderName::RetryAfter)
+            .is_some()
+    );
+}
+
+#[test]
+fn a_message_already_delivered_is_acknowledged_without_a_second_delivery() {
+    let mut h = Harness::new(|c| c.delivery_timeout = Duration::from_secs(5));
+    let raw = message("term", "b1", PAI, "message/cpim", &cpim("once"));
+    h.send(&raw);
+    let leg = h
+        .sent
+        .iter()
+        .find_map(|m| match m {
+            Message::Request(r) => Some(r.clone()),
+            _ => None,
+        })
+        .expect("delivered to the core");
+    h.sent.clear();
+    let ok = cpm_sip_core::transaction::response_to(&leg, cpm_sip::StatusCode::OK, Some("d"));
+    h.pf.handle_input(
+        h.now,
+        Input::Message {
+            peer: Peer::udp(CORE.parse().unwrap()),
+            message: Message::Response(ok),
+        },
+    );
+    h.pump();
+    assert_eq!(h.statuses(), [200]);
+    // The same message again in a new transaction (a resend after a crash upstream).
+    h.send(&raw.replace("branch=z9hG4bKb1", "branch=z9hG4bKb1again"));
+    assert_eq!(h.statuses(), [200]);
+    assert!(h.sent.is_empty(), "no second delivery: {:?}", h.sent);
+    assert_eq!(h.store.messages().len(), 1);
+}
