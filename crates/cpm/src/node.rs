@@ -56,6 +56,8 @@ struct Metrics {
     store_batches: AtomicU64,
     store_ops: AtomicU64,
     store_queue: AtomicU64,
+    store_execute_nanos: AtomicU64,
+    store_failed_batches: AtomicU64,
 }
 
 impl Metrics {
@@ -80,6 +82,10 @@ impl Metrics {
         self.store_batches.store(st.batches, Ordering::Relaxed);
         self.store_ops.store(st.ops, Ordering::Relaxed);
         self.store_queue.store(st.queue_depth, Ordering::Relaxed);
+        self.store_execute_nanos
+            .store(st.execute_nanos, Ordering::Relaxed);
+        self.store_failed_batches
+            .store(st.failed_batches, Ordering::Relaxed);
         let s = p.stats();
         let set = |a: &AtomicU64, v: u64| a.store(v, Ordering::Relaxed);
         set(&self.requests_received, s.requests_received);
@@ -264,6 +270,18 @@ impl Metrics {
         ] {
             metric(name, kind, help, g(v));
         }
+        // Seconds as a float: the time the writer spent in transactions (with the batch count
+        // this gives the commit latency).
+        let secs = g(&self.store_execute_nanos) as f64 / 1e9;
+        out.push_str(&format!(
+            "# HELP cpm_store_commit_seconds_total Time spent running store transactions.\n\
+             # TYPE cpm_store_commit_seconds_total counter\ncpm_store_commit_seconds_total {secs}\n"
+        ));
+        out.push_str(&format!(
+            "# HELP cpm_store_failed_batches_total Store transactions that failed (nothing acknowledged).\n\
+             # TYPE cpm_store_failed_batches_total counter\ncpm_store_failed_batches_total {}\n",
+            g(&self.store_failed_batches)
+        ));
         out
     }
 }
