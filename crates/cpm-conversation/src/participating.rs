@@ -47,7 +47,7 @@ use cpm_sip_core::transaction::{
     ClientKey, RequestDisposition, ResponseDisposition, ServerKey, TimerConfig, TransactionLayer,
     TxEvent, response_to,
 };
-use cpm_sip_core::{Peer, Transmit};
+use cpm_sip_core::{Peer, Transmit, TransportKind};
 use cpm_store::{
     DeliveryState, Direction, MessageRecord, OpError, OpId, Outcome, Receipt, StoreOp,
 };
@@ -69,6 +69,10 @@ pub struct PfConfig {
     pub address: SocketAddr,
     /// The SIP/IP Core the PF sends its requests to.
     pub core: SocketAddr,
+    /// The transport towards the core: UDP across a network; a reliable kind (TCP) when the
+    /// PF runs in the core's process (a lossless link: no retransmissions, and transactions
+    /// end at their final response).
+    pub core_transport: TransportKind,
     /// How long a terminating delivery waits for a device before the sender gets `202
     /// Accepted` (the message then stays in the deferred queue; a later 2xx still marks it
     /// delivered).
@@ -92,6 +96,7 @@ impl PfConfig {
         Self {
             address,
             core,
+            core_transport: TransportKind::Udp,
             delivery_timeout: Duration::from_secs(8),
             deferred_ttl: Some(Duration::from_secs(7 * 24 * 3600)),
             expiry_interval: Duration::from_secs(10),
@@ -390,6 +395,15 @@ impl ParticipatingFunction {
             t = Some(t.map_or(d, |x: Instant| x.min(d)));
         }
         t
+    }
+
+    /// Where requests to the core go.
+    fn core_peer(&self) -> Peer {
+        Peer {
+            transport: self.cfg.core_transport,
+            addr: self.cfg.core,
+            conn: None,
+        }
     }
 
     fn unix_ms(&self, now: Instant) -> u64 {
@@ -856,7 +870,11 @@ impl ParticipatingFunction {
         let branch = format!("{BRANCH_PREFIX}{:016x}", self.random());
         h.push_front(Header::new(
             HeaderName::Via,
-            &format!("SIP/2.0/UDP {};branch={branch}", self.cfg.address),
+            &format!(
+                "SIP/2.0/{} {};branch={branch}",
+                self.cfg.core_transport.as_via_token(),
+                self.cfg.address
+            ),
         ));
         let from_uri = req.headers.from().ok().flatten().map_or_else(
             || "<sip:anonymous@anonymous.invalid>".to_owned(),
@@ -1216,7 +1234,7 @@ impl ParticipatingFunction {
     }
 
     fn send_leg(&mut self, now: Instant, out: Request, purpose: ClientPurpose) {
-        let dest = Peer::udp(self.cfg.core);
+        let dest = self.core_peer();
         match self.tx.send_request(now, out, dest) {
             Ok(ckey) => {
                 self.clients.insert(ckey, purpose);
@@ -1574,7 +1592,7 @@ impl ParticipatingFunction {
             return;
         };
         let out = self.deferred_request(&record);
-        let dest = Peer::udp(self.cfg.core);
+        let dest = self.core_peer();
         match self.tx.send_request(now, out, dest) {
             Ok(ckey) => {
                 if let Some(run) = self.runs.get_mut(&owner) {
@@ -1599,7 +1617,11 @@ impl ParticipatingFunction {
         let h = &mut out.headers;
         h.push(Header::new(
             HeaderName::Via,
-            &format!("SIP/2.0/UDP {};branch={branch}", self.cfg.address),
+            &format!(
+                "SIP/2.0/{} {};branch={branch}",
+                self.cfg.core_transport.as_via_token(),
+                self.cfg.address
+            ),
         ));
         h.push(Header::new(HeaderName::MaxForwards, "70"));
         h.push(Header::new(
@@ -1688,7 +1710,11 @@ impl ParticipatingFunction {
         let h = &mut out.headers;
         h.push(Header::new(
             HeaderName::Via,
-            &format!("SIP/2.0/UDP {};branch={branch}", self.cfg.address),
+            &format!(
+                "SIP/2.0/{} {};branch={branch}",
+                self.cfg.core_transport.as_via_token(),
+                self.cfg.address
+            ),
         ));
         if let Some(route) = route {
             h.push(Header::new(HeaderName::Route, route));
@@ -1725,7 +1751,7 @@ impl ParticipatingFunction {
             &body.len().to_string(),
         ));
         out.body = body;
-        let dest = Peer::udp(self.cfg.core);
+        let dest = self.core_peer();
         if let Ok(ckey) = self.tx.send_request(now, out, dest) {
             self.clients.insert(ckey, ClientPurpose::Notice);
         }

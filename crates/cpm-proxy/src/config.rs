@@ -91,6 +91,11 @@ pub struct ProxyConfig {
     /// The Participating Function that CPM requests are routed through (outline section
     /// 5.2.3.2); `None` routes CPM requests like any other.
     pub participating_function: Option<SocketAddr>,
+    /// The transport towards the Participating Function. UDP for a PF across a network; a
+    /// node whose PF runs in the same process uses a reliable kind (TCP): that link neither
+    /// loses nor reorders, so no retransmission timers run and transactions end at once
+    /// (RFC 3261 timers J and K are zero on reliable transports).
+    pub pf_transport: cpm_sip_core::TransportKind,
     /// Other domains and the address of their core (inter-domain routing); requests for a
     /// domain that is neither ours nor here get 404 (no open relay).
     pub peer_domains: HashMap<String, SocketAddr>,
@@ -119,6 +124,7 @@ impl ProxyConfig {
             advertised,
             trusted_peers: Vec::new(),
             participating_function: None,
+            pf_transport: cpm_sip_core::TransportKind::Udp,
             peer_domains: HashMap::new(),
             registrar: RegistrarConfig::default(),
             nonce_ttl: Duration::from_secs(300),

@@ -1263,9 +1263,10 @@ impl Proxy {
         let tag = self.tag();
         let call_id = format!("{:016x}-3p@{}", self.random(), self.cfg.advertised);
         let me = self.cfg.advertised;
+        let transport = self.cfg.pf_transport.as_via_token();
         let text = format!(
             "REGISTER sip:{pf} SIP/2.0\r\n\
-             Via: SIP/2.0/UDP {me};branch={branch}\r\n\
+             Via: SIP/2.0/{transport} {me};branch={branch}\r\n\
              Max-Forwards: 70\r\n\
              From: <sip:{me}>;tag={tag}\r\n\
              To: <sip:{aor}>\r\n\
@@ -1282,7 +1283,12 @@ impl Proxy {
             // user at its next registration.
             return;
         };
-        if self.tx.send_request(now, req, Peer::udp(pf)).is_ok() {
+        let dest = Peer {
+            transport: self.cfg.pf_transport,
+            addr: pf,
+            conn: None,
+        };
+        if self.tx.send_request(now, req, dest).is_ok() {
             self.stats.third_party_registers += 1;
         }
     }
@@ -1503,7 +1509,11 @@ impl Proxy {
                 }
                 let target = Target {
                     ruri: req.uri.clone(),
-                    dest: Peer::udp(pf),
+                    dest: Peer {
+                        transport: self.cfg.pf_transport,
+                        addr: pf,
+                        conn: None,
+                    },
                     routes: vec![
                         format!("<sip:{pf};lr>"),
                         self.our_uri(&format!(";cpm={phase}")),

@@ -11,7 +11,7 @@ use cpm_conversation::{ParticipatingFunction, PfConfig};
 use cpm_proxy::{Proxy, ProxyConfig, TrustedPeer, UserRecord};
 use cpm_sip::{Limits, Message};
 use cpm_sip_core::digest::{self, Algorithm};
-use cpm_sip_core::{Peer, Transmit};
+use cpm_sip_core::{Peer, Transmit, TransportKind};
 use cpm_store::{
     Backend, HistoryQuery, MemoryStore, MessageRecord, OpError, OpId, Outcome, StoreOp,
 };
@@ -357,6 +357,9 @@ impl Network {
         config.proxy.participating_function = Some(pf_addr);
         config.pf.address = pf_addr;
         config.pf.core = core_addr;
+        // As in the node: the hop between a core and its PF is lossless and ordered.
+        config.proxy.pf_transport = TransportKind::Tcp;
+        config.pf.core_transport = TransportKind::Tcp;
         let unix_s = UNIX_BASE_MS / 1000;
         let domain = Domain {
             proxy: Proxy::new(config.proxy.clone(), self.base, unix_s),
@@ -737,7 +740,7 @@ impl Network {
                 match o {
                     cpm_proxy::Output::Transmit(x) if x.peer.addr == pf_addr => {
                         if let Some(message) = notes.hop(&core_name, &pf_name, &x.payload) {
-                            let peer = Peer::udp(core_addr);
+                            let peer = Peer::tcp(core_addr, None);
                             let input = cpm_conversation::Input::Message { peer, message };
                             d.pf.handle_input(now, input);
                         }
@@ -765,7 +768,7 @@ impl Network {
                 match o {
                     cpm_conversation::Output::Transmit(x) if x.peer.addr == core_addr => {
                         if let Some(message) = notes.hop(&pf_name, &core_name, &x.payload) {
-                            let peer = Peer::udp(pf_addr);
+                            let peer = Peer::tcp(pf_addr, None);
                             let input = cpm_proxy::Input::Message { peer, message };
                             d.proxy.handle_input(now, input);
                         }

@@ -19,7 +19,7 @@ use cpm_runtime::store::StoreExecutor;
 use cpm_runtime::{NetEvent, SipTransport, SipTransportConfig, SipTransportHandle};
 use cpm_sip::{Limits, Message};
 use cpm_sip_core::digest::Algorithm;
-use cpm_sip_core::{Peer, Transmit};
+use cpm_sip_core::{Peer, Transmit, TransportKind};
 use cpm_store::{
     Backend, OpError, OpId, Outcome, SqliteBackend, SqliteOptions, Store, StoreOp, Synchronous,
 };
@@ -430,7 +430,7 @@ impl Cores {
                 match out {
                     Output::Transmit(t) if self.pf.is_some() && t.peer.addr == self.pf_addr => {
                         if let Some(message) = internal_message(&t) {
-                            let peer = Peer::udp(self.core_addr);
+                            let peer = Peer::tcp(self.core_addr, None);
                             if let Some(pf) = &mut self.pf {
                                 pf.handle_input(
                                     now,
@@ -464,7 +464,7 @@ impl Cores {
                     match out {
                         cpm_conversation::Output::Transmit(t) if t.peer.addr == self.core_addr => {
                             if let Some(message) = internal_message(&t) {
-                                let peer = Peer::udp(self.pf_addr);
+                                let peer = Peer::tcp(self.pf_addr, None);
                                 self.proxy
                                     .handle_input(now, Input::Message { peer, message });
                             }
@@ -588,10 +588,13 @@ async fn run(cfg: NodeConfig) -> Result<(), String> {
     let mut pcfg = proxy_config(&cfg, advertised, secret)?;
     if in_process_pf {
         pcfg.participating_function = Some(INTERNAL_PF_ADDR);
+        pcfg.pf_transport = TransportKind::Tcp;
     }
     let proxy = Proxy::new(pcfg, start, unix / 1000);
     let pf = in_process_pf.then(|| {
         let mut c = PfConfig::new(INTERNAL_PF_ADDR, advertised);
+        // The link to the proxy is a hand-off inside this loop: lossless and ordered.
+        c.core_transport = TransportKind::Tcp;
         c.delivery_timeout = Duration::from_millis(cfg.pf.delivery_timeout_ms);
         c.deferred_ttl =
             (cfg.pf.deferred_ttl_secs > 0).then(|| Duration::from_secs(cfg.pf.deferred_ttl_secs));
