@@ -13,11 +13,13 @@
 //!   A 1-N pager request (`Require: recipient-list-message`, RFC 5365) is exploded here: one
 //!   stored record and one MESSAGE per recipient, `202 Accepted` to the sender once every
 //!   record is stored, and failures reported with a failure IMDN.
-//! - **Terminating** (`cpm=term`): store the message in the recipient's history (state
-//!   `pending`: this is the deferred queue), then send it to the core without a CPM phase, so
-//!   the core forks it to every registered device. A device's 2xx marks it delivered and is
-//!   answered 200; no device (480), no answer (408), or no answer within
-//!   [`PfConfig::delivery_timeout`] is answered `202 Accepted` and the message stays queued.
+//! - **Terminating** (`cpm=term`): send the message to the core without a CPM phase, so the
+//!   core forks it to every registered device, then store it in the recipient's history with
+//!   the outcome, in one write: `delivered` after a device's 2xx (answered 200), `pending`
+//!   (the deferred queue) when there is no device (480), no answer (408), or no answer within
+//!   [`PfConfig::delivery_timeout`] (answered `202 Accepted`). Either answer waits for that
+//!   commit. A crash before it leaves the sender without a 2xx: it sends again and the
+//!   device drops the duplicate by Message-ID, while the history keeps one record.
 //! - **Deferred delivery**: a third-party REGISTER from the core (TS 24.229 5.4.1.7) says a
 //!   user registered; the PF reads the user's queue and delivers it in order, one message at a
 //!   time, with the `…oma.cpm.deferred` ICSI and the original sender and identifiers. Expired
@@ -181,7 +183,6 @@ struct Job {
     waiting: usize,
     /// A store operation failed: answer 500, never 2xx.
     failed: bool,
-    answered: bool,
 }
 
 #[derive(Debug)]
@@ -193,14 +194,21 @@ enum JobKind {
         outs: Vec<(String, Request)>,
         record: MessageRecord,
     },
-    /// A message for a served user.
+    /// A message for a served user: delivered first, then stored with the outcome (one
+    /// write), then acknowledged with that write's receipt.
     Term {
         owner: String,
         peer: String,
         message_id: String,
-        out: Option<Request>,
+        /// The record to store once the devices answered (or the deadline passed).
+        record: Option<Box<MessageRecord>>,
         deadline: Option<Instant>,
-        duplicate_done: bool,
+        /// The answer the sender gets once the record is stored: 200 (a device took it)
+        /// or 202 (it waits in the deferred queue).
+        answer: Option<StatusCode>,
+        /// The owner's registration count when the delivery started: if it moved before
+        /// the record was stored as pending, the queue is run again.
+        epoch: u64,
         /// The devices refused CPIM (415) and the text was offered unwrapped.
         plain_retry: bool,
     },
@@ -275,6 +283,8 @@ pub struct ParticipatingFunction {
     /// Users whose deferred run skipped a message in flight: if that delivery fails, the
     /// queue is run again (the device that registered meanwhile should get it).
     rerun: HashSet<String, FixedState>,
+    /// Third-party registrations seen per user (see `JobKind::Term::epoch`).
+    reg_epoch: Map<String, u64>,
     /// Terminating jobs waiting for their delivery deadline, earliest first (lazy deletion).
     deadlines: VecDeque<(Instant, u64)>,
     next_expiry: Instant,
@@ -308,6 +318,7 @@ impl ParticipatingFunction {
             runs: Map::with_hasher(FixedState::with_seed(seed)),
             in_flight: HashSet::with_hasher(FixedState::with_seed(seed)),
             rerun: HashSet::with_hasher(FixedState::with_seed(seed)),
+            reg_epoch: Map::with_hasher(FixedState::with_seed(seed)),
             deadlines: VecDeque::new(),
             next_expiry: now + cfg.expiry_interval,
             expiry_running: false,
@@ -592,6 +603,7 @@ impl ParticipatingFunction {
         let resp = response_to(req, StatusCode::OK, Some(&tag));
         let _ = self.tx.respond(now, key, &resp);
         if expires > 0 {
+            *self.reg_epoch.entry(aor.clone()).or_insert(0) += 1;
             self.start_deferred_run(aor);
         }
     }
@@ -917,7 +929,6 @@ impl ParticipatingFunction {
                 receipt: None,
                 waiting,
                 failed: false,
-                answered: false,
             },
         );
         id
@@ -1025,6 +1036,14 @@ impl ParticipatingFunction {
             state_at_ms: unix,
         };
         self.stats.messages_received += 1;
+        // Deliver first, store once with the outcome: the sender's 2xx still waits for that
+        // commit (rule 3), and the message costs one write instead of append + update. A
+        // crash before the commit leaves the sender without a 2xx: it sends again, and the
+        // device drops the duplicate by Message-ID.
+        let at = now + self.cfg.delivery_timeout;
+        let epoch = self.reg_epoch.get(&owner).copied().unwrap_or(0);
+        self.in_flight
+            .insert((owner.clone(), sender.clone(), message_id.clone()));
         let job = self.new_job(
             key,
             req,
@@ -1032,37 +1051,60 @@ impl ParticipatingFunction {
                 owner,
                 peer: sender,
                 message_id,
-                out: Some(out),
-                deadline: None,
-                duplicate_done: false,
+                record: Some(Box::new(record)),
+                deadline: Some(at),
+                answer: None,
+                epoch,
                 plain_retry: false,
             },
-            1,
+            0,
         );
-        self.store(OpPurpose::Job(job), StoreOp::AppendMessage(record));
+        self.deadlines.push_back((at, job));
+        self.send_leg(now, out, ClientPurpose::Job(job));
+    }
+
+    /// Stores a terminating job's record with the outcome the devices gave, then answers
+    /// `answer` (from [`ParticipatingFunction::job_stored`]).
+    fn store_term(&mut self, now: Instant, job_id: u64, state: DeliveryState, answer: StatusCode) {
+        let unix = self.unix_ms(now);
+        let Some(job) = self.jobs.get_mut(&job_id) else {
+            return;
+        };
+        let JobKind::Term {
+            record, answer: a, ..
+        } = &mut job.kind
+        else {
+            return;
+        };
+        let Some(mut record) = record.take() else {
+            return;
+        };
+        record.state = state;
+        record.state_at_ms = unix;
+        *a = Some(answer);
+        job.waiting = 1;
+        self.store(OpPurpose::Job(job_id), StoreOp::AppendMessage(*record));
     }
 
     fn on_delivery_deadline(&mut self, now: Instant, job_id: u64, at: Instant) {
         let Some(job) = self.jobs.get_mut(&job_id) else {
             return;
         };
-        let JobKind::Term { deadline, .. } = &job.kind else {
+        let JobKind::Term {
+            deadline, record, ..
+        } = &job.kind
+        else {
             return;
         };
-        if *deadline != Some(at) || job.answered {
+        // Not due, or the devices answered and the record is being stored already.
+        if *deadline != Some(at) || record.is_none() {
             return;
         }
-        // No device accepted in time: the message is stored, the sender gets 202 and the
-        // delivery goes on in the background.
-        let Some(receipt) = job.receipt.take() else {
-            return;
-        };
-        job.answered = true;
-        let (server, req) = (job.server.clone(), job.req.clone());
+        // No device accepted in time: the message is stored as pending (the deferred queue),
+        // the sender gets 202 after that commit, and the delivery goes on in the background.
         self.stats.deferred += 1;
-        self.acknowledge(now, &server, &req, StatusCode::ACCEPTED, receipt);
-        // The job ends here; its client leg continues as a late delivery.
-        let Some(job) = self.jobs.remove(&job_id) else {
+        self.store_term(now, job_id, DeliveryState::Pending, StatusCode::ACCEPTED);
+        let Some(job) = self.jobs.get(&job_id) else {
             return;
         };
         if let JobKind::Term {
@@ -1070,8 +1112,9 @@ impl ParticipatingFunction {
             peer,
             message_id,
             ..
-        } = job.kind
+        } = &job.kind
         {
+            let (owner, peer, message_id) = (owner.clone(), peer.clone(), message_id.clone());
             for purpose in self.clients.values_mut() {
                 if matches!(purpose, ClientPurpose::Job(j) if *j == job_id) {
                     *purpose = ClientPurpose::LateTerm {
@@ -1108,13 +1151,13 @@ impl ParticipatingFunction {
                         if duplicate {
                             self.stats.duplicates += 1;
                         }
-                        if let JobKind::Term { duplicate_done, .. } = &mut job.kind
+                        if let JobKind::Term { answer, .. } = &mut job.kind
                             && duplicate
                             && state >= DeliveryState::Delivered
                         {
-                            // Delivered before (a retransmission, or a resend after a crash):
-                            // acknowledge without a second delivery.
-                            *duplicate_done = true;
+                            // Stored and delivered before (a resend after a crash): it was
+                            // delivered, whatever the devices said this time.
+                            *answer = Some(StatusCode::OK);
                         }
                         // Keep one receipt (all of a 1-N job's records commit in order; the
                         // last one proves the whole batch).
@@ -1202,32 +1245,29 @@ impl ParticipatingFunction {
                     );
                 }
             }
-            JobKind::Term {
-                owner,
-                peer,
-                message_id,
-                out,
-                deadline,
-                duplicate_done,
-                ..
-            } => {
-                if *duplicate_done {
-                    let Some(job) = self.jobs.remove(&job_id) else {
-                        return;
-                    };
-                    if let Some(receipt) = job.receipt {
-                        self.acknowledge(now, &job.server, &job.req, StatusCode::OK, receipt);
-                    }
+            JobKind::Term { .. } => {
+                let Some(job) = self.jobs.remove(&job_id) else {
                     return;
+                };
+                let JobKind::Term {
+                    owner,
+                    answer,
+                    epoch,
+                    ..
+                } = job.kind
+                else {
+                    return;
+                };
+                let answer = answer.unwrap_or(StatusCode::ACCEPTED);
+                if let Some(receipt) = job.receipt {
+                    self.acknowledge(now, &job.server, &job.req, answer, receipt);
                 }
-                let key = (owner.clone(), peer.clone(), message_id.clone());
-                let at = now + self.cfg.delivery_timeout;
-                *deadline = Some(at);
-                let out = out.take();
-                self.in_flight.insert(key);
-                self.deadlines.push_back((at, job_id));
-                if let Some(out) = out {
-                    self.send_leg(now, out, ClientPurpose::Job(job_id));
+                // Stored as pending while the user registered: that registration's queue run
+                // could not see it, so run the queue again.
+                if answer == StatusCode::ACCEPTED
+                    && self.reg_epoch.get(&owner).copied().unwrap_or(0) != epoch
+                {
+                    self.start_deferred_run(owner);
                 }
             }
         }
@@ -1407,40 +1447,21 @@ impl ParticipatingFunction {
             } => {
                 self.in_flight
                     .remove(&(owner.clone(), peer.clone(), message_id.clone()));
-                let Some(receipt) = job.receipt.take() else {
-                    return;
-                };
-                if status.is_success() {
+                if is_permanent_failure(status) {
+                    // The user does not exist or refuses: nothing to keep.
+                    return self.relay_failure(now, &job, status, reason);
+                }
+                let (state, answer) = if status.is_success() {
                     self.stats.delivered += 1;
-                    self.mark(
-                        owner,
-                        peer,
-                        Direction::Received,
-                        message_id,
-                        DeliveryState::Delivered,
-                        unix,
-                    );
-                    self.acknowledge(now, &job.server, &job.req, StatusCode::OK, receipt);
-                } else if is_permanent_failure(status) {
-                    self.mark(
-                        owner,
-                        peer,
-                        Direction::Received,
-                        message_id,
-                        DeliveryState::Failed,
-                        unix,
-                    );
-                    drop(receipt);
-                    self.relay_failure(now, &job, status, reason);
+                    (DeliveryState::Delivered, StatusCode::OK)
                 } else {
                     // No device now (480), none answered (408), or a device error: the
                     // message waits in the deferred queue.
                     self.stats.deferred += 1;
-                    if self.rerun.remove(owner.as_str()) {
-                        self.start_deferred_run(owner.clone());
-                    }
-                    self.acknowledge(now, &job.server, &job.req, StatusCode::ACCEPTED, receipt);
-                }
+                    (DeliveryState::Pending, StatusCode::ACCEPTED)
+                };
+                self.jobs.insert(job_id, job);
+                self.store_term(now, job_id, state, answer);
             }
             JobKind::OrigList { .. } => {}
         }

@@ -6,7 +6,7 @@
 // The one clock read is the origin of virtual time.
 #![allow(clippy::disallowed_methods)]
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use cpm_conversation::{Input, Output, ParticipatingFunction, PfConfig};
@@ -221,9 +221,34 @@ fn no_answer_before_the_commit_and_retransmissions_are_absorbed() {
 fn a_failed_commit_is_500_never_2xx() {
     let mut h = Harness::new(|_| {});
     h.store.fail_next_commit();
-    h.send(&message("term", "b1", PAI, "message/cpim", &cpim("x")));
+    h.send(&message("orig", "b1", PAI, "message/cpim", &cpim("x")));
     assert_eq!(h.statuses(), [500]);
-    assert!(h.sent.is_empty(), "nothing delivered");
+    assert!(h.sent.is_empty(), "nothing sent on");
+    // Terminating side: delivered first, stored with the outcome; that commit fails, so the
+    // sender gets 500 although a device took it (it will send again; the device drops the
+    // duplicate by Message-ID).
+    h.send(&message("term", "b2", PAI, "message/cpim", &cpim("y")));
+    let leg = h
+        .sent
+        .iter()
+        .find_map(|m| match m {
+            Message::Request(r) => Some(r.clone()),
+            _ => None,
+        })
+        .expect("delivered to the core");
+    h.sent.clear();
+    h.store.fail_next_commit();
+    let ok = cpm_sip_core::transaction::response_to(&leg, cpm_sip::StatusCode::OK, Some("d"));
+    h.pf.handle_input(
+        h.now,
+        Input::Message {
+            peer: Peer::udp(CORE.parse().unwrap()),
+            message: Message::Response(ok),
+        },
+    );
+    h.pump();
+    assert_eq!(h.statuses(), [500]);
+    assert!(h.store.messages().is_empty());
 }
 
 #[test]
@@ -244,33 +269,45 @@ fn overload_is_503_with_retry_after() {
     );
 }
 
-#[test]
-fn a_message_already_delivered_is_acknowledged_without_a_second_delivery() {
-    let mut h = Harness::new(|c| c.delivery_timeout = Duration::from_secs(5));
-    let raw = message("term", "b1", PAI, "message/cpim", &cpim("once"));
-    h.send(&raw);
-    let leg = h
+/// Delivers what the PF sent to the core with a 200 from the device.
+fn device_accepts(h: &mut Harness) {
+    let legs: Vec<_> = h
         .sent
         .iter()
-        .find_map(|m| match m {
+        .filter_map(|m| match m {
             Message::Request(r) => Some(r.clone()),
             _ => None,
         })
-        .expect("delivered to the core");
-    h.sent.clear();
-    let ok = cpm_sip_core::transaction::response_to(&leg, cpm_sip::StatusCode::OK, Some("d"));
-    h.pf.handle_input(
-        h.now,
-        Input::Message {
-            peer: Peer::udp(CORE.parse().unwrap()),
-            message: Message::Response(ok),
-        },
-    );
+        .collect();
+    h.sent.retain(|m| matches!(m, Message::Response(_)));
+    for leg in legs {
+        let ok = cpm_sip_core::transaction::response_to(&leg, cpm_sip::StatusCode::OK, Some("d"));
+        h.pf.handle_input(
+            h.now,
+            Input::Message {
+                peer: Peer::udp(CORE.parse().unwrap()),
+                message: Message::Response(ok),
+            },
+        );
+    }
     h.pump();
+}
+
+#[test]
+fn a_resent_message_is_stored_once() {
+    let mut h = Harness::new(|_| {});
+    let raw = message("term", "b1", PAI, "message/cpim", &cpim("once"));
+    h.send(&raw);
+    device_accepts(&mut h);
     assert_eq!(h.statuses(), [200]);
-    // The same message again in a new transaction (a resend after a crash upstream).
+    // The same message again in a new transaction (a resend after a crash upstream): the
+    // device gets it again (and drops it by Message-ID), the history keeps one record.
     h.send(&raw.replace("branch=z9hG4bKb1", "branch=z9hG4bKb1again"));
+    device_accepts(&mut h);
     assert_eq!(h.statuses(), [200]);
-    assert!(h.sent.is_empty(), "no second delivery: {:?}", h.sent);
     assert_eq!(h.store.messages().len(), 1);
+    assert_eq!(
+        h.store.messages()[0].state,
+        cpm_store::DeliveryState::Delivered
+    );
 }
