@@ -40,6 +40,7 @@ pub mod mime;
 mod multipart;
 mod resource_lists;
 mod text;
+pub mod time;
 mod xml;
 
 use bytes::Bytes;
