@@ -105,7 +105,40 @@ def snapshot(pid):
         except (OSError, ValueError, IndexError):
             continue
     return {"t": time.time(), "ticks": ticks, "hz": os.sysconf("SC_CLK_TCK"),
-            "rss_kb": rss, "pss_kb": pss, "nproc": n, "udp": udp_counters()}
+            "rss_kb": rss, "pss_kb": pss, "nproc": n, "udp": udp_counters(),
+            "cpu_all": cpu_all(), "psi_cpu_us": psi_cpu()}
+
+
+def psi_cpu():
+    """`some` total of /proc/pressure/cpu: microseconds in which a runnable task waited."""
+    try:
+        with open("/proc/pressure/cpu") as f:
+            for line in f:
+                if line.startswith("some "):
+                    return int(line.rsplit("total=", 1)[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def cpu_all():
+    """CPU time of every process on the machine, in clock ticks: utime + stime + cutime + cstime
+    summed over /proc/PID/stat. The difference of two sums is the CPU used in between, exited
+    processes included (their time moves to the parent that reaps them). Not /proc/stat: with
+    tick accounting (HZ=250) and NO_HZ idle its busy jiffies miss short wake-ups, while a
+    process's utime/stime are scaled to its precise run time."""
+    tot = 0
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                st = f.read()
+            rest = st[st.rindex(")") + 2:].split()
+            tot += int(rest[11]) + int(rest[12]) + int(rest[13]) + int(rest[14])
+        except (OSError, ValueError, IndexError):
+            continue
+    return tot
 
 
 def udp_counters():
@@ -601,6 +634,12 @@ def cmd_step(a):
     s0, s1 = json.loads(a.snap0), json.loads(a.snap1)
     wall = s1["t"] - s0["t"]
     rec["cpu_pct"] = round(100.0 * (s1["ticks"] - s0["ticks"]) / s0["hz"] / wall, 1) if wall > 0 else None
+    if isinstance(s0.get("cpu_all"), int) and isinstance(s1.get("cpu_all"), int) and wall > 0:
+        # CPU used by every process over the step, 100 = one core (nproc * 100 = all busy)
+        rec["machine_cpu_pct"] = round(100.0 * (s1["cpu_all"] - s0["cpu_all"]) / s0["hz"] / wall, 1)
+    if s0.get("psi_cpu_us") is not None and s1.get("psi_cpu_us") is not None and wall > 0:
+        # share of the step during which some runnable task waited for a CPU
+        rec["cpu_pressure_pct"] = round((s1["psi_cpu_us"] - s0["psi_cpu_us"]) / 1e4 / wall, 1)
     rec["rss_mb"] = round(s1["rss_kb"] / 1024, 1)
     rec["pss_mb"] = round(s1["pss_kb"] / 1024, 1)
     rec["procs"] = s1["nproc"]
@@ -639,6 +678,10 @@ def cmd_step(a):
         rec["uac_cpu_pct"] = round(100.0 * (children_cpu(t1) - children_cpu(t0)) / wall_uac, 1)
     except (OSError, IndexError, ValueError):
         pass
+    if rec.get("machine_cpu_pct") is not None and rec.get("cpu_pct") is not None:
+        # what the rest of the machine used: the probe and every process not started here
+        rec["other_cpu_pct"] = round(rec["machine_cpu_pct"] - rec["cpu_pct"]
+                                     - rec.get("uac_cpu_pct", 0) - rec.get("uas_cpu_pct", 0), 1)
     rec["clean"] = not reasons
     rec["why"] = "; ".join(reasons)
     with open(a.out, "a") as f:
@@ -846,8 +889,8 @@ def cmd_pager_report(a):
         if r["server"] not in servers:
             servers.append(r["server"])
     w("| scenario | server | highest clean rate (/s) | p50 ms | p99 ms | CPU % | memory MB | "
-      "store: ops / commits = avg batch | load avg (1 min) | first unclean step |")
-    w("|---|---|---:|---:|---:|---:|---:|---|---:|---|")
+      "store: ops / commits = avg batch | load avg (1 min) | machine CPU % (others), CPU pressure | first unclean step |")
+    w("|---|---|---:|---:|---:|---:|---:|---|---:|---:|---|")
     best, ended_clean = {}, []
     for server in servers:
         srs = [r for r in recs if r["server"] == server]
@@ -869,10 +912,10 @@ def cmd_pager_report(a):
             load = (b.get("load") or "-").split()[0]
             w(f"| {scen} | {label} | {b['achieved']:.0f} (step {b['offered']}) | "
               f"{fmt(b.get('p50_ms'), 2)} | {fmt(b.get('p99_ms'), 2)} | {fmt(b.get('cpu_pct'), 0)} | "
-              f"{mem} | {st} | {load} | {badtxt} |")
+              f"{mem} | {st} | {load} | {machine_cpu(b)} | {badtxt} |")
         else:
             best[server] = 0.0
-            w(f"| {scen} | {label} | none clean | - | - | - | - | - | - | {badtxt} |")
+            w(f"| {scen} | {label} | none clean | - | - | - | - | - | - | - | {badtxt} |")
     w("")
     k = best.get("kamailio")
     for server in servers:
@@ -912,8 +955,8 @@ def cmd_pager_report(a):
     w("| server | offered /s | achieved /s | ok | failed | retrans | p50 ms | p99 ms | probe n (errors) | "
       "SIPp p50 / p99 ms (4 ms ticks) | CPU % | RSS MB | PSS MB | SIPp UAC / UAS CPU % | "
       "UDP drops server / UAS / UAC (all) | PF sent / received / delivered / deferred | "
-      "store ops / commits (avg batch), queue at end | load avg | verdict | server notes |")
-    w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|")
+      "store ops / commits (avg batch), queue at end | load avg | machine CPU % (others), CPU pressure | verdict | server notes |")
+    w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|---|")
     for r in recs:
         c = r.get("cpm")
         pf = (f"{c['pf_sent']} / {c['pf_received']} / {c['pf_delivered']} / {c['pf_deferred']}"
@@ -931,7 +974,7 @@ def cmd_pager_report(a):
           f"{fmt(r.get('rss_mb'), 1)} | {fmt(r.get('pss_mb'), 1)} | "
           f"{fmt(r.get('uac_cpu_pct'), 1)} / {fmt(r.get('uas_cpu_pct'), 1)} | "
           f"{fmt(r.get('drops_server'))} / {fmt(r.get('drops_uas'))} / {fmt(r.get('drops_uac'))} "
-          f"({fmt(r.get('udp_rcvbuf_drops'))}) | {pf} | {st} | {r.get('load', '-')} | "
+          f"({fmt(r.get('udp_rcvbuf_drops'))}) | {pf} | {st} | {r.get('load', '-')} | {machine_cpu(r)} | "
           f"{'clean' if r['clean'] else 'NOT clean: ' + r['why']} | {notes(r)} |")
     w("")
     w("</details>")
@@ -947,6 +990,13 @@ def cmd_pager_report(a):
         with open(a.md, "w") as f:
             f.write(text)
     return 0
+
+
+def machine_cpu(r):
+    if r.get("machine_cpu_pct") is None:
+        return "-"
+    return (f"{r['machine_cpu_pct']:.0f} ({fmt(r.get('other_cpu_pct'), 0)}), "
+            f"pressure {fmt(r.get('cpu_pressure_pct'), 0)} %")
 
 
 PAGER_NOTES = [
@@ -966,7 +1016,13 @@ PAGER_NOTES = [
     "relays them statefully (tm), storing nothing.",
     "- store: `cpm_store_ops_total` / `cpm_store_batches_total` over the step (from /metrics): operations "
     "per SQLite transaction (group commit); with `synchronous = \"full\"` every commit is an fsync.",
-    "- load avg: /proc/loadavg (1, 5, 15 min) at the start of the step; the machine is shared.",
+    "- load avg: /proc/loadavg (1, 5, 15 min) at the start of the step; it counts this bench's own "
+    "processes and lags (a previous overloaded ramp still shows). machine CPU %: CPU time of every "
+    "process over the step (utime + stime + cutime + cstime summed over /proc/*/stat; 100 = one core, "
+    "200 = both); in parentheses what is left after the server, the SIPp UAC and the SIPp UAS: the "
+    "probe (a few %) and every process not started here (the machine is shared with other builds). "
+    "CPU pressure: /proc/pressure/cpu `some` over the step, the share of time in which "
+    "a runnable task waited for a CPU (this bench's own processes included).",
     "- p50/p99: the probe (bench/sipbench.py probe --kind pager) sends its own pager MESSAGEs as alice "
     "(registered from the probe's port) through the server to the same UAS, one at a time, 100/s; time "
     "from just before sendto() to the kernel receive timestamp of the 200. SIPp's own response times are "

@@ -29,7 +29,7 @@
 //!   history (terminating side) before it is passed on.
 //!
 //! **Durability** (SYSTEM.md rule 3): a 2xx to a MESSAGE is only sent from
-//! [`ParticipatingFunction::acknowledge`], which consumes the [`Receipt`] the store returned
+//! `ParticipatingFunction::acknowledge`, which consumes the [`Receipt`] the store returned
 //! for the message's record.
 
 use core::net::SocketAddr;
@@ -1064,7 +1064,7 @@ impl ParticipatingFunction {
     }
 
     /// Stores a terminating job's record with the outcome the devices gave, then answers
-    /// `answer` (from [`ParticipatingFunction::job_stored`]).
+    /// `answer` (from `job_stored`).
     fn store_term(&mut self, now: Instant, job_id: u64, state: DeliveryState, answer: StatusCode) {
         let unix = self.unix_ms(now);
         let Some(job) = self.jobs.get_mut(&job_id) else {
