@@ -443,7 +443,15 @@ impl Baresip {
     /// listening on a free port, with one contact (`contact`, a baresip contacts line).
     fn start(node: &Node, user: &str, password: &str, contact: &str) -> Self {
         let dir = TempDir::new(&format!("baresip-{user}"));
-        let listen = free_port();
+        // baresip also opens its SIP/TLS listener on the next port: both must be free.
+        let listen = (0..100)
+            .map(|_| free_port())
+            .find(|&p| {
+                p < u16::MAX
+                    && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok()
+                    && std::net::UdpSocket::bind(("127.0.0.1", p + 1)).is_ok()
+            })
+            .expect("two free ports in a row");
         let config = format!(
             "sip_listen\t127.0.0.1:{listen}\n\
              module_path\t/usr/lib/baresip/modules\n\
