@@ -34,6 +34,17 @@ impl Rng {
     }
 }
 
+/// A child process killed when dropped, so that a failing assertion does not leave it
+/// running.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn client(node: &Node, user: &str, pw: &str) -> Command {
     let mut c = Command::new(cpm_bin());
     c.args(["client", "--server", &node.sip.to_string()])
@@ -97,15 +108,17 @@ fn acknowledged_messages_survive_sigkill() {
 
     // Bob's phone listens over TCP: when the node dies the connection drops and the client
     // registers again once the node is back.
-    let mut bob = client(&node, "bob@localhost", "b")
-        .args(["listen", "--device", "phone"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("bob listens");
+    let mut bob = Guard(
+        client(&node, "bob@localhost", "b")
+            .args(["listen", "--device", "phone"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("bob listens"),
+    );
     let seen: Arc<Mutex<Vec<Value>>> = Arc::default();
     {
-        let out = bob.stdout.take().expect("stdout");
+        let out = bob.0.stdout.take().expect("stdout");
         let seen = seen.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
@@ -235,8 +248,7 @@ fn acknowledged_messages_survive_sigkill() {
         "crash test seed {seed}: {} acknowledged, {refused} refused, {KILLS} kills",
         acked.len()
     );
-    let _ = bob.kill();
-    let _ = bob.wait();
+    drop(bob);
     assert!(node.stop(), "node did not stop cleanly after the crashes");
 }
 
@@ -246,16 +258,18 @@ fn acknowledged_messages_survive_sigkill() {
 #[test]
 fn registrations_survive_sigkill() {
     let mut node = Node::start(&[("alice@localhost", "a"), ("bob@localhost", "b")], &[]);
-    let mut bob = Command::new(cpm_bin())
-        .args(["client", "--server", &node.sip.to_string()])
-        .args(["--user", "bob@localhost", "--password", "b", "--json"])
-        .args(["listen", "--device", "phone", "--expires", "3600"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("bob listens");
+    let mut bob = Guard(
+        Command::new(cpm_bin())
+            .args(["client", "--server", &node.sip.to_string()])
+            .args(["--user", "bob@localhost", "--password", "b", "--json"])
+            .args(["listen", "--device", "phone", "--expires", "3600"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("bob listens"),
+    );
     let (tx, rx) = std::sync::mpsc::channel::<Value>();
-    let out = bob.stdout.take().expect("stdout");
+    let out = bob.0.stdout.take().expect("stdout");
     std::thread::spawn(move || {
         for line in BufReader::new(out).lines().map_while(Result::ok) {
             if let Ok(v) = serde_json::from_str::<Value>(&line)
@@ -310,6 +324,5 @@ fn registrations_survive_sigkill() {
     );
     let m = wait(&|v| v["type"] == "message");
     assert_eq!(m["text"], "after the crash");
-    let _ = bob.kill();
-    let _ = bob.wait();
+    drop(bob);
 }
