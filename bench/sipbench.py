@@ -543,6 +543,22 @@ def cmd_history(a):
     return 0
 
 
+def cmd_idle(a):
+    """Wait until the machine's CPU use (every process) stays under --max-pct (100 = one core)
+    over a --window seconds sample, at most --timeout seconds; print the last sample."""
+    hz = os.sysconf("SC_CLK_TCK")
+    end = time.monotonic() + a.timeout
+    while True:
+        c0, t0 = cpu_all(), time.monotonic()
+        time.sleep(a.window)
+        pct_ = 100.0 * (cpu_all() - c0) / hz / (time.monotonic() - t0)
+        # negative: a process tree ended whose reaper does not collect child times (e.g. an
+        # init that ignores SIGCHLD): the sample says nothing, take another
+        if 0 <= pct_ <= a.max_pct or time.monotonic() >= end:
+            print(f"{pct_:.0f}")
+            return 0 if 0 <= pct_ <= a.max_pct else 1
+
+
 # --------------------------------------------------------------------------- step
 def pct(sorted_vals, q):
     if not sorted_vals:
@@ -899,6 +915,9 @@ def cmd_pager_report(a):
         bad = [r for r in srs if not r["clean"]]
         badtxt = (f"{bad[0]['offered']}/s: {bad[0]['why']}" if bad
                   else "none (ramp ended clean: the rate is a lower bound)")
+        if bad and (bad[0].get("other_cpu_pct") or 0) > DISTURBED_PCT:
+            badtxt += (f" **(disturbed: other processes used {bad[0]['other_cpu_pct']:.0f} % CPU "
+                       f"during that step)**")
         if not bad:
             ended_clean.append(server)
         scen, label = PAGER_SCENARIOS.get(server, (server, server))
@@ -917,6 +936,11 @@ def cmd_pager_report(a):
             best[server] = 0.0
             w(f"| {scen} | {label} | none clean | - | - | - | - | - | - | - | {badtxt} |")
     w("")
+    noisy = sorted({r["server"] for r in recs if (r.get("other_cpu_pct") or 0) > DISTURBED_PCT})
+    if noisy:
+        w(f"**Disturbed:** other processes used more than {DISTURBED_PCT} % of a core during some steps "
+          f"of {', '.join(noisy)} (machine CPU column of the step table): these rates are not comparable.")
+        w("")
     k = best.get("kamailio")
     for server in servers:
         if server == "kamailio" or server not in best:
@@ -992,6 +1016,9 @@ def cmd_pager_report(a):
     return 0
 
 
+DISTURBED_PCT = 30
+
+
 def machine_cpu(r):
     if r.get("machine_cpu_pct") is None:
         return "-"
@@ -1008,8 +1035,10 @@ PAGER_NOTES = [
     "`Retransmissions(C)` > 0, fewer 200s than MESSAGEs, UAS failures or retransmissions, or achieved "
     "rate < 95% of the offered rate. A 202 (deferred), 403, 407 or 5xx answer is a failed call.",
     "- cpm's path per MESSAGE: UAC -> core -> PF (cpm=orig: the record in alice's history, SQLite "
-    "commit) -> core -> PF (cpm=term: the record in bob's history, commit) -> core -> the UAS; the UAS's "
-    "200 goes back the same way, and the PF marks bob's record delivered (a third store operation). "
+    "commit) -> core -> PF (cpm=term) -> core -> the UAS, and the 200 back the same way; bob's record is "
+    "committed before the 200 reaches alice (up to 57863f9: stored pending before the delivery and marked "
+    "delivered after it, three store operations per message; from 4543268 on: delivered first, the "
+    "outcome stored in one write, two operations per message). "
     "The UAC is alice's device: it registered from its own address (digest), so the core takes its "
     "MESSAGEs as alice's (registered flow) and routes them through the originating PF; the core "
     "replaces the P-Asserted-Identity the UAC sends. Kamailio gets the same MESSAGEs and REGISTERs and "
@@ -1020,8 +1049,9 @@ PAGER_NOTES = [
     "processes and lags (a previous overloaded ramp still shows). machine CPU %: CPU time of every "
     "process over the step (utime + stime + cutime + cstime summed over /proc/*/stat; 100 = one core, "
     "200 = both); in parentheses what is left after the server, the SIPp UAC and the SIPp UAS: the "
-    "probe (a few %) and every process not started here (the machine is shared with other builds). "
-    "CPU pressure: /proc/pressure/cpu `some` over the step, the share of time in which "
+    "probe (a few %) and every process not started here (the machine is shared with other builds); "
+    "a negative value means a process tree ended whose reaper does not collect child times, so the "
+    "figure is then too low. Steps where others exceed 30 % are flagged as disturbed. CPU pressure: /proc/pressure/cpu `some` over the step, the share of time in which "
     "a runnable task waited for a CPU (this bench's own processes included).",
     "- p50/p99: the probe (bench/sipbench.py probe --kind pager) sends its own pager MESSAGEs as alice "
     "(registered from the probe's port) through the server to the same UAS, one at a time, 100/s; time "
@@ -1072,6 +1102,11 @@ def main():
     p = sp.add_parser("metrics")
     p.add_argument("url")
     p.set_defaults(f=cmd_metrics)
+    p = sp.add_parser("idle")
+    p.add_argument("--max-pct", type=float, default=20.0)
+    p.add_argument("--window", type=float, default=5.0)
+    p.add_argument("--timeout", type=float, default=600.0)
+    p.set_defaults(f=cmd_idle)
     p = sp.add_parser("history")
     p.add_argument("db")
     p.add_argument("--server", default="")

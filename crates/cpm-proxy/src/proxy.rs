@@ -883,6 +883,19 @@ impl Proxy {
             // RFC 3325: only the trust domain asserts identities.
             req.headers.remove_all(&HeaderName::PAssertedIdentity);
         }
+        // A trusted peer (a P-CSCF or SBC in front) asserts who sends: the originating
+        // services run for that user as for one of our own clients (TS 24.229 5.4.3.2). Not
+        // for the PF itself, whose requests are already served.
+        if initial
+            && ctx.trusted
+            && self.cfg.participating_function != Some(peer.addr)
+            && let Some(aor) = req.headers.p_asserted_identity().ok().and_then(|ids| {
+                ids.into_iter()
+                    .find_map(|a| a.uri.as_sip().and_then(|u| self.local_aor(u)))
+            })
+        {
+            ctx.origin = Some(aor);
+        }
         if initial && !ctx.trusted {
             let from_uri = req.headers.from().ok().flatten().map(|f| f.uri);
             let from_local = from_uri

@@ -989,3 +989,36 @@ fn required_service_selects_the_devices_that_registered_it() {
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].0.addr.port(), 6001);
 }
+
+/// A CPM request from a trusted peer (a P-CSCF in front) asserting a local user gets that
+/// user's originating services: it goes to the originating PF first.
+#[test]
+fn trusted_peer_asserting_a_local_user_gets_originating_services() {
+    let mut net = Net::new(|c| {
+        c.participating_function = Some(addr(PF));
+        c.trusted_peers
+            .push(TrustedPeer::parse("127.0.0.9").unwrap());
+    });
+    net.register("bob", "127.0.0.1:6001", "b1", 1, None);
+    net.take();
+    let cpm = "P-Asserted-Identity: <sip:alice@localhost>\nP-Preferred-Service: urn:urn-7:3gpp-service.ims.icsi.oma.cpm.msg\n";
+    net.send(
+        udp("127.0.0.9:5060"),
+        &message(
+            "alice@localhost",
+            "bob@localhost",
+            "127.0.0.9:5060",
+            "tp1",
+            cpm,
+        ),
+    );
+    let out = requests(&net.take());
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0.addr, addr(PF));
+    assert!(
+        out[0].1.headers.route().unwrap()[1]
+            .uri
+            .to_string()
+            .contains("cpm=orig")
+    );
+}
