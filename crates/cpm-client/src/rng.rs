@@ -1,25 +1,23 @@
 //! The client's seeded random numbers: branches, tags, Call-IDs, cnonces, UUIDs and message
 //! ids all come from here, so a client with a fixed seed replays byte for byte.
 
-/// SplitMix64 (Steele, Lea, Flood 2014): small, fast, and good enough for identifiers. It is
-/// not a cryptographic generator; the driver seeds it from the OS, so the identifiers are
+/// `cpm_sip_core`'s SplitMix64 with the identifier shapes the client needs. It is not a
+/// cryptographic generator; the driver seeds it from the OS, so the identifiers are
 /// unpredictable to peers.
 #[derive(Clone, Debug)]
-pub(crate) struct Rng(u64);
+pub(crate) struct Rng(SplitMix64);
+
+use cpm_sip_core::rng::SplitMix64;
 
 const ALNUM: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
 impl Rng {
     pub(crate) fn new(seed: u64) -> Self {
-        Self(seed)
+        Self(SplitMix64::new(seed))
     }
 
     pub(crate) fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// `n` lowercase hex digits.

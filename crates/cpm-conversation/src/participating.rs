@@ -45,6 +45,7 @@ use cpm_sip::{
     Header, HeaderName, Message, Method, NameAddr, Request, Response, StatusCode, Uri,
     check_request,
 };
+use cpm_sip_core::rng::SplitMix64;
 use cpm_sip_core::transaction::{
     ClientKey, RequestDisposition, ResponseDisposition, ServerKey, TimerConfig, TransactionLayer,
     TxEvent, response_to,
@@ -270,7 +271,7 @@ pub struct ParticipatingFunction {
     tx: TransactionLayer,
     start: Instant,
     start_unix_ms: u64,
-    rng: u64,
+    rng: SplitMix64,
     next_op: u64,
     next_job: u64,
     jobs: Map<u64, Job>,
@@ -309,7 +310,7 @@ impl ParticipatingFunction {
             tx: TransactionLayer::with_seed(cfg.timers, seed),
             start: now,
             start_unix_ms: unix_ms,
-            rng: seed | 1,
+            rng: SplitMix64::new(seed),
             next_op: 1,
             next_job: 1,
             jobs: Map::with_hasher(FixedState::with_seed(seed)),
@@ -422,13 +423,7 @@ impl ParticipatingFunction {
     }
 
     fn random(&mut self) -> u64 {
-        // xorshift64*: enough for tags and branches; seeded per instance.
-        let mut x = self.rng;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.rng = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        self.rng.next_u64()
     }
 
     fn drain_tx(&mut self, now: Instant) {

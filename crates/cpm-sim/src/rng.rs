@@ -1,20 +1,18 @@
 //! The simulator's seeded random numbers: link faults and the seeds of every core.
 
-/// SplitMix64 (Steele, Lea, Flood 2014): small and good enough for fault injection.
+use cpm_sip_core::rng::SplitMix64;
+
+/// `cpm_sip_core`'s SplitMix64, with the draws fault injection needs.
 #[derive(Clone, Debug)]
-pub(crate) struct SimRng(u64);
+pub(crate) struct SimRng(SplitMix64);
 
 impl SimRng {
     pub(crate) fn new(seed: u64) -> Self {
-        Self(seed)
+        Self(SplitMix64::new(seed))
     }
 
     pub(crate) fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// A uniform number in `[0, 1)`.

@@ -10,6 +10,7 @@
 
 pub mod dialog;
 pub mod digest;
+pub mod rng;
 pub mod transaction;
 pub mod transport;
 
