@@ -212,6 +212,8 @@ enum JobKind {
         epoch: u64,
         /// The devices refused CPIM (415) and the text was offered unwrapped.
         plain_retry: bool,
+        /// The client transaction delivering it.
+        leg: Option<ClientKey>,
     },
     /// A notification passing through: its state update, then sending on.
     Imdn { out: Request },
@@ -1051,6 +1053,7 @@ impl ParticipatingFunction {
                 answer: None,
                 epoch,
                 plain_retry: false,
+                leg: None,
             },
             0,
         );
@@ -1106,19 +1109,16 @@ impl ParticipatingFunction {
             owner,
             peer,
             message_id,
+            leg: Some(leg),
             ..
         } = &job.kind
+            && let Some(purpose) = self.clients.get_mut(leg)
         {
-            let (owner, peer, message_id) = (owner.clone(), peer.clone(), message_id.clone());
-            for purpose in self.clients.values_mut() {
-                if matches!(purpose, ClientPurpose::Job(j) if *j == job_id) {
-                    *purpose = ClientPurpose::LateTerm {
-                        owner: owner.clone(),
-                        peer: peer.clone(),
-                        message_id: message_id.clone(),
-                    };
-                }
-            }
+            *purpose = ClientPurpose::LateTerm {
+                owner: owner.clone(),
+                peer: peer.clone(),
+                message_id: message_id.clone(),
+            };
         }
     }
 
@@ -1272,6 +1272,14 @@ impl ParticipatingFunction {
         let dest = self.core_peer();
         match self.tx.send_request(now, out, dest) {
             Ok(ckey) => {
+                if let ClientPurpose::Job(j) = &purpose
+                    && let Some(Job {
+                        kind: JobKind::Term { leg, .. },
+                        ..
+                    }) = self.jobs.get_mut(j)
+                {
+                    *leg = Some(ckey.clone());
+                }
                 self.clients.insert(ckey, purpose);
             }
             Err(_) => {

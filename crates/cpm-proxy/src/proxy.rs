@@ -282,6 +282,15 @@ pub fn service_ids(req: &Request) -> Vec<String> {
 /// values of Accept-Contact entries marked `require` (RFC 3841 section 9.2), each with its
 /// `explicit` flag.
 fn required_services(req: &Request) -> Vec<(Vec<String>, bool)> {
+    // Most requests require nothing: look at the raw values before parsing any.
+    let any_require = req.headers.get_all(&HeaderName::AcceptContact).any(|h| {
+        h.raw()
+            .windows(7)
+            .any(|w| w.eq_ignore_ascii_case(b"require"))
+    });
+    if !any_require {
+        return Vec::new();
+    }
     req.headers
         .accept_contact()
         .unwrap_or_default()

@@ -74,19 +74,34 @@ impl Node {
                 .expect("run cpm admin");
             assert!(st.success(), "cpm admin user add {aor}");
         }
-        let sip: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
-        let child = spawn_node(sip, http, &data, &extra);
-        let node = Self {
-            child,
-            sip,
-            http,
-            data,
-            extra,
-        };
-        node.wait_ready();
-        node
+        // A free port can be taken by a parallel test between our probe and the node's bind:
+        // the node then exits with "cannot listen", and we try other ports.
+        for attempt in 1..=5 {
+            let sip: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+            let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+            let mut child = spawn_node(sip, http, &data, &extra);
+            match wait_ready(&mut child, http, &data) {
+                Ok(()) => {
+                    return Self {
+                        child,
+                        sip,
+                        http,
+                        data,
+                        extra,
+                    };
+                }
+                Err(log) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    if attempt == 5 || !log.contains("cannot listen") {
+                        panic!("cpm serve did not become ready; log:\n{log}");
+                    }
+                    let _ = std::fs::remove_file(data.path().join("node.log"));
+                }
+            }
+        }
+        unreachable!("the last attempt panics")
     }
 
     /// Kills the node with SIGKILL (no shutdown of any kind) and starts it again on the same
@@ -95,32 +110,14 @@ impl Node {
         let _ = self.child.kill();
         let _ = self.child.wait();
         self.child = spawn_node(self.sip, self.http, &self.data, &self.extra);
-        self.wait_ready();
-    }
-
-    /// Polls `/health` until it answers (bounded).
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if self.http_get("/health").is_some_and(|b| b.contains("ok")) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if let Err(log) = wait_ready(&mut self.child, self.http, &self.data) {
+            panic!("cpm serve did not come back; log:\n{log}");
         }
-        panic!("cpm serve did not become ready; log:\n{}", self.log());
     }
 
     /// A plain HTTP/1.0 GET on the admin port; the body, or `None`.
     pub fn http_get(&self, path: &str) -> Option<String> {
-        use std::io::{Read, Write};
-        let mut s =
-            std::net::TcpStream::connect_timeout(&self.http, Duration::from_millis(500)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).ok()?;
-        let (head, body) = out.split_once("\r\n\r\n")?;
-        head.starts_with("HTTP/1.").then(|| body.to_owned())
+        http_get(self.http, path)
     }
 
     /// One Prometheus metric's value.
@@ -168,6 +165,35 @@ impl Node {
         let _ = self.child.wait();
         false
     }
+}
+
+/// A plain HTTP/1.0 GET; the body, or `None`.
+fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let (head, body) = out.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.").then(|| body.to_owned())
+}
+
+/// Polls `/health` until it answers; `Err(log)` when the node exits first or does not answer
+/// within 15 s.
+fn wait_ready(child: &mut Child, http: SocketAddr, data: &TempDir) -> Result<(), String> {
+    let log = || std::fs::read_to_string(data.path().join("node.log")).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if http_get(http, "/health").is_some_and(|b| b.contains("ok")) {
+            return Ok(());
+        }
+        if let Ok(Some(_)) = child.try_wait() {
+            return Err(log());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(log())
 }
 
 /// Starts `cpm serve` on these addresses (the log is appended to `DATA/node.log`).
