@@ -96,6 +96,10 @@ pub struct ProxyConfig {
     /// loses nor reorders, so no retransmission timers run and transactions end at once
     /// (RFC 3261 timers J and K are zero on reliable transports).
     pub pf_transport: cpm_sip_core::TransportKind,
+    /// The methods the Participating Function serves; empty: every method. CPM requests of
+    /// other methods are routed like any other (the node's own PF serves MESSAGE only until
+    /// it anchors sessions).
+    pub pf_methods: Vec<cpm_sip::Method>,
     /// Other domains and the address of their core (inter-domain routing); requests for a
     /// domain that is neither ours nor here get 404 (no open relay).
     pub peer_domains: HashMap<String, SocketAddr>,
@@ -125,6 +129,7 @@ impl ProxyConfig {
             trusted_peers: Vec::new(),
             participating_function: None,
             pf_transport: cpm_sip_core::TransportKind::Udp,
+            pf_methods: Vec::new(),
             peer_domains: HashMap::new(),
             registrar: RegistrarConfig::default(),
             nonce_ttl: Duration::from_secs(300),

@@ -1488,6 +1488,7 @@ impl Proxy {
             && !routed
             // A new request the PF itself originates (no phase of ours) is already served.
             && (pf != peer.addr || ctx.phase.is_some())
+            && (self.cfg.pf_methods.is_empty() || self.cfg.pf_methods.contains(&req.method))
             && is_cpm(&req)
         {
             // RFC 6050: the network asserts the service the user asked for.

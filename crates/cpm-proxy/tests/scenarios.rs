@@ -1022,3 +1022,24 @@ fn trusted_peer_asserting_a_local_user_gets_originating_services() {
             .contains("cpm=orig")
     );
 }
+
+/// With a PF that serves MESSAGE only, a CPM INVITE (a chat session) is relayed straight to
+/// the target's devices.
+#[test]
+fn methods_the_pf_does_not_serve_are_relayed() {
+    let mut net = Net::new(|c| {
+        c.participating_function = Some(addr(PF));
+        c.pf_methods = vec![Method::Message];
+    });
+    net.register("alice", "127.0.0.1:5071", "a1", 1, None);
+    net.register("bob", "127.0.0.1:6001", "b1", 1, None);
+    net.take();
+    let invite = "INVITE sip:bob@localhost SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:5071;branch=z9hG4bKinv1\nMax-Forwards: 70\n\
+         From: <sip:alice@localhost>;tag=i1\nTo: <sip:bob@localhost>\nCall-ID: inv-1\nCSeq: 1 INVITE\n\
+         Contact: <sip:alice@127.0.0.1:5071>\nP-Preferred-Service: urn:urn-7:3gpp-service.ims.icsi.oma.cpm.session\n\
+         Content-Length: 0\n\n";
+    net.send(udp("127.0.0.1:5071"), invite);
+    let out = requests(&net.take());
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0.addr.port(), 6001, "straight to bob's device");
+}

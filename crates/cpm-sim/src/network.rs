@@ -359,6 +359,7 @@ impl Network {
         config.pf.core = core_addr;
         // As in the node: the hop between a core and its PF is lossless and ordered.
         config.proxy.pf_transport = TransportKind::Tcp;
+        config.proxy.pf_methods = vec![cpm_sip::Method::Message];
         config.pf.core_transport = TransportKind::Tcp;
         let unix_s = UNIX_BASE_MS / 1000;
         let domain = Domain {

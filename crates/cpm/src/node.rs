@@ -589,6 +589,8 @@ async fn run(cfg: NodeConfig) -> Result<(), String> {
     if in_process_pf {
         pcfg.participating_function = Some(INTERNAL_PF_ADDR);
         pcfg.pf_transport = TransportKind::Tcp;
+        // The PF serves pager mode; CPM sessions (INVITE) are relayed until it anchors them.
+        pcfg.pf_methods = vec![cpm_sip::Method::Message];
     }
     let proxy = Proxy::new(pcfg, start, unix / 1000);
     let pf = in_process_pf.then(|| {
