@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The `cpm` binary under test.
-pub fn cpm_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_cpm")
+/// The `cpm` binary under test: the one cargo built, or `CPM_TEST_BIN` when set (to run an
+/// attack test against an older build and see the hole it closes).
+pub fn cpm_bin() -> String {
+    std::env::var("CPM_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_cpm").to_owned())
 }
 
 /// A loopback port free for both UDP and TCP right now.
