@@ -25,9 +25,10 @@
 //! Client side: [`Challenge::parse`] reads a `WWW-Authenticate` value (the caller picks the
 //! strongest algorithm among the headers) and [`respond`] builds the `Authorization` value.
 //!
-//! The nonces are stateless (a timestamp and a MAC), so a captured request can be replayed
-//! within the nonce lifetime; the `nc` counter is not tracked. Run SIP over TLS where that
-//! matters.
+//! The nonces are stateless to issue (a timestamp and a MAC); replays are refused by
+//! [`crate::guard::NonceTracker`], which the server consults after [`verify`] succeeded: it
+//! remembers the highest `nc` accepted per nonce (RFC 7616 section 3.4), so captured
+//! credentials cannot be used again.
 
 use core::fmt;
 use core::hint::black_box;
@@ -571,6 +572,27 @@ impl NonceKey {
         } else {
             NonceCheck::Valid
         }
+    }
+
+    /// A short MAC (16 hex digits) of `data` under this secret, for `purpose` (each purpose
+    /// keys a different MAC): tokens the server hands out and must recognise later without
+    /// keeping state, such as the one in its Record-Route that marks dialogs it is on.
+    pub fn sign(&self, purpose: &str, data: &str) -> String {
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("HMAC takes keys of any length");
+        mac.update(purpose.as_bytes());
+        mac.update(&[0]);
+        mac.update(data.as_bytes());
+        hex::encode(&mac.finalize().into_bytes()[..8])
+    }
+
+    /// The Unix second a nonce of ours was issued at (its first 8 bytes), for the replay
+    /// table ([`crate::guard::NonceTracker`]). Only meaningful after [`Self::check_nonce`]
+    /// said [`NonceCheck::Valid`]: this does not check the MAC.
+    pub fn issued_at(nonce: &str) -> Option<u64> {
+        let raw = URL_SAFE_NO_PAD.decode(nonce).ok()?;
+        let ts: [u8; 8] = raw.get(..8)?.try_into().ok()?;
+        Some(u64::from_be_bytes(ts))
     }
 
     fn mac(&self, ts: &[u8; 8], realm: &str) -> Hmac<Sha256> {
