@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use cpm_sip_core::digest::Algorithm;
+use cpm_sip_core::guard::ThrottleConfig;
 use cpm_sip_core::transaction::TimerConfig;
 
 /// An address range `ADDR[/PREFIX]` whose requests are trusted: not challenged, and their
@@ -86,6 +87,9 @@ pub struct ProxyConfig {
     pub domains: Vec<String>,
     /// Our own SIP address as others reach it: goes into Via, Record-Route, Service-Route.
     pub advertised: SocketAddr,
+    /// Other addresses of this node (the listen address, the host's interfaces): a URI with
+    /// one of them as host names our domain, like the advertised address and loopback.
+    pub own_addresses: Vec<IpAddr>,
     /// Requests from these ranges are not challenged, and keep their P-Asserted-Identity.
     pub trusted_peers: Vec<TrustedPeer>,
     /// The Participating Function that CPM requests are routed through (outline section
@@ -114,6 +118,17 @@ pub struct ProxyConfig {
     /// (baresip 1.0 with libre 1.1 aborts on SHA-256 even after an MD5 one; SIPp reads only the
     /// first). `[Sha256, Md5]` offers both, the stronger first.
     pub digest_algorithms: Vec<Algorithm>,
+    /// Most nonces the replay table remembers (RFC 7616 section 3.4 nonce counts).
+    pub nonce_table_size: usize,
+    /// Failed-authentication limits per source and per user, and the back-off.
+    pub auth_throttle: ThrottleConfig,
+    /// Out-of-dialog requests per second one source address may send (a token bucket);
+    /// trusted peers and peer-domain cores are not limited.
+    pub source_rate: u32,
+    /// Out-of-dialog requests one source may send at once (the bucket's size).
+    pub source_burst: u32,
+    /// Most source addresses the rate limiter tracks.
+    pub tracked_sources: usize,
     /// Transaction timers.
     pub timers: TimerConfig,
     /// Seed for tags and branch suffixes (a simulation replays byte for byte).
@@ -126,6 +141,7 @@ impl ProxyConfig {
         Self {
             domains: vec![domain.to_ascii_lowercase()],
             advertised,
+            own_addresses: Vec::new(),
             trusted_peers: Vec::new(),
             participating_function: None,
             pf_transport: cpm_sip_core::TransportKind::Udp,
@@ -135,13 +151,20 @@ impl ProxyConfig {
             nonce_ttl: Duration::from_secs(300),
             nonce_secret: [7; 32],
             digest_algorithms: vec![Algorithm::Md5],
+            nonce_table_size: 200_000,
+            auth_throttle: ThrottleConfig::default(),
+            source_rate: 500,
+            source_burst: 1000,
+            tracked_sources: 100_000,
             timers: TimerConfig::default(),
             rng_seed: 1,
         }
     }
 
-    /// Whether `domain` is one we serve.
+    /// Whether `domain` is one we serve (a trailing dot, as in a fully qualified name, does
+    /// not make it another domain).
     pub fn is_local_domain(&self, domain: &str) -> bool {
+        let domain = domain.strip_suffix('.').unwrap_or(domain);
         self.domains.iter().any(|d| d.eq_ignore_ascii_case(domain))
     }
 

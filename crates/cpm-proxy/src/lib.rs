@@ -28,8 +28,9 @@
 #![warn(clippy::unwrap_used)]
 
 pub mod config;
+mod policy;
 pub mod proxy;
 pub mod registrar;
 
 pub use config::{ProxyConfig, RegistrarConfig, TrustedPeer};
-pub use proxy::{Input, Output, Proxy, QueryId, Stats, UserRecord};
+pub use proxy::{Input, Output, Proxy, QueryId, SecurityEvent, Stats, UserRecord};

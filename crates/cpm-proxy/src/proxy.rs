@@ -13,6 +13,9 @@ use cpm_sip::{
     SipUri, StatusCode, Uri, Verdict, Via, check_request, feature_list,
 };
 use cpm_sip_core::digest::{self, Algorithm, Credentials, NonceCheck, NonceKey};
+use cpm_sip_core::guard::{
+    Admission, AuthThrottle, NonceTracker, NonceUse, SourceLimiter, account_key,
+};
 use cpm_sip_core::transaction::{
     ClientKey, RequestDisposition, ResponseDisposition, ServerKey, TransactionLayer, TxEvent,
     response_to,
@@ -20,6 +23,7 @@ use cpm_sip_core::transaction::{
 use cpm_sip_core::{ConnId, Peer, Transmit, TransportKind};
 
 use crate::config::ProxyConfig;
+use crate::policy::{Sender, normalize_domain};
 use crate::registrar::{Binding, Registrar};
 
 /// The CPM ICSI prefix (PROTOCOL.md row 5): every CPM service identifier starts with it.
@@ -27,6 +31,13 @@ pub const CPM_ICSI_PREFIX: &str = "urn:urn-7:3gpp-service.ims.icsi.oma.cpm";
 
 /// Our branch prefix: the magic cookie, then a marker for loop detection (RFC 3261 16.6 step 8).
 const BRANCH_PREFIX: &str = "z9hG4bK-cpm-";
+
+/// The parameter of our Record-Route that carries the dialog token: a MAC of the Call-ID
+/// under the node's secret, so an in-dialog request proves the dialog runs through us.
+const DIALOG_PARAM: &str = "cpm-d";
+
+/// How often the guards' tables are swept (expired blocks, idle sources).
+const GUARD_SWEEP: Duration = Duration::from_secs(5);
 
 /// A user-directory query the driver answers with [`Input::User`].
 #[derive(Clone, Copy, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
@@ -82,6 +93,54 @@ pub enum Input {
     },
 }
 
+/// Something the operator should see in the logs: authentication failures, blocks and
+/// refusals (rate-limited by the core), in a form fail2ban can match (the driver logs them
+/// with the source address as `source=ADDR`).
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub enum SecurityEvent {
+    /// Credentials for `user` from `source` were wrong (or named no user).
+    AuthFailure {
+        /// The source address.
+        source: IpAddr,
+        /// The user the credentials named.
+        user: String,
+    },
+    /// Failures started a block: of `source`, or of `user` for new devices.
+    AuthBlocked {
+        /// The source address whose failures started it.
+        source: IpAddr,
+        /// The user blocked, when the user (not the source) is blocked.
+        user: Option<String>,
+        /// How long.
+        seconds: u64,
+    },
+    /// Requests refused during a block since the last report (at most one report per key
+    /// per report interval).
+    AuthRefused {
+        /// The source address.
+        source: IpAddr,
+        /// The user, when the user is blocked.
+        user: Option<String>,
+        /// Refusals since the last report.
+        refused: u64,
+    },
+    /// Captured credentials were used again (a nonce count not above one already used).
+    ReplayRefused {
+        /// The source address.
+        source: IpAddr,
+        /// The user the credentials named.
+        user: String,
+    },
+    /// A source went over its rate of out-of-dialog requests; `refused` since the last
+    /// report.
+    RateLimited {
+        /// The source address.
+        source: IpAddr,
+        /// Requests dropped since the last report.
+        refused: u64,
+    },
+}
+
 /// What the core asks the driver to do.
 #[derive(Debug, Eq, PartialEq)]
 #[non_exhaustive]
@@ -103,6 +162,8 @@ pub enum Output {
         /// The realm.
         realm: String,
     },
+    /// Log this (see [`SecurityEvent`]).
+    Security(SecurityEvent),
 }
 
 /// Counters for `/metrics`.
@@ -128,6 +189,26 @@ pub struct Stats {
     pub local_failures: u64,
     /// Third-party REGISTERs sent to the Participating Function.
     pub third_party_registers: u64,
+    /// Failed authentications (wrong password, unknown user, credentials for another URI).
+    pub auth_failures: u64,
+    /// Requests refused because their source or user was blocked after failures.
+    pub auth_refused: u64,
+    /// Blocks started (sources and users).
+    pub auth_blocks: u64,
+    /// Sources blocked now (as of the last sweep, every few seconds).
+    pub auth_blocked_sources: u64,
+    /// Users blocked now for new devices (as of the last sweep).
+    pub auth_blocked_users: u64,
+    /// Credentials refused as replays (RFC 7616 nonce count).
+    pub replays_refused: u64,
+    /// Out-of-dialog requests dropped (UDP) or answered 503 (TCP) for their source's rate.
+    pub rate_limited: u64,
+    /// Requests refused because they asked us to send somewhere on an unauthenticated
+    /// sender's behalf (a preloaded Route, a foreign target, a dialog that is not ours).
+    pub relay_refused: u64,
+    /// Requests refused because their sender could not be who it said (a foreign domain not
+    /// from its core, an unverifiable From).
+    pub sender_refused: u64,
 }
 
 /// Why a request waits for the user directory.
@@ -162,6 +243,9 @@ struct RouteCtx {
     trusted: bool,
     /// A Route naming us was removed: the request follows a route we are on (Record-Route).
     routed_via_us: bool,
+    /// One of the removed Routes carried our dialog token for this Call-ID: the request is
+    /// inside a dialog this core Record-Routed.
+    dialog: bool,
     /// No To tag: an initial request, outside any dialog.
     initial: bool,
     /// The RFC 3261 16.6 step 8 hash, computed once after route processing.
@@ -213,6 +297,14 @@ pub struct Proxy {
     outputs: VecDeque<Output>,
     stats: Stats,
     sweep_at: Option<Instant>,
+    /// Nonce counts seen, against replayed credentials.
+    nonces: NonceTracker,
+    /// Failed authentications per source and per user.
+    throttle: AuthThrottle,
+    /// Out-of-dialog requests per source.
+    limiter: SourceLimiter,
+    /// When the guards' tables are swept next.
+    guard_sweep_at: Option<Instant>,
 }
 
 fn fnv(parts: &[&[u8]]) -> u64 {
@@ -432,39 +524,6 @@ fn stamp_top_via(req: &mut Request, source: SocketAddr) {
     replace_top_via(&mut req.headers, Some(Header::new(HeaderName::Via, &value)));
 }
 
-/// The address a response goes to per its (new) top Via (RFC 3261 18.2.2, RFC 3581):
-/// `received`/`rport` when present, else `sent-by`.
-fn via_destination(via: &Via) -> Option<Peer> {
-    let transport = TransportKind::from_via_token(&via.transport)?;
-    let host = match via.received() {
-        Some(r) => r
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<IpAddr>()
-            .ok()?,
-        None => match &via.host {
-            cpm_sip::Host::Ipv4(a) => IpAddr::V4(*a),
-            cpm_sip::Host::Ipv6(a) => a.parse().ok()?,
-            cpm_sip::Host::Domain(d) if d.eq_ignore_ascii_case("localhost") => {
-                IpAddr::V4(core::net::Ipv4Addr::LOCALHOST)
-            }
-            cpm_sip::Host::Domain(_) => return None,
-        },
-    };
-    let port = via
-        .rport()
-        .flatten()
-        .and_then(|p| p.parse().ok())
-        .or(via.port)
-        .unwrap_or(5060);
-    let addr = SocketAddr::new(host, port);
-    Some(Peer {
-        transport,
-        addr,
-        conn: None,
-    })
-}
-
 /// Never send to these: RFC 4475 section 3.3.10 (a broadcast Via must not be answered).
 fn is_sendable(addr: &SocketAddr) -> bool {
     let ip = addr.ip();
@@ -489,7 +548,18 @@ impl Proxy {
     /// nonces, Date headers).
     pub fn new(cfg: ProxyConfig, now: Instant, unix_now: u64) -> Self {
         let nonce_key = NonceKey::new(cfg.nonce_secret);
+        let seed = cfg.rng_seed;
         Self {
+            nonces: NonceTracker::new(cfg.nonce_table_size, seed ^ 1),
+            throttle: AuthThrottle::new(cfg.auth_throttle, seed ^ 2),
+            limiter: SourceLimiter::new(
+                cfg.source_rate,
+                cfg.source_burst,
+                cfg.tracked_sources,
+                cfg.auth_throttle.report_interval,
+                seed ^ 3,
+            ),
+            guard_sweep_at: None,
             tx: TransactionLayer::with_seed(cfg.timers, cfg.rng_seed),
             registrar: Registrar::default(),
             nonce_key,
@@ -515,7 +585,16 @@ impl Proxy {
 
     /// Counters.
     pub fn stats(&self) -> Stats {
-        self.stats
+        let t = self.throttle.stats();
+        Stats {
+            auth_failures: t.failures,
+            auth_refused: t.refused,
+            auth_blocks: t.blocks,
+            auth_blocked_sources: t.blocked_sources,
+            auth_blocked_users: t.blocked_users,
+            rate_limited: self.limiter.stats().refused,
+            ..self.stats
+        }
     }
 
     /// Live registrations (bindings) across all users.
@@ -599,6 +678,12 @@ impl Proxy {
             self.sweep_at = None;
             self.sweep(now);
         }
+        if self.guard_sweep_at.is_some_and(|s| s <= now) {
+            self.throttle.sweep(now);
+            self.limiter.sweep(now);
+            self.guard_sweep_at =
+                (!self.throttle.is_empty() || !self.limiter.is_empty()).then(|| now + GUARD_SWEEP);
+        }
         self.drain_tx(now);
     }
 
@@ -613,6 +698,7 @@ impl Proxy {
             self.tx.poll_timeout(),
             self.registrar.poll_timeout(),
             self.sweep_at,
+            self.guard_sweep_at,
         ]
         .into_iter()
         .flatten()
@@ -700,6 +786,9 @@ impl Proxy {
 
     fn on_request(&mut self, now: Instant, mut req: Request, peer: Peer) {
         self.stats.requests_received += 1;
+        if !self.admit(now, &req, peer) {
+            return;
+        }
         stamp_top_via(&mut req, peer.addr);
         if let Err(rej) = check_request(&req) {
             if req.method != Method::Ack {
@@ -728,6 +817,124 @@ impl Proxy {
         self.route_request(now, key, req, peer);
     }
 
+    /// Admission, before any transaction state or store work: the trust domain, peer-domain
+    /// cores and requests inside a dialog of ours pass; a source blocked after failed
+    /// authentications is refused; every other request takes a token from its source's
+    /// bucket. A refusal is silence over UDP (a spoofed source gets nothing reflected) and a
+    /// stateless 403 or 503 with Retry-After over TCP.
+    fn admit(&mut self, now: Instant, req: &Request, peer: Peer) -> bool {
+        let ip = peer.addr.ip();
+        if self.cfg.is_trusted(ip)
+            || self.cfg.participating_function == Some(peer.addr)
+            || self.cfg.is_peer_core(&peer)
+            || self.carries_dialog_token(req)
+        {
+            return true;
+        }
+        if self.guard_sweep_at.is_none() {
+            self.guard_sweep_at = Some(now + GUARD_SWEEP);
+        }
+        if let Some(b) = self.throttle.check_source(now, ip) {
+            if let Some(refused) = b.report {
+                self.security(SecurityEvent::AuthRefused {
+                    source: ip,
+                    user: None,
+                    refused,
+                });
+            }
+            let wait = b.until.saturating_duration_since(now);
+            self.refuse_stateless(
+                req,
+                peer,
+                StatusCode::FORBIDDEN,
+                "Too Many Failed Authentications",
+                wait,
+            );
+            return false;
+        }
+        match self.limiter.admit(now, ip) {
+            Admission::Admit => true,
+            Admission::Refuse { report } => {
+                if let Some(refused) = report {
+                    self.security(SecurityEvent::RateLimited {
+                        source: ip,
+                        refused,
+                    });
+                }
+                self.refuse_stateless(
+                    req,
+                    peer,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Rate Limited",
+                    Duration::from_secs(1),
+                );
+                false
+            }
+        }
+    }
+
+    /// Answers a refused request statelessly over a stream (with Retry-After); over UDP it
+    /// is dropped. ACK is never answered.
+    fn refuse_stateless(
+        &mut self,
+        req: &Request,
+        peer: Peer,
+        status: StatusCode,
+        reason: &str,
+        wait: Duration,
+    ) {
+        if peer.transport == TransportKind::Udp || req.method == Method::Ack {
+            return;
+        }
+        let mut resp = response_to(req, status, Some("cpm-guard"));
+        resp.reason = reason.to_owned();
+        let secs = wait.as_secs().max(1);
+        resp.headers
+            .push(Header::new(HeaderName::RetryAfter, &secs.to_string()));
+        self.stats.local_failures += 1;
+        self.send_stateless(peer, &resp);
+    }
+
+    fn security(&mut self, event: SecurityEvent) {
+        self.outputs.push_back(Output::Security(event));
+    }
+
+    /// The dialog token of our Record-Route for a Call-ID.
+    fn dialog_token(&self, call_id: &str) -> String {
+        self.nonce_key.sign("record-route", call_id)
+    }
+
+    /// Whether the top Route is ours with a valid dialog token (a cheap look at the raw
+    /// field first: most requests carry none).
+    fn carries_dialog_token(&self, req: &Request) -> bool {
+        let Some(first) = req.headers.get(&HeaderName::Route) else {
+            return false;
+        };
+        if !first
+            .raw()
+            .windows(DIALOG_PARAM.len())
+            .any(|w| w.eq_ignore_ascii_case(DIALOG_PARAM.as_bytes()))
+        {
+            return false;
+        }
+        let Ok(Some(call_id)) = req.headers.call_id() else {
+            return false;
+        };
+        let Ok(routes) = req.headers.route() else {
+            return false;
+        };
+        routes.first().is_some_and(|r| match &r.uri {
+            Uri::Sip(u) => self.is_us(u) && self.has_dialog_token(u, &call_id.0),
+            _ => false,
+        })
+    }
+
+    fn has_dialog_token(&self, u: &SipUri, call_id: &str) -> bool {
+        u.param(DIALOG_PARAM)
+            .and_then(|p| p.value.as_deref())
+            .is_some_and(|v| v.eq_ignore_ascii_case(&self.dialog_token(call_id)))
+    }
+
     fn is_us(&self, uri: &SipUri) -> bool {
         let port = uri.port.unwrap_or(if uri.secure { 5061 } else { 5060 });
         if port != self.cfg.advertised.port() {
@@ -745,11 +952,20 @@ impl Proxy {
     }
 
     /// Removes the Route values that name us from the top of the route set (RFC 3261 16.4),
-    /// leaving the other fields in place. Returns how many were removed and the `cpm` phase
-    /// parameter of the last one, or `Err` for a Route that does not parse.
-    fn pop_own_routes(&self, req: &mut Request) -> Result<(usize, Option<String>), ()> {
+    /// leaving the other fields in place. Returns how many were removed, the `cpm` phase
+    /// parameter of the last one, and whether one carried our dialog token for this
+    /// Call-ID; `Err` for a Route that does not parse.
+    fn pop_own_routes(&self, req: &mut Request) -> Result<(usize, Option<String>, bool), ()> {
         let mut popped = 0;
         let mut phase = None;
+        let mut dialog = false;
+        let call_id = req
+            .headers
+            .call_id()
+            .ok()
+            .flatten()
+            .map(|c| c.0)
+            .unwrap_or_default();
         loop {
             let Some(first) = req.headers.get(&HeaderName::Route).cloned() else {
                 break;
@@ -765,13 +981,14 @@ impl Proxy {
             if let Some(p) = u.param("cpm").and_then(|p| p.value.clone()) {
                 phase = Some(p);
             }
+            dialog |= self.has_dialog_token(u, &call_id);
             popped += 1;
             let rest: Vec<String> = list.iter().skip(1).map(ToString::to_string).collect();
             let replacement =
                 (!rest.is_empty()).then(|| Header::new(HeaderName::Route, &rest.join(", ")));
             replace_first(&mut req.headers, &HeaderName::Route, replacement);
         }
-        Ok((popped, phase))
+        Ok((popped, phase, dialog))
     }
 
     /// Whether the URI names one of our domains (a user there is ours to locate).
@@ -785,7 +1002,7 @@ impl Proxy {
     fn local_aor(&self, uri: &SipUri) -> Option<String> {
         let user = uri.user.as_deref()?;
         let domain = match &uri.host {
-            cpm_sip::Host::Domain(d) if self.cfg.is_local_domain(d) => d.to_ascii_lowercase(),
+            cpm_sip::Host::Domain(d) if self.cfg.is_local_domain(d) => normalize_domain(d),
             _ if self.is_us(uri) => self.cfg.default_domain().to_owned(),
             _ => return None,
         };
@@ -829,9 +1046,10 @@ impl Proxy {
         };
         // Loose routing: pop every Route that names us.
         match self.pop_own_routes(&mut req) {
-            Ok((popped, phase)) => {
+            Ok((popped, phase, dialog)) => {
                 ctx.routed_via_us = popped > 0;
                 ctx.phase = phase;
+                ctx.dialog = dialog && !initial;
             }
             Err(()) => {
                 return self.reply_status(now, &key, &req, StatusCode::BAD_REQUEST, "Bad Route");
@@ -905,21 +1123,66 @@ impl Proxy {
         {
             ctx.origin = Some(aor);
         }
-        if initial && !ctx.trusted {
-            let from_uri = req.headers.from().ok().flatten().map(|f| f.uri);
-            let from_local = from_uri
-                .as_ref()
-                .and_then(|u| u.as_sip())
-                .and_then(|u| self.local_aor(u));
-            if let Some(aor) = from_local {
-                if self.registrar.is_registered_flow(&aor, &peer, now) {
-                    ctx.origin = Some(aor);
-                } else {
-                    return self.authenticate_request(now, key, req, peer, ctx);
+        if !ctx.trusted {
+            // Who the From says sent it, and whether it can be so (policy.rs).
+            let sender = req
+                .headers
+                .from()
+                .ok()
+                .flatten()
+                .map_or(Sender::Unverifiable, |f| self.cfg.sender(&f.uri));
+            match sender {
+                Sender::Local(aor) => {
+                    if self.registrar.is_registered_flow(&aor, &peer, now) {
+                        ctx.origin = Some(aor);
+                    } else if initial {
+                        return self.authenticate_request(now, key, req, peer, ctx);
+                    } else if !ctx.dialog {
+                        // A To tag alone does not put a request in a dialog: only our
+                        // Record-Route's token does.
+                        self.stats.relay_refused += 1;
+                        return self.reply_status(
+                            now,
+                            &key,
+                            &req,
+                            StatusCode::FORBIDDEN,
+                            "No Dialog Through This Proxy",
+                        );
+                    }
+                }
+                Sender::Foreign(domain) => {
+                    if !self.cfg.is_core_of(&domain, &peer) && !ctx.dialog {
+                        self.stats.sender_refused += 1;
+                        return self.reply_status(
+                            now,
+                            &key,
+                            &req,
+                            StatusCode::FORBIDDEN,
+                            "Sender Domain Not Accepted From Here",
+                        );
+                    }
+                }
+                Sender::Unverifiable => {
+                    if !self.cfg.is_peer_core(&peer) && !ctx.dialog {
+                        self.stats.sender_refused += 1;
+                        return self.reply_status(
+                            now,
+                            &key,
+                            &req,
+                            StatusCode::FORBIDDEN,
+                            "Sender Cannot Be Verified",
+                        );
+                    }
                 }
             }
         }
         self.continue_request(now, key, req, peer, ctx);
+    }
+
+    /// The relay rule (policy.rs): whether the core may send this request to `dest`, a next
+    /// hop it did not choose itself (a preloaded Route, a foreign Request-URI).
+    fn may_send(&self, ctx: &RouteCtx, dest: &Peer) -> bool {
+        ctx.trusted || ctx.origin.is_some() || ctx.dialog || self.cfg.is_known_next_hop(dest)
     }
 
     /// RFC 3261 16.3 step 4: a request that carries a Via of ours whose branch hash equals the
@@ -1013,7 +1276,8 @@ impl Proxy {
     ) {
         self.stats.auth_challenges += 1;
         let realm = self.realm_for(req);
-        let nonce = self.nonce_key.make_nonce(self.unix(now), &realm);
+        let salt = self.random();
+        let nonce = self.nonce_key.make_nonce(self.unix(now), &realm, salt);
         let (status, name) = if proxy {
             (
                 StatusCode::PROXY_AUTHENTICATION_REQUIRED,
@@ -1154,6 +1418,11 @@ impl Proxy {
                 }
             }
         } else {
+            // A user whose password is being guessed is closed to new devices for a while;
+            // its registered ones keep refreshing.
+            if user.is_none() && self.user_blocked(now, &key, &req, &peer, &to_aor) {
+                return;
+            }
             // Step 3: authenticate (RFC 3261 22.4; RFC 8760).
             let creds = match self.credentials(now, &req, &HeaderName::Authorization) {
                 Ok(c) => c,
@@ -1345,6 +1614,12 @@ impl Proxy {
         peer: Peer,
         ctx: RouteCtx,
     ) {
+        let from = req.headers.from().ok().flatten();
+        if let Some(Sender::Local(aor)) = from.map(|f| self.cfg.sender(&f.uri))
+            && self.user_blocked(now, &key, &req, &peer, &aor)
+        {
+            return;
+        }
         let creds = match self.credentials(now, &req, &HeaderName::ProxyAuthorization) {
             Ok(c) => c,
             Err(stale) => return self.challenge(now, &key, &req, true, stale),
@@ -1361,6 +1636,94 @@ impl Proxy {
             username,
             realm,
         );
+    }
+
+    /// Refuses (403 with Retry-After, on every transport: the request is already in a
+    /// transaction) an authentication as `aor` from a source that is not one of its
+    /// registered devices while the user is blocked. Returns whether it refused.
+    fn user_blocked(
+        &mut self,
+        now: Instant,
+        key: &ServerKey,
+        req: &Request,
+        peer: &Peer,
+        aor: &str,
+    ) -> bool {
+        if self.registrar.is_registered_flow(aor, peer, now) {
+            return false;
+        }
+        let Some(b) = self.throttle.check_user(now, &aor.to_ascii_lowercase()) else {
+            return false;
+        };
+        if let Some(refused) = b.report {
+            self.security(SecurityEvent::AuthRefused {
+                source: peer.addr.ip(),
+                user: Some(aor.to_owned()),
+                refused,
+            });
+        }
+        let tag = self.tag();
+        let mut resp = response_to(req, StatusCode::FORBIDDEN, Some(&tag));
+        resp.reason = "Too Many Failed Authentications".to_owned();
+        let secs = b.until.saturating_duration_since(now).as_secs().max(1);
+        resp.headers
+            .push(Header::new(HeaderName::RetryAfter, &secs.to_string()));
+        self.reply(now, key, resp);
+        true
+    }
+
+    /// Counts a failed authentication against its source and the user it named, and
+    /// reports it (and any block it starts).
+    fn auth_failed(&mut self, now: Instant, peer: &Peer, creds: &Credentials) {
+        let source = peer.addr.ip();
+        let user = account_key(&creds.username, &creds.realm);
+        let blocks = self.throttle.failure(now, source, &user);
+        self.security(SecurityEvent::AuthFailure {
+            source,
+            user: user.clone(),
+        });
+        if let Some(d) = blocks.source {
+            self.security(SecurityEvent::AuthBlocked {
+                source,
+                user: None,
+                seconds: d.as_secs(),
+            });
+        }
+        if let Some(d) = blocks.user {
+            self.security(SecurityEvent::AuthBlocked {
+                source,
+                user: Some(user),
+                seconds: d.as_secs(),
+            });
+        }
+        if self.guard_sweep_at.is_none() {
+            self.guard_sweep_at = Some(now + GUARD_SWEEP);
+        }
+    }
+
+    /// Whether verified credentials use their nonce for the first time with this count
+    /// (RFC 7616 section 3.4); a replay is counted and reported.
+    fn fresh_nonce(&mut self, now: Instant, peer: &Peer, creds: &Credentials) -> bool {
+        let issued = NonceKey::issued_at(&creds.nonce).unwrap_or(0);
+        let ttl = self.cfg.nonce_ttl.as_secs();
+        match self.nonces.accept(
+            &creds.nonce,
+            issued,
+            creds.nc.as_deref(),
+            self.unix(now),
+            ttl,
+        ) {
+            NonceUse::Fresh => true,
+            NonceUse::Forgotten => false,
+            NonceUse::Replayed => {
+                self.stats.replays_refused += 1;
+                self.security(SecurityEvent::ReplayRefused {
+                    source: peer.addr.ip(),
+                    user: account_key(&creds.username, &creds.realm),
+                });
+                false
+            }
+        }
     }
 
     fn on_user(&mut self, now: Instant, query: QueryId, user: Option<UserRecord>) {
@@ -1398,20 +1761,27 @@ impl Proxy {
                     };
                     same_uri && digest::verify(&creds, req.method.as_str(), ha1)
                 });
-                // Wrong user and wrong password get the same fresh challenge (no enumeration).
+                // Wrong user and wrong password get the same fresh challenge (no enumeration),
+                // and count the same towards a block.
                 let Some(u) = user.filter(|_| ok) else {
+                    self.auth_failed(now, &peer, &creds);
                     return self.challenge(now, &key, &req, !is_register, false);
                 };
+                // Right credentials seen before are a replay: a fresh challenge, never a 2xx.
+                if !self.fresh_nonce(now, &peer, &creds) {
+                    return self.challenge(now, &key, &req, !is_register, true);
+                }
                 if is_register {
                     return self.on_register(now, key, req, peer, Some(u));
                 }
                 // The authenticated user must be the From user.
-                let from_aor = req
-                    .headers
-                    .from()
-                    .ok()
-                    .flatten()
-                    .and_then(|f| f.uri.as_sip().and_then(|s| self.local_aor(s)));
+                let from_aor = match req.headers.from().ok().flatten() {
+                    Some(f) => match self.cfg.sender(&f.uri) {
+                        Sender::Local(aor) => Some(aor),
+                        _ => None,
+                    },
+                    None => None,
+                };
                 if from_aor
                     .as_deref()
                     .is_none_or(|f| !f.eq_ignore_ascii_case(&u.aor))
@@ -1550,6 +1920,10 @@ impl Proxy {
             let next = req.headers.route().ok().and_then(|r| r.into_iter().next());
             let dest = next.as_ref().and_then(|n| self.resolve(&n.uri));
             return match dest {
+                Some(dest) if !self.may_send(&ctx, &dest) => {
+                    self.stats.relay_refused += 1;
+                    self.reply_status(now, &key, &req, StatusCode::FORBIDDEN, "Route Not Allowed")
+                }
                 Some(dest) => {
                     let target = Target {
                         ruri: req.uri.clone(),
@@ -1606,8 +1980,9 @@ impl Proxy {
                 "Unsupported URI Scheme",
             );
         };
-        // No open relay: only a local user or a trusted peer may send to other domains.
-        let may_relay = ctx.origin.is_some() || ctx.trusted || !initial;
+        // No open relay: only a local user, the trust domain or a dialog of ours may send to
+        // other domains.
+        let may_relay = ctx.origin.is_some() || ctx.trusted || ctx.dialog;
         let peer_domain = match &u.host {
             cpm_sip::Host::Domain(d) => self
                 .cfg
@@ -1626,11 +2001,14 @@ impl Proxy {
                 };
                 self.forward(now, key, req, vec![target], &ctx)
             }
-            Some(_) => self.reply_status(now, &key, &req, StatusCode::FORBIDDEN, "Relaying Denied"),
+            Some(_) => {
+                self.stats.relay_refused += 1;
+                self.reply_status(now, &key, &req, StatusCode::FORBIDDEN, "Relaying Denied")
+            }
             // In-dialog requests that came along our Record-Route go to the remote target
             // (its Contact); without a route through us they are not ours to relay (this is
             // how Kamailio's reference configuration answers them too).
-            None if !initial && ctx.routed_via_us => match self.resolve(&req.uri) {
+            None if ctx.dialog => match self.resolve(&req.uri) {
                 Some(dest) => {
                     let target = Target {
                         ruri: req.uri.clone(),
@@ -1714,6 +2092,12 @@ impl Proxy {
                 Method::Invite | Method::Subscribe | Method::Refer
             );
         let invite = req.method == Method::Invite;
+        let dialog_token = if record_route {
+            let call_id = req.headers.call_id().ok().flatten().map(|c| c.0);
+            self.dialog_token(&call_id.unwrap_or_default())
+        } else {
+            String::new()
+        };
         let mut fork = Fork {
             request: Some(req.clone()),
             invite,
@@ -1737,9 +2121,10 @@ impl Proxy {
                 .set(HeaderName::MaxForwards, &max_forwards.to_string());
             if record_route {
                 let rr = format!(
-                    "<sip:{};transport={};lr>",
+                    "<sip:{};transport={};lr;{DIALOG_PARAM}={}>",
                     self.cfg.advertised,
-                    t.dest.transport.as_via_token().to_ascii_lowercase()
+                    t.dest.transport.as_via_token().to_ascii_lowercase(),
+                    dialog_token
                 );
                 out.headers
                     .push_front(Header::new(HeaderName::RecordRoute, &rr));
@@ -1799,7 +2184,10 @@ impl Proxy {
                 self.branch_final(now, &ckey, resp, false);
             }
             ResponseDisposition::Absorbed => {}
-            ResponseDisposition::Stray => self.forward_stateless_response(resp),
+            // RFC 6026 keeps 2xx retransmissions matched (the Accepted state): a response with
+            // no client transaction is not one we must pass on, and forwarding it to whatever
+            // its second Via names would relay for anyone who writes a Via of ours.
+            ResponseDisposition::Stray => {}
         }
     }
 
@@ -1948,15 +2336,21 @@ impl Proxy {
 
     /// ACK for a 2xx (and other requests outside transactions) is forwarded statelessly along
     /// its Route set or to its Request-URI (RFC 3261 16.11).
+    ///
+    /// The relay rule holds here too: an ACK goes where it names only inside a dialog of ours
+    /// (our Record-Route's token), from the trust domain, or to a registered device of a local
+    /// user.
     fn forward_stateless_ack(&mut self, now: Instant, mut req: Request, peer: Peer) {
-        let _ = peer;
         let ctx = RouteCtx::default();
-        let Ok((popped, _)) = self.pop_own_routes(&mut req) else {
+        let Ok((_, _, dialog)) = self.pop_own_routes(&mut req) else {
             return;
         };
-        let popped = popped > 0;
+        let allowed = dialog
+            || self.cfg.is_trusted(peer.addr.ip())
+            || self.cfg.participating_function == Some(peer.addr)
+            || self.cfg.is_peer_core(&peer);
         let dest = match req.headers.route().ok().and_then(|r| r.into_iter().next()) {
-            Some(next) => self.resolve(&next.uri),
+            Some(next) => self.resolve(&next.uri).filter(|_| allowed),
             None => match &req.uri {
                 Uri::Sip(u) => match self.local_aor(u) {
                     Some(aor) => self
@@ -1965,13 +2359,16 @@ impl Proxy {
                         .next()
                         .map(|b| self.binding_destination(b)),
                     // Not along our route and not for our users: not ours to relay.
-                    None if popped => self.resolve(&req.uri),
+                    None if allowed => self.resolve(&req.uri),
                     None => None,
                 },
                 _ => None,
             },
         };
-        let Some(dest) = dest else { return };
+        let Some(dest) = dest else {
+            self.stats.relay_refused += 1;
+            return;
+        };
         let mf = req.headers.max_forwards().ok().flatten().unwrap_or(70);
         if mf == 0 {
             return;
@@ -1990,32 +2387,6 @@ impl Proxy {
         self.outputs.push_back(Output::Transmit(Transmit {
             peer: dest,
             payload: req.to_bytes(),
-        }));
-    }
-
-    /// A response with no client transaction (RFC 3261 16.7 / 18.1.2): if the top Via is ours,
-    /// remove it and send it on to the next Via; never to a broadcast address.
-    fn forward_stateless_response(&mut self, mut resp: Response) {
-        let Ok(Some(top)) = resp.headers.top_via() else {
-            return;
-        };
-        let ours = top.branch().is_some_and(|b| b.starts_with(BRANCH_PREFIX))
-            && top.port.unwrap_or(5060) == self.cfg.advertised.port();
-        if !ours || !pop_top_via(&mut resp.headers) {
-            return;
-        }
-        let Ok(Some(next)) = resp.headers.top_via() else {
-            return;
-        };
-        let Some(dest) = via_destination(&next) else {
-            return;
-        };
-        if !is_sendable(&dest.addr) {
-            return;
-        }
-        self.outputs.push_back(Output::Transmit(Transmit {
-            peer: dest,
-            payload: resp.to_bytes(),
         }));
     }
 }

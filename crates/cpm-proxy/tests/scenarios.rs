@@ -241,7 +241,7 @@ fn requests(sent: &[(Peer, Message)]) -> Vec<(Peer, Request)> {
 fn register_challenge_then_both_username_forms() {
     let mut net = Net::new(|_| {});
     let ok = net.register("alice", "127.0.0.1:5071", "a1", 1, None);
-    assert_eq!(ok.status, StatusCode::OK);
+    assert_eq!(ok.status, StatusCode::OK, "{ok:?}");
     let contacts: Vec<_> = ok.headers.get_all(&HeaderName::Contact).collect();
     assert_eq!(contacts.len(), 1);
     assert!(contacts[0].value().unwrap().contains("expires=600"));
@@ -665,7 +665,11 @@ fn parse_errors_are_answered_from_the_raw_head_and_broadcast_is_dropped() {
 
 #[test]
 fn loop_is_482_and_keepalive_ping_gets_pong() {
-    let mut net = Net::new(|_| {});
+    // The stranger's domain is a peer whose core is the sender.
+    let mut net = Net::new(|c| {
+        c.peer_domains
+            .insert("other.example".into(), addr("127.0.0.1:7000"));
+    });
     net.register("bob", "127.0.0.1:6001", "b1", 1, None);
     net.take();
     // Forward once, then feed the forwarded copy back to the core: it carries our Via.
@@ -932,7 +936,23 @@ fn third_party_registration_delivers_to_the_contact_uri() {
 #[test]
 fn in_dialog_request_without_our_route_is_not_relayed() {
     let mut net = Net::new(|_| {});
-    // A BYE with a To tag and no Route through us, to some address: 404, never relayed.
+    // A BYE with a To tag and no Route through us, to some address, from a stranger: 403
+    // (the sender's domain is not served from there), never relayed.
+    net.send(
+        udp("127.0.0.1:7200"),
+        "BYE sip:someone@192.0.2.99:5060 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:7200;branch=z9hG4bKbye1\nMax-Forwards: 70\nFrom: <sip:x@other.example>;tag=1\nTo: <sip:y@another.example>;tag=2\nCall-ID: d1\nCSeq: 2 BYE\nContent-Length: 0\n\n",
+    );
+    let sent = net.take();
+    assert!(requests(&sent).is_empty());
+    assert!(
+        sent.iter()
+            .any(|(_, m)| matches!(m, Message::Response(r) if r.status == StatusCode::FORBIDDEN))
+    );
+    // From a peer domain's core, the same request is still not ours to relay: 404.
+    let mut net = Net::new(|c| {
+        c.peer_domains
+            .insert("other.example".into(), addr("127.0.0.1:7200"));
+    });
     net.send(
         udp("127.0.0.1:7200"),
         "BYE sip:someone@192.0.2.99:5060 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:7200;branch=z9hG4bKbye1\nMax-Forwards: 70\nFrom: <sip:x@other.example>;tag=1\nTo: <sip:y@another.example>;tag=2\nCall-ID: d1\nCSeq: 2 BYE\nContent-Length: 0\n\n",

@@ -515,7 +515,10 @@ pub enum NonceCheck {
 }
 
 const NONCE_MAC_LEN: usize = 16;
-const NONCE_LEN: usize = 8 + NONCE_MAC_LEN;
+/// Timestamp, salt, MAC.
+const NONCE_LEN: usize = 8 + 8 + NONCE_MAC_LEN;
+/// Base64 (URL-safe, unpadded) of [`NONCE_LEN`] bytes.
+const NONCE_TEXT_LEN: usize = 43;
 
 impl NonceKey {
     /// A key from a 32-byte secret chosen by the caller (random, kept across restarts so the
@@ -524,15 +527,20 @@ impl NonceKey {
         Self(secret)
     }
 
-    /// A nonce for `realm` issued at `now_unix_secs`: URL-safe base64 without padding (32
-    /// characters) of the 8-byte big-endian timestamp followed by the first 16 bytes of
-    /// HMAC-SHA256(secret, timestamp || realm).
-    pub fn make_nonce(&self, now_unix_secs: u64, realm: &str) -> String {
-        let ts = now_unix_secs.to_be_bytes();
-        let tag = self.mac(&ts, realm).finalize().into_bytes();
+    /// A nonce for `realm` issued at `now_unix_secs`: URL-safe base64 without padding (43
+    /// characters) of the 8-byte big-endian timestamp, the 8-byte `salt`, and the first 16
+    /// bytes of HMAC-SHA256(secret, timestamp || salt || realm).
+    ///
+    /// The salt (a counter or a random number from the caller) makes every challenge's nonce
+    /// its own: two clients challenged in the same second must not share a nonce, or the
+    /// replay table ([`crate::guard::NonceTracker`]) would take the second one's first use
+    /// for a replay of the first one's.
+    pub fn make_nonce(&self, now_unix_secs: u64, realm: &str, salt: u64) -> String {
         let mut raw = [0u8; NONCE_LEN];
-        raw[..8].copy_from_slice(&ts);
-        raw[8..].copy_from_slice(&tag[..NONCE_MAC_LEN]);
+        raw[..8].copy_from_slice(&now_unix_secs.to_be_bytes());
+        raw[8..16].copy_from_slice(&salt.to_be_bytes());
+        let tag = self.mac(&raw[..16], realm).finalize().into_bytes();
+        raw[16..].copy_from_slice(&tag[..NONCE_MAC_LEN]);
         URL_SAFE_NO_PAD.encode(raw)
     }
 
@@ -546,8 +554,8 @@ impl NonceKey {
         now_unix_secs: u64,
         ttl_secs: u64,
     ) -> NonceCheck {
-        // 24 bytes are 32 base64 characters; refuse anything else before decoding.
-        if nonce.len() != 32 {
+        // Refuse anything of another length before decoding.
+        if nonce.len() != NONCE_TEXT_LEN {
             return NonceCheck::Invalid;
         }
         let Ok(raw) = URL_SAFE_NO_PAD.decode(nonce) else {
@@ -559,8 +567,8 @@ impl NonceKey {
         let mut ts = [0u8; 8];
         ts.copy_from_slice(&raw[..8]);
         if self
-            .mac(&ts, realm)
-            .verify_truncated_left(&raw[8..])
+            .mac(&raw[..16], realm)
+            .verify_truncated_left(&raw[16..])
             .is_err()
         {
             return NonceCheck::Invalid;
@@ -595,10 +603,10 @@ impl NonceKey {
         Some(u64::from_be_bytes(ts))
     }
 
-    fn mac(&self, ts: &[u8; 8], realm: &str) -> Hmac<Sha256> {
+    fn mac(&self, head: &[u8], realm: &str) -> Hmac<Sha256> {
         let mut mac =
             <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("HMAC takes keys of any length");
-        mac.update(ts);
+        mac.update(head);
         mac.update(realm.as_bytes());
         mac
     }
@@ -849,8 +857,8 @@ mod tests {
     fn nonce_valid_stale_invalid() {
         let k = key(7);
         let t = 1_700_000_000;
-        let n = k.make_nonce(t, "localhost");
-        assert_eq!(n.len(), 32);
+        let n = k.make_nonce(t, "localhost", 9);
+        assert_eq!(n.len(), 43);
         assert!(
             n.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
@@ -883,15 +891,16 @@ mod tests {
             NonceCheck::Invalid
         );
         // Deterministic: same inputs, same nonce; another time, another nonce.
-        assert_eq!(n, k.make_nonce(t, "localhost"));
-        assert_ne!(n, k.make_nonce(t + 1, "localhost"));
+        assert_eq!(n, k.make_nonce(t, "localhost", 9));
+        assert_ne!(n, k.make_nonce(t + 1, "localhost", 9));
+        assert_ne!(n, k.make_nonce(t, "localhost", 10));
     }
 
     #[test]
     fn nonce_tampered_or_garbage_is_invalid() {
         let k = key(1);
         let t = 1_000;
-        let n = k.make_nonce(t, "localhost");
+        let n = k.make_nonce(t, "localhost", 9);
         // Flip each character in turn: the timestamp or the MAC changes.
         for i in 0..n.len() {
             let mut bytes = n.clone().into_bytes();
@@ -959,7 +968,7 @@ mod tests {
         let k = key(3);
         let now = 5_000;
         let realm = "localhost";
-        let nonce = k.make_nonce(now, realm);
+        let nonce = k.make_nonce(now, realm, 1);
         for alg in [Algorithm::Sha256, Algorithm::Md5] {
             let ch = Challenge::parse(&challenge(realm, &nonce, alg, false, None)).unwrap();
             let value = respond(

@@ -85,7 +85,9 @@ impl NonceTracker {
         }
         // `Credentials::parse` checked the 8 hex digits; anything else counts as zero, which
         // is never above a count already accepted.
-        let count = nc.and_then(|n| u32::from_str_radix(n, 16).ok()).unwrap_or(0);
+        let count = nc
+            .and_then(|n| u32::from_str_radix(n, 16).ok())
+            .unwrap_or(0);
         if let Some(highest) = self.used.get_mut(nonce) {
             if count <= *highest {
                 return NonceUse::Replayed;
@@ -248,7 +250,9 @@ impl AuthThrottle {
         self.stats.failures += 1;
         let c = self.cfg;
         let source = self.sources.fail(now, ip, c.max_source_failures, &c);
-        let user = self.users.fail(now, user.to_owned(), c.max_user_failures, &c);
+        let user = self
+            .users
+            .fail(now, user.to_owned(), c.max_user_failures, &c);
         self.stats.blocks += u64::from(source.is_some()) + u64::from(user.is_some());
         NewBlocks { source, user }
     }
@@ -382,6 +386,24 @@ impl<K: Clone + Eq + Hash> Table<K> {
             .filter(|r| r.blocked_until.is_some_and(|u| u > now))
             .count() as u64
     }
+}
+
+/// The account a digest username names, as the throttle counts it: `alice@realm` for
+/// `alice`, lowercase, at most 256 bytes (a hostile username must not grow the keys).
+pub fn account_key(username: &str, realm: &str) -> String {
+    let mut user = if username.contains('@') {
+        username.to_ascii_lowercase()
+    } else {
+        format!("{username}@{realm}").to_ascii_lowercase()
+    };
+    if user.len() > 256 {
+        let mut cut = 256;
+        while !user.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        user.truncate(cut);
+    }
+    user
 }
 
 /// What [`SourceLimiter::admit`] decided.
@@ -531,6 +553,9 @@ impl SourceLimiter {
 
 #[cfg(test)]
 mod tests {
+    // The one clock read per test is the origin of virtual time.
+    #![allow(clippy::disallowed_methods)]
+
     use super::*;
 
     #[test]
@@ -560,9 +585,18 @@ mod tests {
     #[test]
     fn a_full_table_forgets_the_oldest_and_refuses_what_it_forgot() {
         let mut t = NonceTracker::new(2, 1);
-        assert_eq!(t.accept("a", 10, Some("00000001"), 20, 300), NonceUse::Fresh);
-        assert_eq!(t.accept("b", 11, Some("00000001"), 20, 300), NonceUse::Fresh);
-        assert_eq!(t.accept("c", 12, Some("00000001"), 20, 300), NonceUse::Fresh);
+        assert_eq!(
+            t.accept("a", 10, Some("00000001"), 20, 300),
+            NonceUse::Fresh
+        );
+        assert_eq!(
+            t.accept("b", 11, Some("00000001"), 20, 300),
+            NonceUse::Fresh
+        );
+        assert_eq!(
+            t.accept("c", 12, Some("00000001"), 20, 300),
+            NonceUse::Fresh
+        );
         assert_eq!(t.len(), 2);
         // "a" was forgotten: its replay is refused all the same.
         assert_eq!(
@@ -618,7 +652,10 @@ mod tests {
         for _ in 0..3 {
             th.failure(t2, ip, "carol@x");
         }
-        assert_eq!(th.check_source(t2, ip).unwrap().until, t2 + Duration::from_secs(20));
+        assert_eq!(
+            th.check_source(t2, ip).unwrap().until,
+            t2 + Duration::from_secs(20)
+        );
         let t3 = t2 + Duration::from_secs(21);
         let mut last = NewBlocks::default();
         for _ in 0..3 {

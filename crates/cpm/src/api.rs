@@ -14,16 +14,25 @@
 //!
 //! The history is read on its own SQLite connection (WAL: readers never wait for the
 //! message writer), on a blocking thread.
+//!
+//! Guards, as on SIP: credentials whose nonce count was already used are a replay and get a
+//! fresh challenge (RFC 7616 section 3.4); failed authentications are counted per source
+//! address and per user, and past the limit the source (or the user) gets `429 Too Many
+//! Requests` with `Retry-After` for a back-off that doubles with each block (RFC 6585
+//! section 4). Both are logged as on SIP (`crate::security`).
 
-use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use cpm_content::{Cpim, mime};
+use cpm_proxy::SecurityEvent;
 use cpm_sip_core::digest::{self, Algorithm, Credentials, NonceCheck, NonceKey};
+use cpm_sip_core::guard::{AuthThrottle, NonceTracker, NonceUse, ThrottleConfig, account_key};
 use cpm_store::{HistoryQuery, MessageRecord, Store};
 use serde::{Deserialize, Serialize};
 
@@ -43,6 +52,57 @@ pub(crate) struct ApiState {
     pub(crate) nonce_ttl_secs: u64,
     /// Digest algorithms offered.
     pub(crate) algorithms: Vec<Algorithm>,
+    /// Replay table and failure throttle of the HTTP API.
+    pub(crate) guard: Arc<Mutex<HttpGuard>>,
+}
+
+/// The HTTP API's guards (its own, apart from SIP's: a SIP credential cannot be replayed over
+/// HTTP anyway, the method and URI differ).
+pub(crate) struct HttpGuard {
+    nonces: NonceTracker,
+    throttle: AuthThrottle,
+    /// Makes every challenge's nonce unique.
+    salt: u64,
+    swept_at: Instant,
+}
+
+/// How often the throttle's table is swept (at a request, not on a timer).
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+impl HttpGuard {
+    /// Guards with these limits; `seed` keys their tables (random at start).
+    pub(crate) fn new(nonce_table_size: usize, throttle: ThrottleConfig, seed: u64) -> Self {
+        Self {
+            nonces: NonceTracker::new(nonce_table_size, seed),
+            throttle: AuthThrottle::new(throttle, seed ^ 0x9e37_79b9),
+            salt: seed,
+            swept_at: Instant::now(),
+        }
+    }
+
+    /// Counters, for `/metrics`.
+    pub(crate) fn stats(&self) -> cpm_sip_core::guard::ThrottleStats {
+        self.throttle.stats()
+    }
+
+    fn next_salt(&mut self) -> u64 {
+        self.salt = self.salt.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        self.salt
+    }
+
+    fn sweep(&mut self, now: Instant) {
+        if now >= self.swept_at + SWEEP_EVERY {
+            self.swept_at = now;
+            self.throttle.sweep(now);
+        }
+    }
+}
+
+impl ApiState {
+    fn guard(&self) -> MutexGuard<'_, HttpGuard> {
+        // Every update leaves the tables consistent: a poisoned lock is still usable.
+        self.guard.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// The query string of `GET /api/v1/history`.
@@ -85,7 +145,8 @@ fn unix_secs() -> u64 {
 }
 
 fn challenge(state: &ApiState, stale: bool) -> Response {
-    let nonce = state.nonce_key.make_nonce(unix_secs(), &state.realm);
+    let salt = state.guard().next_salt();
+    let nonce = state.nonce_key.make_nonce(unix_secs(), &state.realm, salt);
     let mut resp = (StatusCode::UNAUTHORIZED, "authentication required\n").into_response();
     for alg in &state.algorithms {
         if let Ok(v) = digest::challenge(&state.realm, &nonce, *alg, stale, None).parse() {
@@ -95,13 +156,54 @@ fn challenge(state: &ApiState, stale: bool) -> Response {
     resp
 }
 
+/// 429 with Retry-After for a blocked source or user.
+fn too_many(until: Instant, now: Instant) -> Response {
+    let secs = until.saturating_duration_since(now).as_secs().max(1);
+    let mut resp = (
+        StatusCode::TOO_MANY_REQUESTS,
+        "too many failed authentications\n",
+    )
+        .into_response();
+    if let Ok(v) = secs.to_string().parse() {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    resp
+}
+
+/// What the blocking part of authentication found.
+enum Verified {
+    /// The user and its password are right.
+    User(String),
+    /// Wrong password or no such user (the same answer).
+    Failed,
+}
+
 /// `GET /api/v1/history`.
 pub(crate) async fn history(
     State(state): State<ApiState>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
     uri: Uri,
     headers: HeaderMap,
     Query(params): Query<HistoryParams>,
 ) -> Response {
+    let source = client.ip();
+    let now = Instant::now();
+    let blocked = {
+        let mut g = state.guard();
+        g.sweep(now);
+        g.throttle.check_source(now, source)
+    };
+    if let Some(b) = blocked {
+        if let Some(refused) = b.report {
+            let event = SecurityEvent::AuthRefused {
+                source,
+                user: None,
+                refused,
+            };
+            crate::security::log(&event, "http");
+        }
+        return too_many(b.until, now);
+    }
     let creds = headers
         .get_all(header::AUTHORIZATION)
         .iter()
@@ -132,6 +234,97 @@ pub(crate) async fn history(
         )
             .into_response();
     }
+    let account = account_key(&creds.username, &state.realm);
+    let user_blocked = state.guard().throttle.check_user(now, &account);
+    if let Some(b) = user_blocked {
+        if let Some(refused) = b.report {
+            let event = SecurityEvent::AuthRefused {
+                source,
+                user: Some(account),
+                refused,
+            };
+            crate::security::log(&event, "http");
+        }
+        return too_many(b.until, now);
+    }
+    let st = state.clone();
+    let checked = creds.clone();
+    let verified = tokio::task::spawn_blocking(move || {
+        let store = st
+            .store
+            .lock()
+            .map_err(|_| "store lock poisoned".to_owned())?;
+        let user = store
+            .user_credentials(&checked.username, &st.realm)
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>(match user {
+            Some(u) if digest::verify(&checked, "GET", u.ha1(checked.algorithm)) => {
+                Verified::User(u.aor)
+            }
+            _ => Verified::Failed,
+        })
+    })
+    .await;
+    let owner = match verified {
+        Ok(Ok(Verified::User(aor))) => aor,
+        Ok(Ok(Verified::Failed)) => {
+            // A wrong user and a wrong password get the same answer, and count the same.
+            let blocks = state.guard().throttle.failure(now, source, &account);
+            crate::security::log(
+                &SecurityEvent::AuthFailure {
+                    source,
+                    user: account.clone(),
+                },
+                "http",
+            );
+            if let Some(d) = blocks.source {
+                let event = SecurityEvent::AuthBlocked {
+                    source,
+                    user: None,
+                    seconds: d.as_secs(),
+                };
+                crate::security::log(&event, "http");
+            }
+            if let Some(d) = blocks.user {
+                let event = SecurityEvent::AuthBlocked {
+                    source,
+                    user: Some(account),
+                    seconds: d.as_secs(),
+                };
+                crate::security::log(&event, "http");
+            }
+            return challenge(&state, false);
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "user directory read failed");
+            return (StatusCode::INTERNAL_SERVER_ERROR, "history read failed\n").into_response();
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "history task failed");
+            return (StatusCode::INTERNAL_SERVER_ERROR, "history read failed\n").into_response();
+        }
+    };
+    // RFC 7616 3.4: right credentials seen before are a replay: a fresh challenge.
+    let issued = NonceKey::issued_at(&creds.nonce).unwrap_or(0);
+    let used = state.guard().nonces.accept(
+        &creds.nonce,
+        issued,
+        creds.nc.as_deref(),
+        unix_secs(),
+        state.nonce_ttl_secs,
+    );
+    match used {
+        NonceUse::Fresh => {}
+        NonceUse::Forgotten => return challenge(&state, true),
+        NonceUse::Replayed => {
+            let event = SecurityEvent::ReplayRefused {
+                source,
+                user: account,
+            };
+            crate::security::log(&event, "http");
+            return challenge(&state, true);
+        }
+    }
     let limit = params.limit.unwrap_or(1000).clamp(1, MAX_LIMIT);
     let st = state.clone();
     let result = tokio::task::spawn_blocking(move || {
@@ -139,17 +332,8 @@ pub(crate) async fn history(
             .store
             .lock()
             .map_err(|_| "store lock poisoned".to_owned())?;
-        let user = store
-            .user_credentials(&creds.username, &st.realm)
-            .map_err(|e| e.to_string())?;
-        let Some(user) = user else {
-            return Ok(None);
-        };
-        if !digest::verify(&creds, "GET", user.ha1(creds.algorithm)) {
-            return Ok(None);
-        }
         let q = HistoryQuery {
-            owner: user.aor,
+            owner,
             with: params
                 .with
                 .as_deref()
@@ -159,11 +343,11 @@ pub(crate) async fn history(
             until_ms: params.until_ms,
             limit,
         };
-        store.history(&q).map(Some).map_err(|e| e.to_string())
+        store.history(&q).map_err(|e| e.to_string())
     })
     .await;
     match result {
-        Ok(Ok(Some(records))) => {
+        Ok(Ok(records)) => {
             let answer = HistoryAnswer {
                 messages: records.iter().map(entry).collect(),
             };
@@ -177,8 +361,6 @@ pub(crate) async fn history(
                 Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
             }
         }
-        // A wrong user and a wrong password get the same answer.
-        Ok(Ok(None)) => challenge(&state, false),
         Ok(Err(e)) => {
             tracing::error!(error = %e, "history read failed");
             (StatusCode::INTERNAL_SERVER_ERROR, "history read failed\n").into_response()

@@ -36,6 +36,8 @@ pub(crate) struct NodeConfig {
     pub(crate) registrar: RegistrarSection,
     /// Authentication.
     pub(crate) auth: AuthSection,
+    /// Per-source limits on new requests.
+    pub(crate) limits: LimitsSection,
     /// Transports.
     pub(crate) transport: TransportSection,
     /// Logs.
@@ -113,6 +115,45 @@ pub(crate) struct AuthSection {
     /// MD5 alone by default, because deployed UAs (baresip 1.0, SIPp) fail on a SHA-256
     /// challenge; `["SHA-256", "MD5"]` offers both (RFC 8760), the stronger first.
     pub(crate) digest_algorithms: Vec<String>,
+    /// Most nonces remembered for replay detection (RFC 7616 nonce counts); when full, the
+    /// oldest are forgotten and refused (their clients get a fresh challenge).
+    pub(crate) nonce_table_size: usize,
+    /// Failed authentications from one source address within `failure_window_secs` that
+    /// block the source (SIP: silence over UDP, 403 over TCP; HTTP: 429).
+    pub(crate) max_failures_per_source: u32,
+    /// Failed authentications for one user (from any source) within the window that block
+    /// the user for new devices (its registered devices keep working).
+    pub(crate) max_failures_per_user: u32,
+    /// The window failures are counted in.
+    pub(crate) failure_window_secs: u64,
+    /// The first block; each further block of the same source or user doubles it.
+    pub(crate) block_secs: u64,
+    /// The longest block.
+    pub(crate) max_block_secs: u64,
+}
+
+/// `[limits]`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct LimitsSection {
+    /// Out-of-dialog SIP requests per second one source address may send (on average);
+    /// more are dropped over UDP and answered 503 with Retry-After over TCP, before any
+    /// transaction or store work. Trusted peers and peer-domain cores are not limited.
+    pub(crate) requests_per_sec_per_source: u32,
+    /// How many one source may send at once (the token bucket's size).
+    pub(crate) burst_per_source: u32,
+    /// Most source addresses tracked at once.
+    pub(crate) tracked_sources: usize,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        Self {
+            requests_per_sec_per_source: 500,
+            burst_per_source: 1000,
+            tracked_sources: 100_000,
+        }
+    }
 }
 
 /// `[transport]`.
@@ -148,6 +189,7 @@ impl Default for NodeConfig {
             peer_domains: BTreeMap::new(),
             registrar: RegistrarSection::default(),
             auth: AuthSection::default(),
+            limits: LimitsSection::default(),
             transport: TransportSection::default(),
             log: LogSection::default(),
             pf: PfSection::default(),
@@ -173,6 +215,12 @@ impl Default for AuthSection {
         Self {
             nonce_ttl_secs: 300,
             digest_algorithms: vec!["MD5".into()],
+            nonce_table_size: 200_000,
+            max_failures_per_source: 10,
+            max_failures_per_user: 20,
+            failure_window_secs: 60,
+            block_secs: 60,
+            max_block_secs: 3600,
         }
     }
 }
@@ -230,6 +278,26 @@ impl NodeConfig {
                 self.store.synchronous
             ));
         }
+        let a = &self.auth;
+        if a.nonce_table_size == 0
+            || a.max_failures_per_source == 0
+            || a.max_failures_per_user == 0
+            || a.failure_window_secs == 0
+            || a.block_secs == 0
+        {
+            return Err(
+                "auth: nonce_table_size, max_failures_per_source, max_failures_per_user, \
+                 failure_window_secs and block_secs must be at least 1"
+                    .into(),
+            );
+        }
+        if a.max_block_secs < a.block_secs {
+            return Err("auth: max_block_secs must be at least block_secs".into());
+        }
+        let l = &self.limits;
+        if l.requests_per_sec_per_source == 0 || l.burst_per_source == 0 || l.tracked_sources == 0 {
+            return Err("limits: every value must be at least 1".into());
+        }
         if self.store.max_batch == 0 || self.pf.max_in_progress == 0 {
             return Err("store.max_batch and pf.max_in_progress must be at least 1".into());
         }
@@ -252,5 +320,21 @@ impl NodeConfig {
     /// The effective configuration as TOML.
     pub(crate) fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
+    }
+}
+
+impl AuthSection {
+    /// The failed-authentication throttle these settings describe (SIP and HTTP each run
+    /// one).
+    pub(crate) fn throttle(&self) -> cpm_sip_core::guard::ThrottleConfig {
+        use std::time::Duration;
+        cpm_sip_core::guard::ThrottleConfig {
+            max_source_failures: self.max_failures_per_source,
+            max_user_failures: self.max_failures_per_user,
+            window: Duration::from_secs(self.failure_window_secs),
+            block: Duration::from_secs(self.block_secs),
+            max_block: Duration::from_secs(self.max_block_secs),
+            ..cpm_sip_core::guard::ThrottleConfig::default()
+        }
     }
 }

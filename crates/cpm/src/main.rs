@@ -10,6 +10,7 @@ mod api;
 mod client;
 mod config;
 mod node;
+mod security;
 
 /// mimalloc: the node allocates and frees many small buffers per message; glibc's malloc
 /// spent a fifth of the core's time in its own bookkeeping in the relay benchmark.
@@ -317,8 +318,12 @@ fn init_logging(log: &config::LogSection) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&log.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    // No colour codes unless a person reads the terminal: log watchers (fail2ban) match
+    // plain lines.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     if log.json {
         builder.json().init();

@@ -58,6 +58,17 @@ struct Metrics {
     store_queue: AtomicU64,
     store_execute_nanos: AtomicU64,
     store_failed_batches: AtomicU64,
+    auth_failures: AtomicU64,
+    auth_refused: AtomicU64,
+    auth_blocks: AtomicU64,
+    auth_blocked_sources: AtomicU64,
+    auth_blocked_users: AtomicU64,
+    replays_refused: AtomicU64,
+    rate_limited: AtomicU64,
+    relay_refused: AtomicU64,
+    sender_refused: AtomicU64,
+    /// The HTTP API's guards, read when `/metrics` is rendered.
+    http_guard: Option<Arc<std::sync::Mutex<crate::api::HttpGuard>>>,
 }
 
 impl Metrics {
@@ -98,6 +109,15 @@ impl Metrics {
         set(&self.auth_challenges, s.auth_challenges);
         set(&self.local_failures, s.local_failures);
         set(&self.registrations, p.registrations() as u64);
+        set(&self.auth_failures, s.auth_failures);
+        set(&self.auth_refused, s.auth_refused);
+        set(&self.auth_blocks, s.auth_blocks);
+        set(&self.auth_blocked_sources, s.auth_blocked_sources);
+        set(&self.auth_blocked_users, s.auth_blocked_users);
+        set(&self.replays_refused, s.replays_refused);
+        set(&self.rate_limited, s.rate_limited);
+        set(&self.relay_refused, s.relay_refused);
+        set(&self.sender_refused, s.sender_refused);
         set(&self.transactions, p.transactions() as u64);
     }
 
@@ -270,6 +290,83 @@ impl Metrics {
         ] {
             metric(name, kind, help, g(v));
         }
+        // The guards of SIP (the core's counters) and of the HTTP API, labelled by protocol.
+        let http = self
+            .http_guard
+            .as_ref()
+            .map(|g| {
+                g.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .stats()
+            })
+            .unwrap_or_default();
+        let mut labelled = |name: &str, kind: &str, help: &str, sip: u64, http: u64| {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{proto=\"sip\"}} {sip}\n{name}{{proto=\"http\"}} {http}\n"
+            ));
+        };
+        labelled(
+            "cpm_auth_failures_total",
+            "counter",
+            "Failed authentications (wrong password or unknown user).",
+            g(&self.auth_failures),
+            http.failures,
+        );
+        labelled(
+            "cpm_auth_refused_total",
+            "counter",
+            "Requests refused because their source or user was blocked after failures.",
+            g(&self.auth_refused),
+            http.refused,
+        );
+        labelled(
+            "cpm_auth_blocks_total",
+            "counter",
+            "Blocks started after failed authentications (sources and users).",
+            g(&self.auth_blocks),
+            http.blocks,
+        );
+        labelled(
+            "cpm_auth_blocked_sources",
+            "gauge",
+            "Source addresses blocked now (updated every few seconds).",
+            g(&self.auth_blocked_sources),
+            http.blocked_sources,
+        );
+        labelled(
+            "cpm_auth_blocked_users",
+            "gauge",
+            "Users blocked now for new devices (updated every few seconds).",
+            g(&self.auth_blocked_users),
+            http.blocked_users,
+        );
+        for (name, help, v) in [
+            (
+                "cpm_auth_replays_refused_total",
+                "SIP credentials refused as replays (RFC 7616 nonce count).",
+                &self.replays_refused,
+            ),
+            (
+                "cpm_sip_rate_limited_total",
+                "Out-of-dialog SIP requests over their source's rate (dropped or 503).",
+                &self.rate_limited,
+            ),
+            (
+                "cpm_sip_relay_refused_total",
+                "Requests refused by the relay rule (preloaded Route, foreign target, no dialog of ours).",
+                &self.relay_refused,
+            ),
+            (
+                "cpm_sip_sender_refused_total",
+                "Requests refused because their sender could not be who it said.",
+                &self.sender_refused,
+            ),
+        ] {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
+                g(v)
+            ));
+        }
         // Seconds as a float: the time the writer spent in transactions (with the batch count
         // this gives the commit latency).
         let secs = g(&self.store_execute_nanos) as f64 / 1e9;
@@ -338,6 +435,13 @@ fn proxy_config(
         .map(|a| Algorithm::parse(a).ok_or_else(|| format!("unknown digest algorithm {a}")))
         .collect::<Result<_, _>>()?;
     pc.nonce_secret = secret;
+    pc.nonce_table_size = cfg.auth.nonce_table_size;
+    pc.auth_throttle = cfg.auth.throttle();
+    pc.source_rate = cfg.limits.requests_per_sec_per_source;
+    pc.source_burst = cfg.limits.burst_per_source;
+    pc.tracked_sources = cfg.limits.tracked_sources;
+    // Our own addresses name our domain in URIs (look-alike senders must authenticate).
+    pc.own_addresses = vec![cfg.sip_listen.ip(), advertised.ip()];
     let seed = os_random().map_err(|e| format!("cannot read /dev/urandom: {e}"))?;
     pc.rng_seed = u64::from_le_bytes([
         seed[0], seed[1], seed[2], seed[3], seed[4], seed[5], seed[6], seed[7],
@@ -455,6 +559,7 @@ impl Cores {
                         let user = lookup(&self.store, &username, &realm);
                         self.proxy.handle_input(now, Input::User { query, user });
                     }
+                    Output::Security(event) => crate::security::log(&event, "sip"),
                     _ => {}
                 }
             }
@@ -528,7 +633,17 @@ async fn run(cfg: NodeConfig) -> Result<(), String> {
     let sip_addr = transport.local_addr();
     let advertised = cfg.advertise.unwrap_or(sip_addr);
 
-    let metrics = Arc::new(Metrics::default());
+    let http_guard = Arc::new(std::sync::Mutex::new(crate::api::HttpGuard::new(
+        cfg.auth.nonce_table_size,
+        cfg.auth.throttle(),
+        os_random().map_or(1, |b| {
+            u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+        }),
+    )));
+    let metrics = Arc::new(Metrics {
+        http_guard: Some(http_guard.clone()),
+        ..Metrics::default()
+    });
     let listener = tokio::net::TcpListener::bind(cfg.http_listen)
         .await
         .map_err(|e| format!("cannot listen for HTTP on {}: {e}", cfg.http_listen))?;
@@ -549,6 +664,7 @@ async fn run(cfg: NodeConfig) -> Result<(), String> {
             .iter()
             .filter_map(|a| Algorithm::parse(a))
             .collect(),
+        guard: http_guard,
     };
     let app = Router::new()
         .route("/health", get(|| async { "ok\n" }))
@@ -564,7 +680,9 @@ async fn run(cfg: NodeConfig) -> Result<(), String> {
         let shutdown = async move {
             let _ = http_stop.wait_for(|s| *s).await;
         };
-        if let Err(e) = axum::serve(listener, app)
+        // The history API needs the client's address (its failure throttle).
+        let service = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+        if let Err(e) = axum::serve(listener, service)
             .with_graceful_shutdown(shutdown)
             .await
         {

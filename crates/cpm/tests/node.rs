@@ -173,14 +173,21 @@ fn tcp_register_message_and_keepalive() {
     tcp.read_exact(&mut pong).expect("pong");
     assert_eq!(&pong, b"\r\n");
 
-    // erin (UDP, not registered: a stranger from another domain is fine) sends dave a MESSAGE:
-    // it arrives over dave's own TCP connection.
+    // erin (registered over UDP) sends dave a MESSAGE from her registered flow: it arrives
+    // over dave's own TCP connection.
     let ua = UdpUa::new();
+    let r = ua.request(&node, &register_text("erin", ua.port(), "UDP", 1, None));
+    let auth = answer_challenge(&r, "erin", "erinpw");
+    let r = ua.request(
+        &node,
+        &register_text("erin", ua.port(), "UDP", 2, Some(&auth)),
+    );
+    assert_eq!(r.status.as_u16(), 200, "log:\n{}", node.log());
     ua.sock
         .send_to(
             format!(
                 "MESSAGE sip:dave@localhost SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{};branch=z9hG4bKm1\r\n\
-                 Max-Forwards: 70\r\nFrom: <sip:x@other.example>;tag=e\r\nTo: <sip:dave@localhost>\r\n\
+                 Max-Forwards: 70\r\nFrom: <sip:erin@localhost>;tag=e\r\nTo: <sip:dave@localhost>\r\n\
                  Call-ID: m1\r\nCSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi",
                 ua.port()
             )

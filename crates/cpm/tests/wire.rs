@@ -21,8 +21,8 @@ enum Expect {
 }
 
 /// The manifest verdicts, applied to our role. Valid requests are forwarded to an
-/// unregistered or unknown user (404/480), challenged (REGISTER: 401), or refused for a
-/// scheme we do not route (416); `semantic:415`/`406` are a UAS's answers: a proxy forwards
+/// unregistered or unknown user (404/480), challenged (REGISTER: 401), refused for a
+/// scheme we do not route (416) or for a sender the node cannot take from this source (403); `semantic:415`/`406` are a UAS's answers: a proxy forwards
 /// such requests like any other (manifest notes), so the node's answer is its routing answer.
 fn expectation(file: &str, verdict: &str) -> Expect {
     match (file, verdict) {
@@ -30,7 +30,8 @@ fn expectation(file: &str, verdict: &str) -> Expect {
         ("unreason.dat" | "noreason.dat", _) => Expect::Silence,
         (_, v) if v.starts_with("invalid:drop") || v == "semantic:drop" => Expect::Silence,
         (_, v) if v.starts_with("invalid:400") => Expect::Status(&[400]),
-        ("invut.dat" | "sdp01.dat", _) => Expect::Status(&[404, 480]),
+        // 403: the sender's foreign domain is not taken from this source (no peer core).
+        ("invut.dat" | "sdp01.dat", _) => Expect::Status(&[403, 404, 480]),
         ("regaut01.dat", _) => Expect::Status(&[401]),
         ("novelsc.dat", _) => Expect::Status(&[416]),
         ("mismatch02.dat", _) => Expect::Status(&[501, 400]),
@@ -54,8 +55,9 @@ fn expectation(file: &str, verdict: &str) -> Expect {
         ("dblreq.dat" | "cparam01.dat" | "cparam02.dat" | "regescrt.dat", "valid") => {
             Expect::Status(&[401])
         }
-        // From a local user over an unregistered flow: challenged (407).
-        (_, "valid") => Expect::Status(&[404, 480, 416, 407, 401]),
+        // From a local user over an unregistered flow: challenged (407); from a foreign
+        // domain, not from that domain's core: refused (403).
+        (_, "valid") => Expect::Status(&[404, 480, 416, 407, 401, 403]),
         _ => Expect::Status(&[]),
     }
 }

@@ -382,7 +382,7 @@ mod tests {
     fn client_verifies(store: &Store, username: &str, password: &str, alg: Algorithm) -> bool {
         let realm = "localhost";
         let key = NonceKey::new([9; 32]);
-        let nonce = key.make_nonce(NOW, realm);
+        let nonce = key.make_nonce(NOW, realm, 1);
         let ch = Challenge::parse(&digest::challenge(realm, &nonce, alg, false, None)).unwrap();
         assert_eq!(ch.qop, Some(Qop::Auth));
         let value = digest::respond(
