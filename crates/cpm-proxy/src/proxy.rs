@@ -2338,8 +2338,8 @@ impl Proxy {
     /// its Route set or to its Request-URI (RFC 3261 16.11).
     ///
     /// The relay rule holds here too: an ACK goes where it names only inside a dialog of ours
-    /// (our Record-Route's token), from the trust domain, or to a registered device of a local
-    /// user.
+    /// (our Record-Route's token), from the trust domain, to a known next hop, or to a
+    /// registered device of a local user.
     fn forward_stateless_ack(&mut self, now: Instant, mut req: Request, peer: Peer) {
         let ctx = RouteCtx::default();
         let Ok((_, _, dialog)) = self.pop_own_routes(&mut req) else {
@@ -2347,10 +2347,11 @@ impl Proxy {
         };
         let allowed = dialog
             || self.cfg.is_trusted(peer.addr.ip())
-            || self.cfg.participating_function == Some(peer.addr)
-            || self.cfg.is_peer_core(&peer);
+            || self.cfg.participating_function == Some(peer.addr);
         let dest = match req.headers.route().ok().and_then(|r| r.into_iter().next()) {
-            Some(next) => self.resolve(&next.uri).filter(|_| allowed),
+            Some(next) => self
+                .resolve(&next.uri)
+                .filter(|d| allowed || self.cfg.is_known_next_hop(d)),
             None => match &req.uri {
                 Uri::Sip(u) => match self.local_aor(u) {
                     Some(aor) => self

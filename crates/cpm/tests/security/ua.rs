@@ -227,8 +227,43 @@ pub(crate) fn register_udp(ua: &Udp, node: SocketAddr, user: &str, pw: &str) {
     assert_eq!(status(&r), 200, "REGISTER of {user}");
 }
 
-/// A pager MESSAGE with a plain-text body, `From: from_uri`, to `ruri`, sent from `via`
-/// (`transport` `UDP` or `TCP`), with extra header lines (each ending in `\n`).
+/// An out-of-dialog request `method` to `ruri` with `From: from_uri`, sent from `via`
+/// (`transport` `UDP` or `TCP`), with extra header lines (each ending in `\n`) and a
+/// plain-text body (none when empty). INVITE gets a Contact.
+pub(crate) fn request(
+    method: &str,
+    ruri: &str,
+    from_uri: &str,
+    via: SocketAddr,
+    transport: &str,
+    call_id: &str,
+    extra: &str,
+    body: &str,
+) -> String {
+    let contact = if method == "INVITE" {
+        format!("Contact: <sip:caller@{via}>\n")
+    } else {
+        String::new()
+    };
+    let ctype = if body.is_empty() {
+        ""
+    } else {
+        "Content-Type: text/plain\n"
+    };
+    format!(
+        "{method} {ruri} SIP/2.0\n\
+         Via: SIP/2.0/{transport} {via};branch=z9hG4bK{call_id}\n\
+         Max-Forwards: 70\n\
+         From: <{from_uri}>;tag=f{call_id}\n\
+         To: <{ruri}>\n\
+         Call-ID: {call_id}\n\
+         CSeq: 1 {method}\n\
+         {contact}{extra}{ctype}Content-Length: {}\n\n{body}",
+        body.len()
+    )
+}
+
+/// A pager MESSAGE with a plain-text body (see [`request`]).
 pub(crate) fn message(
     ruri: &str,
     from_uri: &str,
@@ -238,16 +273,132 @@ pub(crate) fn message(
     extra: &str,
     body: &str,
 ) -> String {
-    format!(
-        "MESSAGE {ruri} SIP/2.0\n\
-         Via: SIP/2.0/{transport} {via};branch=z9hG4bK{call_id}\n\
-         Max-Forwards: 70\n\
-         From: <{from_uri}>;tag=f{call_id}\n\
-         To: <{ruri}>\n\
-         Call-ID: {call_id}\n\
-         CSeq: 1 MESSAGE\n\
-         {extra}Content-Type: text/plain\n\
-         Content-Length: {}\n\n{body}",
-        body.len()
+    request(
+        "MESSAGE", ruri, from_uri, via, transport, call_id, extra, body,
     )
+}
+
+/// Tests that load the machine (floods) run alone: they take this lock for writing, every
+/// other attack test for reading, so no timing-sensitive check runs beside a flood.
+static HEAVY: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// Held by an ordinary attack test for its whole run.
+pub(crate) fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
+    HEAVY
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Held by a flood test for its whole run.
+pub(crate) fn exclusive() -> std::sync::RwLockWriteGuard<'static, ()> {
+    HEAVY
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A UDP socket on a given loopback address (the attacker's own source address: loopback
+/// has the whole 127.0.0.0/8).
+pub(crate) fn udp_from(ip: &str) -> Udp {
+    Udp {
+        sock: UdpSocket::bind((ip, 0)).expect("bind a loopback source"),
+    }
+}
+
+/// Waits up to `wait` for anything on `sock`; returns how many datagrams and bytes came.
+pub(crate) fn drain(sock: &UdpSocket, wait: Duration) -> (usize, usize) {
+    let deadline = Instant::now() + wait;
+    let mut buf = vec![0u8; 65535];
+    let (mut n, mut bytes) = (0, 0);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return (n, bytes);
+        }
+        sock.set_read_timeout(Some(left)).expect("timeout");
+        match sock.recv(&mut buf) {
+            Ok(len) => {
+                n += 1;
+                bytes += len;
+            }
+            Err(_) => return (n, bytes),
+        }
+    }
+}
+
+/// An HTTP answer: status, header lines, body.
+pub(crate) struct HttpAnswer {
+    /// The status code (0 when the connection gave nothing).
+    pub(crate) status: u16,
+    /// `(lowercase name, value)` pairs.
+    pub(crate) headers: Vec<(String, String)>,
+    /// The body.
+    pub(crate) body: String,
+}
+
+impl HttpAnswer {
+    /// The first header of that (lowercase) name.
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A TCP connection from a chosen loopback source address.
+pub(crate) fn tcp_from(ip: &str, to: SocketAddr) -> std::io::Result<TcpStream> {
+    use socket2::{Domain, Socket, Type};
+    let sock = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    let local: SocketAddr = format!("{ip}:0").parse().expect("address");
+    sock.bind(&local.into())?;
+    sock.connect_timeout(&to.into(), Duration::from_secs(2))?;
+    Ok(sock.into())
+}
+
+/// `GET path` over HTTP/1.1 from source address `from` (one request per connection), with an
+/// optional `Authorization` value; bounded to 5 s.
+pub(crate) fn http_get(from: &str, to: SocketAddr, path: &str, auth: Option<&str>) -> HttpAnswer {
+    let mut s = tcp_from(from, to).expect("connect to the HTTP port");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let auth = auth
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: node\r\nConnection: close\r\n{auth}\r\n"
+    )
+    .expect("write");
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return HttpAnswer {
+            status: 0,
+            headers: Vec::new(),
+            body: text,
+        };
+    };
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    HttpAnswer {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
+}
+
+/// The `Authorization` value answering an HTTP 401's first digest challenge for `GET path`.
+pub(crate) fn http_answer(r: &HttpAnswer, path: &str, user: &str, pw: &str, nc: u32) -> String {
+    let value = r.header("www-authenticate").expect("a digest challenge");
+    let ch = Challenge::parse(value).expect("challenge parses");
+    digest::respond(&ch, "GET", path, user, pw, "0b5e22c4", nc)
 }
