@@ -1,12 +1,14 @@
 //! Security log lines: what the cores report as [`SecurityEvent`]s, written with the target
 //! `cpm::security` and the source address as `source=ADDR`, one line each, so fail2ban (or any
-//! log watcher) can match them. The cores already rate-limit what they report.
+//! log watcher) can match them. The source comes first, as an address; the user (chosen by
+//! the client) is quoted and escaped, so it cannot forge a `source=` of its own. The cores
+//! already rate-limit what they report.
 //!
 //! ```text
-//! WARN cpm::security: auth failure source=203.0.113.9 user=bob@localhost proto=sip
+//! WARN cpm::security: auth failure source=203.0.113.9 user="bob@localhost" proto=sip
 //! WARN cpm::security: auth blocked source=203.0.113.9 seconds=60 proto=sip
 //! WARN cpm::security: auth refused source=203.0.113.9 refused=1312 proto=sip
-//! WARN cpm::security: replay refused source=203.0.113.9 user=bob@localhost proto=http
+//! WARN cpm::security: replay refused source=203.0.113.9 user="bob@localhost" proto=http
 //! WARN cpm::security: rate limited source=203.0.113.9 refused=90210 proto=sip
 //! ```
 
@@ -16,14 +18,14 @@ use cpm_proxy::SecurityEvent;
 pub(crate) fn log(event: &SecurityEvent, proto: &'static str) {
     match event {
         SecurityEvent::AuthFailure { source, user } => {
-            tracing::warn!(target: "cpm::security", %source, %user, proto, "auth failure");
+            tracing::warn!(target: "cpm::security", %source, ?user, proto = %proto, "auth failure");
         }
         SecurityEvent::AuthBlocked {
             source,
             user: None,
             seconds,
         } => {
-            tracing::warn!(target: "cpm::security", %source, seconds, proto, "auth blocked");
+            tracing::warn!(target: "cpm::security", %source, seconds, proto = %proto, "auth blocked");
         }
         SecurityEvent::AuthBlocked {
             source,
@@ -31,7 +33,7 @@ pub(crate) fn log(event: &SecurityEvent, proto: &'static str) {
             seconds,
         } => {
             tracing::warn!(
-                target: "cpm::security", %source, %user, seconds, proto, "auth user blocked"
+                target: "cpm::security", %source, ?user, seconds, proto = %proto, "auth user blocked"
             );
         }
         SecurityEvent::AuthRefused {
@@ -39,7 +41,7 @@ pub(crate) fn log(event: &SecurityEvent, proto: &'static str) {
             user: None,
             refused,
         } => {
-            tracing::warn!(target: "cpm::security", %source, refused, proto, "auth refused");
+            tracing::warn!(target: "cpm::security", %source, refused, proto = %proto, "auth refused");
         }
         SecurityEvent::AuthRefused {
             source,
@@ -47,14 +49,14 @@ pub(crate) fn log(event: &SecurityEvent, proto: &'static str) {
             refused,
         } => {
             tracing::warn!(
-                target: "cpm::security", %source, %user, refused, proto, "auth refused"
+                target: "cpm::security", %source, ?user, refused, proto = %proto, "auth refused"
             );
         }
         SecurityEvent::ReplayRefused { source, user } => {
-            tracing::warn!(target: "cpm::security", %source, %user, proto, "replay refused");
+            tracing::warn!(target: "cpm::security", %source, ?user, proto = %proto, "replay refused");
         }
         SecurityEvent::RateLimited { source, refused } => {
-            tracing::warn!(target: "cpm::security", %source, refused, proto, "rate limited");
+            tracing::warn!(target: "cpm::security", %source, refused, proto = %proto, "rate limited");
         }
     }
 }

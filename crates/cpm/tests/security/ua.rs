@@ -109,6 +109,15 @@ impl Tcp {
         }
     }
 
+    /// Connects from a chosen loopback source address.
+    pub(crate) fn connect_from(ip: &str, to: SocketAddr) -> Self {
+        Self {
+            stream: tcp_from(ip, to).expect("connect"),
+            framer: StreamFramer::default(),
+            buf: BytesMut::new(),
+        }
+    }
+
     /// Its local address (for Via and Contact).
     pub(crate) fn addr(&self) -> SocketAddr {
         self.stream.local_addr().expect("addr")
