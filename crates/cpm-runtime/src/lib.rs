@@ -52,5 +52,5 @@
 mod sip;
 pub mod store;
 
-pub use sip::{NetEvent, SipTransport, SipTransportConfig, SipTransportHandle};
+pub use sip::{NetEvent, SipTransport, SipTransportConfig, SipTransportHandle, UdpFloodGuard};
 pub use store::{StoreCounters, StoreExecutor, StoreResults, StoreStats};

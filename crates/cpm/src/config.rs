@@ -144,6 +144,13 @@ pub(crate) struct LimitsSection {
     pub(crate) burst_per_source: u32,
     /// Most source addresses tracked at once.
     pub(crate) tracked_sources: usize,
+    /// UDP datagrams per second one source address may send (requests, responses and
+    /// retransmissions alike), counted before a datagram is parsed: a flood is dropped for
+    /// the price of a lookup and other sources are still heard. 0: no budget. Trusted peers,
+    /// peer-domain cores and an external PF have none.
+    pub(crate) udp_packets_per_sec_per_source: u32,
+    /// How many datagrams one source may send at once.
+    pub(crate) udp_burst_per_source: u32,
 }
 
 impl Default for LimitsSection {
@@ -152,6 +159,8 @@ impl Default for LimitsSection {
             requests_per_sec_per_source: 500,
             burst_per_source: 1000,
             tracked_sources: 100_000,
+            udp_packets_per_sec_per_source: 2000,
+            udp_burst_per_source: 4000,
         }
     }
 }

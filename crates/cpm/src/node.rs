@@ -67,6 +67,7 @@ struct Metrics {
     rate_limited: AtomicU64,
     relay_refused: AtomicU64,
     sender_refused: AtomicU64,
+    udp_flood_dropped: AtomicU64,
     /// The HTTP API's guards, read when `/metrics` is rendered.
     http_guard: Option<Arc<std::sync::Mutex<crate::api::HttpGuard>>>,
 }
@@ -357,6 +358,11 @@ impl Metrics {
                 &self.relay_refused,
             ),
             (
+                "cpm_udp_flood_dropped_total",
+                "UDP datagrams dropped unparsed for their source's datagram budget.",
+                &self.udp_flood_dropped,
+            ),
+            (
                 "cpm_sip_sender_refused_total",
                 "Requests refused because their sender could not be who it said.",
                 &self.sender_refused,
@@ -447,6 +453,28 @@ fn proxy_config(
         seed[0], seed[1], seed[2], seed[3], seed[4], seed[5], seed[6], seed[7],
     ]);
     Ok(pc)
+}
+
+/// The transport's datagram budget per source, with the sources that have none: the trust
+/// domain, the peer domains' cores and an external Participating Function.
+fn udp_flood_guard(cfg: &NodeConfig) -> Result<cpm_runtime::UdpFloodGuard, String> {
+    let host = |ip: std::net::IpAddr| (ip, if ip.is_ipv4() { 32 } else { 128 });
+    let mut exempt: Vec<(std::net::IpAddr, u8)> = cfg
+        .trusted_peers
+        .iter()
+        .map(|t| {
+            TrustedPeer::parse(t)
+                .map(|p| (p.addr, p.prefix))
+                .ok_or_else(|| format!("bad trusted peer {t}"))
+        })
+        .collect::<Result<_, _>>()?;
+    exempt.extend(cfg.peer_domains.values().map(|a| host(a.ip())));
+    exempt.extend(cfg.participating_function.map(|a| host(a.ip())));
+    Ok(cpm_runtime::UdpFloodGuard {
+        packets_per_sec: cfg.limits.udp_packets_per_sec_per_source,
+        burst: cfg.limits.udp_burst_per_source.max(1),
+        exempt,
+    })
 }
 
 fn lookup(store: &Store, username: &str, realm: &str) -> Option<UserRecord> {
@@ -627,6 +655,9 @@ async fn run(cfg: NodeConfig) -> Result<(), String> {
         max_body_len: cfg.transport.max_message_bytes,
         ..Limits::default()
     };
+    if cfg.limits.udp_packets_per_sec_per_source > 0 {
+        tcfg.udp_flood_guard = Some(udp_flood_guard(&cfg)?);
+    }
     let (mut transport, handle) = SipTransport::bind(tcfg)
         .await
         .map_err(|e| format!("cannot listen for SIP on {}: {e}", cfg.sip_listen))?;
@@ -814,6 +845,9 @@ async fn run(cfg: NodeConfig) -> Result<(), String> {
         metrics
             .send_failures
             .store(send_failures, Ordering::Relaxed);
+        metrics
+            .udp_flood_dropped
+            .store(handle.udp_flood_dropped(), Ordering::Relaxed);
     }
     // Let the store finish what the cores asked for before the process ends.
     drop(cores);

@@ -9,7 +9,7 @@ mod tcp;
 mod udp;
 
 use core::fmt;
-use core::net::SocketAddr;
+use core::net::{IpAddr, SocketAddr};
 use core::sync::atomic::{AtomicU64, AtomicUsize};
 use core::time::Duration;
 use std::io;
@@ -30,8 +30,49 @@ const EVENT_QUEUE: usize = 8192;
 /// How many times to look for a port free for both TCP and UDP when binding port 0.
 const BIND_ATTEMPTS: usize = 16;
 
+/// A budget of UDP datagrams per source address, checked before a datagram is parsed: a
+/// flood from one address is dropped for the price of a hash lookup, so the receive task keeps
+/// up and other sources' datagrams are not lost in the kernel's buffer. The cores' own limits
+/// (per-source request rates, transactions) come after, on what passes.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub struct UdpFloodGuard {
+    /// Datagrams per second one source address may send on average.
+    pub packets_per_sec: u32,
+    /// Datagrams one source may send at once.
+    pub burst: u32,
+    /// Address ranges `(addr, prefix)` with no budget (trusted peers, peer cores).
+    pub exempt: Vec<(IpAddr, u8)>,
+}
+
+impl UdpFloodGuard {
+    fn is_exempt(&self, ip: IpAddr) -> bool {
+        self.exempt
+            .iter()
+            .any(|&(net, prefix)| in_range(net, prefix, ip))
+    }
+}
+
+/// Whether `ip` is in `net/prefix`.
+fn in_range(net: IpAddr, prefix: u8, ip: IpAddr) -> bool {
+    match (net, ip) {
+        (IpAddr::V4(n), IpAddr::V4(a)) => {
+            let mask = u32::MAX
+                .checked_shl(32 - u32::from(prefix.min(32)))
+                .unwrap_or(0);
+            u32::from(n) & mask == u32::from(a) & mask
+        }
+        (IpAddr::V6(n), IpAddr::V6(a)) => {
+            let mask = u128::MAX
+                .checked_shl(128 - u32::from(prefix.min(128)))
+                .unwrap_or(0);
+            u128::from(n) & mask == u128::from(a) & mask
+        }
+        _ => false,
+    }
+}
+
 /// Settings of a [`SipTransport`].
-#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+#[derive(Clone, Debug, Eq, PartialEq)]
 pub struct SipTransportConfig {
     /// Address for both the UDP socket and the TCP listener. Port 0 picks a port free for both.
     pub listen: SocketAddr,
@@ -49,6 +90,8 @@ pub struct SipTransportConfig {
     /// `net.core.rmem_max`/`wmem_max`). A burst the receive task cannot take at once waits
     /// here instead of being dropped: 212 KiB (Linux's default) is 40 ms of 5 MB/s traffic.
     pub udp_buffer_bytes: usize,
+    /// Per-source datagram budget before parsing; `None`: none.
+    pub udp_flood_guard: Option<UdpFloodGuard>,
 }
 
 impl SipTransportConfig {
@@ -62,6 +105,7 @@ impl SipTransportConfig {
             max_connections: 10_000,
             send_queue_per_conn: 1024,
             udp_buffer_bytes: 4 * 1024 * 1024,
+            udp_flood_guard: None,
         }
     }
 }
@@ -133,6 +177,8 @@ struct Shared {
     next_conn: AtomicU64,
     /// UDP sends waiting for the socket to become writable.
     udp_pending: AtomicUsize,
+    /// Datagrams dropped by the flood guard.
+    udp_flood_dropped: AtomicU64,
     /// Time base for the connections' last-activity stamps.
     epoch: Instant,
     runtime: tokio::runtime::Handle,
@@ -204,6 +250,7 @@ impl SipTransport {
             conns: Mutex::new(ConnTable::default()),
             next_conn: AtomicU64::new(1),
             udp_pending: AtomicUsize::new(0),
+            udp_flood_dropped: AtomicU64::new(0),
             epoch: Instant::now(),
             runtime: tokio::runtime::Handle::current(),
         });
@@ -298,6 +345,13 @@ impl SipTransportHandle {
     /// The bound address, shared by UDP and TCP.
     pub fn local_addr(&self) -> SocketAddr {
         self.shared.local_addr
+    }
+
+    /// UDP datagrams dropped so far by the flood guard ([`UdpFloodGuard`]).
+    pub fn udp_flood_dropped(&self) -> u64 {
+        self.shared
+            .udp_flood_dropped
+            .load(core::sync::atomic::Ordering::Relaxed)
     }
 }
 

@@ -6,27 +6,58 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use cpm_sip::{Message, is_keepalive};
+use cpm_sip_core::guard::{Admission, SourceLimiter};
 use cpm_sip_core::{Peer, Transmit};
-use tracing::{debug, trace};
+use tokio::time::{Duration, Instant};
+use tracing::{debug, trace, warn};
 
 use super::{NetEvent, Shared, stopped};
 
 /// Largest UDP payload (RFC 768 length field).
 const RECV_BUF: usize = 65535;
+/// How often the flood guard forgets quiet sources.
+const GUARD_SWEEP: Duration = Duration::from_secs(5);
 
 /// Receives datagrams until shutdown. Parsing here, not in the core, spreads the CPU over the
 /// runtime's threads.
 pub(super) async fn recv_loop(shared: Arc<Shared>) {
     let mut stop = shared.shutdown.subscribe();
     let mut buf = vec![0u8; RECV_BUF];
+    // The flood guard lives in this task alone: no lock on the receive path.
+    let guard = shared.config.udp_flood_guard.clone();
+    let mut limiter = guard.as_ref().map(|g| {
+        let seed = shared.epoch.elapsed().as_nanos() as u64 ^ u64::from(shared.local_addr.port());
+        SourceLimiter::new(
+            g.packets_per_sec,
+            g.burst,
+            100_000,
+            Duration::from_secs(10),
+            seed,
+        )
+    });
+    let mut swept_at = Instant::now();
+    // Datagrams already queued in the socket are read without waiting again: one wake-up
+    // per burst, not per datagram (a flood must cost as little as possible per datagram).
+    let mut ready = false;
     loop {
-        let received = tokio::select! {
-            biased;
-            () = stopped(&mut stop) => return,
-            r = shared.udp.recv_from(&mut buf) => r,
-        };
-        let (len, src) = match received {
+        if !ready {
+            let readable = tokio::select! {
+                biased;
+                () = stopped(&mut stop) => return,
+                r = shared.udp.readable() => r,
+            };
+            if let Err(e) = readable {
+                debug!(error = %e, "UDP socket not readable");
+                continue;
+            }
+            ready = true;
+        }
+        let (len, src) = match shared.udp.try_recv_from(&mut buf) {
             Ok(r) => r,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                ready = false;
+                continue;
+            }
             // ICMP errors from earlier sends (ECONNREFUSED) and other transient failures: the
             // socket stays usable.
             Err(e) => {
@@ -34,6 +65,25 @@ pub(super) async fn recv_loop(shared: Arc<Shared>) {
                 continue;
             }
         };
+        if let (Some(g), Some(limiter)) = (&guard, &mut limiter)
+            && !g.is_exempt(src.ip())
+        {
+            let now = Instant::now();
+            if now >= swept_at + GUARD_SWEEP {
+                swept_at = now;
+                limiter.sweep(now.into_std());
+            }
+            if let Admission::Refuse { report } = limiter.admit(now.into_std(), src.ip()) {
+                shared.udp_flood_dropped.fetch_add(1, Ordering::Relaxed);
+                if let Some(refused) = report {
+                    warn!(
+                        target: "cpm::security", source = %src.ip(), refused, proto = %"sip",
+                        "rate limited"
+                    );
+                }
+                continue;
+            }
+        }
         let datagram = &buf[..len];
         if is_keepalive(datagram) {
             trace!(%src, len, "UDP keep-alive ignored");
