@@ -50,7 +50,9 @@ fn a_register_flood_from_one_source_does_not_starve_the_others() {
             let mut n = 0u64;
             for p in packets.iter().cycle() {
                 // Look at the clock only every hundred datagrams.
-                if n % 100 == 0 && (stop.load(Ordering::Relaxed) || Instant::now() >= deadline) {
+                if n.is_multiple_of(100)
+                    && (stop.load(Ordering::Relaxed) || Instant::now() >= deadline)
+                {
                     break;
                 }
                 let _ = sock.send_to(p, target);

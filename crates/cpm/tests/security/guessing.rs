@@ -25,7 +25,7 @@ fn guess(ua: &Udp, node: &Node, n: u32, first_cseq: u32) -> Vec<u16> {
     );
     for i in 0..n {
         let Some(r) = last.clone().filter(|r| r.status.as_u16() == 401) else {
-            out.push(ua::status(&last));
+            out.push(status(&last));
             last = None;
             continue;
         };
