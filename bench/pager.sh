@@ -200,11 +200,14 @@ start_cpm() {  # start_cpm VARIANT
         "$CPM_BIN" admin user add "$u@localhost" --password "${u}pw" --data-dir "$dir/data" \
             >>"$dir/admin.log" 2>&1 || { cat "$dir/admin.log" >&2; die "cpm admin user add $u failed"; }
     done
+    # The load comes from one address (the SIPp UAC on 127.0.0.1): lift the per-source limits
+    # that protect a node on the open internet (the ramp goes far above their defaults).
+    printf '[limits]\nrequests_per_sec_per_source = 1000000\nburst_per_source = 1000000\nudp_packets_per_sec_per_source = 0\n' >"$dir/cpm.toml"
+    extra=(--config "$dir/cpm.toml")
     case "$variant" in
         cpm-normal)
-            printf '[store]\nsynchronous = "normal"\n' >"$dir/cpm.toml"
-            extra=(--config "$dir/cpm.toml") ;;
-        cpm-trusted) extra=(--trusted-peer 127.0.0.1) ;;
+            printf '[store]\nsynchronous = "normal"\n' >>"$dir/cpm.toml" ;;
+        cpm-trusted) extra+=(--trusted-peer 127.0.0.1) ;;
     esac
     SERVER_PORT=$(freeport --tcp)
     HTTP_PORT=$(freeport --tcp)
