@@ -1063,3 +1063,185 @@ fn methods_the_pf_does_not_serve_are_relayed() {
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].0.addr.port(), 6001, "straight to bob's device");
 }
+
+/// Issue 10, hole 1: a preloaded Route from a sender the core has not authenticated (here a
+/// peer domain's core, which passes the sender rule) does not make the core send anywhere;
+/// the trust domain's does.
+#[test]
+fn preloaded_route_is_followed_only_for_the_trust_domain() {
+    let mut net = Net::new(|c| {
+        c.peer_domains
+            .insert("other.example".into(), addr("127.0.0.1:7300"));
+        c.trusted_peers
+            .push(TrustedPeer::parse("127.0.0.2").unwrap());
+    });
+    let route = "Route: <sip:192.0.2.50:5060;lr>\n";
+    net.send(
+        udp("127.0.0.1:7300"),
+        &message(
+            "x@other.example",
+            "bob@localhost",
+            "127.0.0.1:7300",
+            "pr1",
+            route,
+        ),
+    );
+    let sent = net.take();
+    assert!(requests(&sent).is_empty(), "nothing forwarded: {sent:?}");
+    assert!(sent.iter().any(
+        |(_, m)| matches!(m, Message::Response(r) if r.status == StatusCode::FORBIDDEN && r.reason == "Route Not Allowed")
+    ));
+    net.send(
+        udp("127.0.0.2:5060"),
+        &message(
+            "x@other.example",
+            "bob@localhost",
+            "127.0.0.2:5060",
+            "pr2",
+            route,
+        ),
+    );
+    let out = requests(&net.take());
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0.addr, addr("192.0.2.50:5060"));
+    assert_eq!(net.proxy.stats().relay_refused, 1);
+}
+
+/// Issue 10, hole 2: the same REGISTER credentials used twice get a stale challenge.
+#[test]
+fn replayed_register_credentials_get_a_stale_challenge() {
+    let mut net = Net::new(|_| {});
+    let base = "REGISTER sip:localhost SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:7400;branch=z9hG4bKrp{n}\n\
+         Max-Forwards: 70\nFrom: <sip:alice@localhost>;tag=r\nTo: <sip:alice@localhost>\n\
+         Call-ID: rp{n}\nCSeq: {n} REGISTER\nContact: <sip:alice@127.0.0.1:7400>\n{auth}Content-Length: 0\n\n";
+    let text = |n: u32, auth: &str| base.replace("{n}", &n.to_string()).replace("{auth}", auth);
+    net.send(udp("127.0.0.1:7400"), &text(1, ""));
+    let r = net.responses_to("127.0.0.1:7400").pop().unwrap();
+    let ch = r
+        .headers
+        .get_all(&HeaderName::WwwAuthenticate)
+        .map(|h| Challenge::parse(&h.value().unwrap()).unwrap())
+        .next()
+        .unwrap();
+    let auth = digest::respond(&ch, "REGISTER", "sip:localhost", "alice", "alicepw", "c", 1);
+    let line = format!("Authorization: {auth}\n");
+    net.send(udp("127.0.0.1:7400"), &text(2, &line));
+    assert_eq!(
+        net.responses_to("127.0.0.1:7400").pop().unwrap().status,
+        StatusCode::OK
+    );
+    // From another address, later: the same header is a replay.
+    net.advance(Duration::from_secs(100));
+    net.send(
+        udp("127.0.0.1:7401"),
+        &text(3, &line).replace("7400", "7401"),
+    );
+    let r = net.responses_to("127.0.0.1:7401").pop().unwrap();
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(
+        r.headers
+            .get(&HeaderName::WwwAuthenticate)
+            .unwrap()
+            .value()
+            .unwrap()
+            .contains("stale=true")
+    );
+    assert_eq!(net.proxy.stats().replays_refused, 1);
+    // The next nonce count of the same nonce is a client reusing its nonce: accepted.
+    let auth2 = digest::respond(&ch, "REGISTER", "sip:localhost", "alice", "alicepw", "c", 2);
+    net.send(
+        udp("127.0.0.1:7400"),
+        &text(4, &format!("Authorization: {auth2}\n")),
+    );
+    assert_eq!(
+        net.responses_to("127.0.0.1:7400").pop().unwrap().status,
+        StatusCode::OK
+    );
+}
+
+/// Issue 10, hole 3 on virtual time: failures block the source, silently over UDP; the
+/// block ends, and the next one lasts twice as long.
+#[test]
+fn failed_authentications_block_the_source_with_a_growing_back_off() {
+    let mut net = Net::new(|c| {
+        c.auth_throttle.max_source_failures = 3;
+        c.auth_throttle.block = Duration::from_secs(10);
+    });
+    let ua = "127.0.0.9:7500";
+    let mut n = 0;
+    let mut attempt = |net: &mut Net| -> Option<StatusCode> {
+        n += 1;
+        let text = format!(
+            "REGISTER sip:localhost SIP/2.0\nVia: SIP/2.0/UDP {ua};branch=z9hG4bKg{n}\nMax-Forwards: 70\n\
+             From: <sip:alice@localhost>;tag=g\nTo: <sip:alice@localhost>\nCall-ID: g{n}\nCSeq: 1 REGISTER\n\
+             Contact: <sip:alice@{ua}>\nContent-Length: 0\n\n"
+        );
+        net.send(udp(ua), &text);
+        let r = net.responses_to(ua).pop()?;
+        let ch = r
+            .headers
+            .get_all(&HeaderName::WwwAuthenticate)
+            .map(|h| Challenge::parse(&h.value().unwrap()).unwrap())
+            .next()?;
+        let auth = digest::respond(&ch, "REGISTER", "sip:localhost", "alice", "wrong", "c", 1);
+        let signed = text
+            .replace(
+                &format!("branch=z9hG4bKg{n}"),
+                &format!("branch=z9hG4bKg{n}b"),
+            )
+            .replace("Contact:", &format!("Authorization: {auth}\nContact:"));
+        net.send(udp(ua), &signed);
+        net.responses_to(ua).pop().map(|r| r.status)
+    };
+    for _ in 0..3 {
+        assert_eq!(attempt(&mut net), Some(StatusCode::UNAUTHORIZED));
+    }
+    assert_eq!(attempt(&mut net), None, "blocked: silence over UDP");
+    net.advance(Duration::from_secs(11));
+    for _ in 0..3 {
+        assert_eq!(attempt(&mut net), Some(StatusCode::UNAUTHORIZED));
+    }
+    net.advance(Duration::from_secs(11));
+    assert_eq!(attempt(&mut net), None, "the second block lasts 20 s");
+    net.advance(Duration::from_secs(10));
+    assert_eq!(attempt(&mut net), Some(StatusCode::UNAUTHORIZED));
+    let s = net.proxy.stats();
+    assert_eq!((s.auth_failures, s.auth_blocks), (7, 2));
+}
+
+/// Issue 10, hole 7: past its burst a source's out-of-dialog requests are dropped over UDP
+/// and answered 503 with Retry-After over TCP, before any transaction; the bucket refills.
+#[test]
+fn a_source_over_its_rate_is_dropped_on_udp_and_told_503_on_tcp() {
+    let mut net = Net::new(|c| {
+        c.source_rate = 10;
+        c.source_burst = 5;
+    });
+    let options = |ua: &str, n: u32| {
+        format!(
+            "OPTIONS sip:127.0.0.1:5060 SIP/2.0\nVia: SIP/2.0/UDP {ua};branch=z9hG4bKo{n}\nMax-Forwards: 70\n\
+             From: <sip:x@{ua}>;tag=o\nTo: <sip:127.0.0.1:5060>\nCall-ID: o{n}\nCSeq: 1 OPTIONS\nContent-Length: 0\n\n"
+        )
+    };
+    for n in 0..8 {
+        net.send(udp("127.0.0.9:7600"), &options("127.0.0.9:7600", n));
+    }
+    assert_eq!(net.responses_to("127.0.0.9:7600").len(), 5);
+    let tcp = Peer::tcp(addr("127.0.0.8:7601"), Some(ConnId(9)));
+    for n in 10..16 {
+        net.send(tcp, &options("127.0.0.8:7601", n));
+    }
+    let rs = net.responses_to("127.0.0.8:7601");
+    assert_eq!(rs.iter().filter(|r| r.status == StatusCode::OK).count(), 5);
+    let refused: Vec<_> = rs
+        .iter()
+        .filter(|r| r.status == StatusCode::SERVICE_UNAVAILABLE)
+        .collect();
+    assert_eq!(refused.len(), 1);
+    assert!(refused[0].headers.contains(&HeaderName::RetryAfter));
+    // 100 ms at 10/s is one more request.
+    net.advance(Duration::from_millis(100));
+    net.send(udp("127.0.0.9:7600"), &options("127.0.0.9:7600", 30));
+    assert_eq!(net.responses_to("127.0.0.9:7600").len(), 1);
+    assert_eq!(net.proxy.stats().rate_limited, 4);
+}
