@@ -1,0 +1,281 @@
+#!/usr/bin/env python3
+"""Figures for the attacks of issue 10, against any `cpm` binary (so an old build and the
+current one can be measured the same way). Starts `cpm serve` on free loopback ports with a
+fresh data directory, runs each attack for a fixed time, prints one line per figure, stops
+the node.
+
+    bench/attacks.py --cpm target/release/cpm [--only relay,guess,...]
+
+Attacks: relay (one MESSAGE with a preloaded Route from a stranger: datagrams and bytes the
+node sends to the Route's host in 35 s), replay (a captured REGISTER Authorization sent
+again from elsewhere: the status), guess (wrong passwords from one source for 5 s over UDP
+and over HTTP: answers per second, and how many were challenges), foreign (a MESSAGE from
+mallory@otherdomain.test from a stranger: the status), lookalike (From sip:alice@localhost.
+from a stranger: the status). The TCP lock-out, disk-fill and flood figures come from their
+own tests (crates/cpm/tests/security/), which print them.
+"""
+
+import argparse
+import hashlib
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+
+def free_port():
+    for _ in range(100):
+        t = socket.socket()
+        t.bind(("127.0.0.1", 0))
+        port = t.getsockname()[1]
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            u.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
+        finally:
+            t.close()
+            u.close()
+    sys.exit("no free port")
+
+
+class Node:
+    def __init__(self, cpm, users):
+        self.dir = tempfile.mkdtemp(prefix="cpm-attacks-")
+        for aor, pw in users:
+            subprocess.run([cpm, "admin", "user", "add", aor, "--password", pw,
+                            "--data-dir", self.dir], check=True, stdout=subprocess.DEVNULL)
+        self.sip = ("127.0.0.1", free_port())
+        self.http = ("127.0.0.1", free_port())
+        self.log = open(os.path.join(self.dir, "node.log"), "w")
+        self.proc = subprocess.Popen(
+            [cpm, "serve", "--sip-listen", "%s:%d" % self.sip, "--http-listen",
+             "%s:%d" % self.http, "--data-dir", self.dir, "--threads", "2"],
+            stdout=subprocess.DEVNULL, stderr=self.log)
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen("http://%s:%d/health" % self.http, timeout=1).read()
+                return
+            except Exception:
+                time.sleep(0.05)
+        self.stop()
+        sys.exit("cpm serve did not start")
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def udp(ip="127.0.0.1"):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((ip, 0))
+    return s
+
+
+def crlf(text):
+    return text.replace("\n", "\r\n").encode()
+
+
+def recv_status(s, wait):
+    s.settimeout(wait)
+    deadline = time.time() + wait
+    while time.time() < deadline:
+        try:
+            data = s.recv(65535).decode(errors="replace")
+        except socket.timeout:
+            return None, None
+        m = re.match(r"SIP/2.0 (\d+)", data)
+        if m and int(m.group(1)) >= 200:
+            return int(m.group(1)), data
+    return None, None
+
+
+def register(user, src, cseq, auth=None, contact=None):
+    a = "Authorization: %s\n" % auth if auth else ""
+    c = contact or "<sip:%s@%s:%d>" % (user, src[0], src[1])
+    return crlf(
+        "REGISTER sip:localhost SIP/2.0\nVia: SIP/2.0/UDP %s:%d;branch=z9hG4bKat%d%d\n"
+        "Max-Forwards: 70\nFrom: <sip:%s@localhost>;tag=a\nTo: <sip:%s@localhost>\n"
+        "Call-ID: at-%s-%d\nCSeq: %d REGISTER\nContact: %s\nExpires: %d\n%sContent-Length: 0\n\n"
+        % (src[0], src[1], cseq, src[1], user, user, user, src[1], cseq, c,
+           0 if c == "*" else 300, a))
+
+
+def message(ruri, frm, src, cid, extra=""):
+    body = "hello"
+    return crlf(
+        "MESSAGE %s SIP/2.0\nVia: SIP/2.0/UDP %s:%d;branch=z9hG4bK%s\nMax-Forwards: 70\n"
+        "From: <%s>;tag=x\nTo: <%s>\nCall-ID: %s\nCSeq: 1 MESSAGE\n%s"
+        "P-Preferred-Service: urn:urn-7:3gpp-service.ims.icsi.oma.cpm.msg\n"
+        "Content-Type: text/plain\nContent-Length: %d\n\n%s"
+        % (ruri, src[0], src[1], cid, frm, ruri, cid, extra, len(body), body))
+
+
+def md5(s):
+    return hashlib.md5(s.encode()).hexdigest()
+
+
+def digest(challenge, method, uri, user, pw, nc=1, realm_user=None):
+    realm = re.search(r'realm="([^"]*)"', challenge).group(1)
+    nonce = re.search(r'nonce="([^"]*)"', challenge).group(1)
+    ha1 = md5("%s:%s:%s" % (user, realm, pw))
+    ha2 = md5("%s:%s" % (method, uri))
+    ncs = "%08x" % nc
+    resp = md5("%s:%s:%s:%s:auth:%s" % (ha1, nonce, ncs, "c0ffee", ha2))
+    return ('Digest username="%s", realm="%s", nonce="%s", uri="%s", response="%s", '
+            'algorithm=MD5, cnonce="c0ffee", qop=auth, nc=%s'
+            % (user, realm, nonce, uri, resp, ncs))
+
+
+def www_auth(text):
+    m = re.search(r"(?im)^WWW-Authenticate: (.*)$", text)
+    return m.group(1) if m else None
+
+
+def attack_relay(cpm):
+    node = Node(cpm, [("bob@localhost", "bobpw")])
+    try:
+        victim = udp("127.0.0.9")
+        v = victim.getsockname()
+        a = udp()
+        a.sendto(message("sip:x@victim.test", "sip:mallory@evil.test", a.getsockname(), "relay1",
+                         "Route: <sip:%s:%d;lr>\n" % v), node.sip)
+        status, _ = recv_status(a, 1.0)
+        n = size = 0
+        victim.settimeout(0.5)
+        end = time.time() + 35
+        while time.time() < end:
+            try:
+                size += len(victim.recv(65535))
+                n += 1
+            except socket.timeout:
+                pass
+        print("relay: answer %s; the Route's host got %d datagrams, %d bytes in 35 s" % (status, n, size))
+    finally:
+        node.stop()
+
+
+def attack_replay(cpm):
+    node = Node(cpm, [("bob@localhost", "bobpw")])
+    try:
+        bob = udp()
+        bob.sendto(register("bob", bob.getsockname(), 1), node.sip)
+        _, text = recv_status(bob, 2)
+        auth = digest(www_auth(text), "REGISTER", "sip:localhost", "bob", "bobpw")
+        bob.sendto(register("bob", bob.getsockname(), 2, auth), node.sip)
+        first, _ = recv_status(bob, 2)
+        m = udp()
+        m.sendto(register("bob", m.getsockname(), 1, auth), node.sip)
+        again, _ = recv_status(m, 2)
+        m.sendto(register("bob", m.getsockname(), 2, auth, contact="*"), node.sip)
+        star, _ = recv_status(m, 2)
+        print("replay: bob's REGISTER %s; the replay with the attacker's Contact %s; with Contact: * %s"
+              % (first, again, star))
+    finally:
+        node.stop()
+
+
+def attack_guess(cpm):
+    node = Node(cpm, [("bob@localhost", "bobpw")])
+    try:
+        s = udp("127.0.0.3")
+        src = s.getsockname()
+        s.sendto(register("bob", src, 1), node.sip)
+        _, text = recv_status(s, 2)
+        ch = www_auth(text)
+        answers = challenges = sent = 0
+        end = time.time() + 5
+        cseq = 2
+        s.settimeout(0.2)
+        while time.time() < end:
+            auth = digest(ch, "REGISTER", "sip:localhost", "bob", "guess%d" % cseq)
+            s.sendto(register("bob", src, cseq, auth), node.sip)
+            sent += 1
+            cseq += 1
+            try:
+                data = s.recv(65535).decode(errors="replace")
+                answers += 1
+                if data.startswith("SIP/2.0 401"):
+                    challenges += 1
+            except socket.timeout:
+                pass
+        print("guess (SIP/UDP, one source, one nonce): %d guesses in 5 s, %d answered (%d challenges: "
+              "%.0f guesses checked per second)" % (sent, answers, challenges, challenges / 5))
+        # HTTP: one connection per guess, as a cracking tool does.
+        url = "/api/v1/history"
+        ok = refused = other = 0
+        end = time.time() + 5
+        i = 0
+        while time.time() < end:
+            try:
+                c = socket.create_connection(node.http, timeout=2)
+                c.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % url.encode())
+                head = c.recv(65535).decode(errors="replace")
+                c.close()
+                ch = re.search(r"(?i)www-authenticate: (.*)\r", head)
+                if not ch:
+                    refused += 1 if " 429 " in head.split("\r\n")[0] else 0
+                    other += 0 if " 429 " in head.split("\r\n")[0] else 1
+                    continue
+                auth = digest(ch.group(1), "GET", url, "bob", "guess%d" % i)
+                i += 1
+                c = socket.create_connection(node.http, timeout=2)
+                c.sendall(("GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: %s\r\n\r\n"
+                           % (url, auth)).encode())
+                line = c.recv(65535).decode(errors="replace").split("\r\n")[0]
+                c.close()
+                if " 401 " in line:
+                    ok += 1
+                elif " 429 " in line:
+                    refused += 1
+                else:
+                    other += 1
+            except OSError:
+                other += 1
+        print("guess (HTTP, one source): %d wrong guesses checked in 5 s (%.0f/s), %d refused with 429, %d other"
+              % (ok, ok / 5, refused, other))
+    finally:
+        node.stop()
+
+
+def attack_foreign(cpm):
+    node = Node(cpm, [("bob@localhost", "bobpw"), ("alice@localhost", "alicepw")])
+    try:
+        s = udp()
+        s.sendto(message("sip:bob@localhost", "sip:mallory@otherdomain.test", s.getsockname(), "f1"), node.sip)
+        st, _ = recv_status(s, 3)
+        print("foreign: MESSAGE from mallory@otherdomain.test, not from its core: %s" % st)
+        for frm in ["sip:alice@localhost.", "sip:alice@127.0.0.1", "sip:alice@[::1]", "im:alice@localhost"]:
+            s.sendto(message("sip:bob@localhost", frm, s.getsockname(), "l" + md5(frm)[:8]), node.sip)
+            st, _ = recv_status(s, 3)
+            print("lookalike: MESSAGE from %s, unauthenticated: %s" % (frm, st))
+    finally:
+        node.stop()
+
+
+ATTACKS = {"relay": attack_relay, "replay": attack_replay, "guess": attack_guess,
+           "foreign": attack_foreign}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--cpm", required=True)
+    p.add_argument("--only", default=",".join(ATTACKS))
+    args = p.parse_args()
+    for name in args.only.split(","):
+        ATTACKS[name](args.cpm)
+
+
+if __name__ == "__main__":
+    main()
