@@ -232,6 +232,19 @@ struct Parked {
     ctx: RouteCtx,
 }
 
+/// What the sender rule decided about a request from outside the trust domain.
+#[derive(Debug)]
+enum SenderVerdict {
+    /// A local user over one of its registered flows: the originator.
+    Origin(String),
+    /// A sender the rule accepts as it is (a peer core's user, a dialog of ours).
+    Pass,
+    /// A local user who must prove it: 407.
+    Challenge,
+    /// 403 with this reason; `relay` counts it as a relay refusal, else as a sender one.
+    Refuse { reason: &'static str, relay: bool },
+}
+
 /// What route processing learned about a request.
 #[derive(Clone, Debug, Default)]
 struct RouteCtx {
@@ -1124,59 +1137,66 @@ impl Proxy {
             ctx.origin = Some(aor);
         }
         if !ctx.trusted {
-            // Who the From says sent it, and whether it can be so (policy.rs).
-            let sender = req
-                .headers
-                .from()
-                .ok()
-                .flatten()
-                .map_or(Sender::Unverifiable, |f| self.cfg.sender(&f.uri));
-            match sender {
-                Sender::Local(aor) => {
-                    if self.registrar.is_registered_flow(&aor, &peer, now) {
-                        ctx.origin = Some(aor);
-                    } else if initial {
-                        return self.authenticate_request(now, key, req, peer, ctx);
-                    } else if !ctx.dialog {
-                        // A To tag alone does not put a request in a dialog: only our
-                        // Record-Route's token does.
+            match self.sender_verdict(now, &req, &peer, &ctx, initial) {
+                SenderVerdict::Origin(aor) => ctx.origin = Some(aor),
+                SenderVerdict::Pass => {}
+                SenderVerdict::Challenge => {
+                    return self.authenticate_request(now, key, req, peer, ctx);
+                }
+                SenderVerdict::Refuse { reason, relay } => {
+                    if relay {
                         self.stats.relay_refused += 1;
-                        return self.reply_status(
-                            now,
-                            &key,
-                            &req,
-                            StatusCode::FORBIDDEN,
-                            "No Dialog Through This Proxy",
-                        );
-                    }
-                }
-                Sender::Foreign(domain) => {
-                    if !self.cfg.is_core_of(&domain, &peer) && !ctx.dialog {
+                    } else {
                         self.stats.sender_refused += 1;
-                        return self.reply_status(
-                            now,
-                            &key,
-                            &req,
-                            StatusCode::FORBIDDEN,
-                            "Sender Domain Not Accepted From Here",
-                        );
                     }
-                }
-                Sender::Unverifiable => {
-                    if !self.cfg.is_peer_core(&peer) && !ctx.dialog {
-                        self.stats.sender_refused += 1;
-                        return self.reply_status(
-                            now,
-                            &key,
-                            &req,
-                            StatusCode::FORBIDDEN,
-                            "Sender Cannot Be Verified",
-                        );
-                    }
+                    return self.reply_status(now, &key, &req, StatusCode::FORBIDDEN, reason);
                 }
             }
         }
         self.continue_request(now, key, req, peer, ctx);
+    }
+
+    /// The sender rule (policy.rs) for a request from outside the trust domain: who the From
+    /// says sent it, and whether it can be so.
+    fn sender_verdict(
+        &self,
+        now: Instant,
+        req: &Request,
+        peer: &Peer,
+        ctx: &RouteCtx,
+        initial: bool,
+    ) -> SenderVerdict {
+        let sender = req
+            .headers
+            .from()
+            .ok()
+            .flatten()
+            .map_or(Sender::Unverifiable, |f| self.cfg.sender(&f.uri));
+        match sender {
+            Sender::Local(aor) if self.registrar.is_registered_flow(&aor, peer, now) => {
+                SenderVerdict::Origin(aor)
+            }
+            Sender::Local(_) if initial => SenderVerdict::Challenge,
+            // A To tag alone does not put a request in a dialog: only our Record-Route's
+            // token does.
+            Sender::Local(_) if !ctx.dialog => SenderVerdict::Refuse {
+                reason: "No Dialog Through This Proxy",
+                relay: true,
+            },
+            Sender::Foreign(domain) if !ctx.dialog && !self.cfg.is_core_of(&domain, peer) => {
+                SenderVerdict::Refuse {
+                    reason: "Sender Domain Not Accepted From Here",
+                    relay: false,
+                }
+            }
+            Sender::Unverifiable if !ctx.dialog && !self.cfg.is_peer_core(peer) => {
+                SenderVerdict::Refuse {
+                    reason: "Sender Cannot Be Verified",
+                    relay: false,
+                }
+            }
+            _ => SenderVerdict::Pass,
+        }
     }
 
     /// The relay rule (policy.rs): whether the core may send this request to `dest`, a next

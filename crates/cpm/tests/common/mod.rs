@@ -4,6 +4,7 @@
 #![allow(dead_code)] // Each test binary uses a different part.
 #![allow(unreachable_pub)] // Shared by several test binaries through `mod common`.
 
+use std::io::Read;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -229,4 +230,42 @@ impl Drop for Node {
             let _ = self.child.wait();
         }
     }
+}
+
+/// Runs `cpm client <args>` to completion (killed after 60 s); status, stdout, stderr.
+pub fn run_client(args: &[&str]) -> (i32, String, String) {
+    let mut child = Command::new(cpm_bin())
+        .arg("client")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start cpm client");
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    let out_t = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Ok(Some(st)) = child.try_wait() {
+            break st;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            break child.wait().expect("wait");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = out_t.join().unwrap_or_default();
+    let err = err_t.join().unwrap_or_default();
+    (status.code().unwrap_or(-1), out, err)
 }

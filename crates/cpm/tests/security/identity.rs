@@ -12,7 +12,7 @@ const CPM: &str = "P-Preferred-Service: urn:urn-7:3gpp-service.ims.icsi.oma.cpm.
 
 /// bob's stored history as JSON lines (through `cpm client history`).
 fn bobs_history(node: &Node) -> String {
-    let (code, out, err) = ua::cpm_client(&[
+    let (code, out, err) = crate::common::run_client(&[
         "--server",
         &node.sip.to_string(),
         "--http",
@@ -60,7 +60,7 @@ fn a_foreign_domain_is_taken_only_from_its_core() {
         "hi bob",
     );
     assert_eq!(status(&tcp.request(&text)), 403);
-    let (code, _, err) = ua::cpm_client(&[
+    let (code, _, err) = crate::common::run_client(&[
         "--server",
         &node.sip.to_string(),
         "--user",

@@ -411,27 +411,3 @@ pub(crate) fn http_answer(r: &HttpAnswer, path: &str, user: &str, pw: &str, nc: 
     let ch = Challenge::parse(value).expect("challenge parses");
     digest::respond(&ch, "GET", path, user, pw, "0b5e22c4", nc)
 }
-
-/// Runs `cpm client ARGS` to completion (killed after 30 s): exit code, stdout, stderr.
-pub(crate) fn cpm_client(args: &[&str]) -> (i32, String, String) {
-    use std::process::{Command, Stdio};
-    let mut child = Command::new(crate::common::cpm_bin())
-        .arg("client")
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start cpm client");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let out = child.wait_with_output().expect("wait for cpm client");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
