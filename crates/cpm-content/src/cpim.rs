@@ -368,6 +368,38 @@ impl Cpim {
         self.content_header("Content-Type")
     }
 
+    /// Sets the `From` header (RFC 3862 section 3.3.4): the first one takes the new value,
+    /// any other `From` goes, and a message without one gets it first. Used by a server that
+    /// vouches for the sender (the Participating Function writes the asserted identity).
+    pub fn set_from(&mut self, addr: &CpimAddress) {
+        let is_from = |h: &CpimHeader| {
+            h.namespace.as_deref() == Some(CPIM_HEADERS_NS) && h.name.eq_ignore_ascii_case("From")
+        };
+        let value = addr.to_string();
+        match self.headers.iter().position(is_from) {
+            Some(i) => {
+                self.headers[i].value = value;
+                let mut seen = 0;
+                self.headers.retain(|h| {
+                    if is_from(h) {
+                        seen += 1;
+                        return seen == 1;
+                    }
+                    true
+                });
+            }
+            None => self.headers.insert(
+                0,
+                CpimHeader {
+                    prefix: None,
+                    name: "From".to_owned(),
+                    value,
+                    namespace: Some(CPIM_HEADERS_NS.to_owned()),
+                },
+            ),
+        }
+    }
+
     /// Serializes with CRLF line ends.
     pub fn to_bytes(&self) -> Bytes {
         let mut out = BytesMut::with_capacity(256 + self.body.len());
@@ -552,6 +584,27 @@ impl CpimBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn set_from_replaces_or_adds_the_sender() {
+        let raw = "From: \"Bob\" <sip:bob@localhost>\r\nTo: <sip:carol@localhost>\r\n\
+                   From: <sip:eve@localhost>\r\n\r\nContent-Type: text/plain\r\n\r\nhi";
+        let mut c = Cpim::parse(Bytes::from(raw)).unwrap();
+        c.set_from(&CpimAddress::new("sip:alice@localhost"));
+        let again = Cpim::parse(c.to_bytes()).unwrap();
+        assert_eq!(
+            again.from().unwrap(),
+            Some(CpimAddress::new("sip:alice@localhost"))
+        );
+        assert_eq!(again.get_all(CPIM_HEADERS_NS, "From").count(), 1);
+        assert_eq!(&again.body[..], b"hi");
+        let mut bare = Cpim::parse(Bytes::from("To: <sip:c@x>\r\n\r\n\r\nhi")).unwrap();
+        bare.set_from(&CpimAddress::new("sip:alice@localhost"));
+        assert_eq!(
+            Cpim::parse(bare.to_bytes()).unwrap().from().unwrap(),
+            Some(CpimAddress::new("sip:alice@localhost"))
+        );
+    }
     use proptest::prelude::*;
 
     const RCS: &str = "From: Alice <sip:alice@example.com>\r\n\

@@ -170,6 +170,9 @@ pub struct PfStats {
     pub rejected: u64,
     /// Store operations that failed.
     pub store_failures: u64,
+    /// CPIM bodies whose `From` named someone else than the sender and was set to the
+    /// sender's identity.
+    pub cpim_from_corrected: u64,
 }
 
 /// One message request in progress (originating or terminating).
@@ -637,6 +640,7 @@ impl ParticipatingFunction {
                 "No Asserted Identity",
             );
         };
+        let req = self.vouch_cpim_from(req, &sender_uri);
         let list = req
             .headers
             .require()
@@ -753,6 +757,7 @@ impl ParticipatingFunction {
         let mut single = req.clone();
         single.body = message.body.clone();
         single.headers.set(HeaderName::ContentType, &message_ct);
+        let single = self.vouch_cpim_from(single, sender_uri);
         let body = match MessageBody::parse(&single) {
             Ok(b) => b,
             Err((status, reason)) => return self.reject(now, &key, &req, status, reason),
@@ -826,7 +831,7 @@ impl ParticipatingFunction {
                 sender: sender_uri.to_string(),
                 recipient: uri.to_string(),
                 content_type: body.content_type.clone(),
-                body: message.body.to_vec(),
+                body: single.body.to_vec(),
                 disposition: body.disposition.clone(),
                 created_at_ms: unix,
                 expires_at_ms: None,
@@ -912,6 +917,44 @@ impl ParticipatingFunction {
         h.set(HeaderName::ContributionId, &ids.contribution);
         h.set(HeaderName::ContentLength, &out.body.len().to_string());
         out
+    }
+
+    /// The CPIM `From` a recipient sees and both histories keep is the identity the network
+    /// vouches for (the asserted identity; on the terminating side, for a sender from
+    /// another domain, its From): a body naming someone else gets `From: <identity>`. A
+    /// display name is kept only when the URI already was the identity, since a forged
+    /// display name is how look-alikes work. A body that is not valid CPIM is left for
+    /// [`MessageBody::parse`] to refuse.
+    fn vouch_cpim_from(&mut self, mut req: Request, identity: &Uri) -> Request {
+        let ct = req
+            .headers
+            .get(&HeaderName::ContentType)
+            .and_then(|h| h.value().ok().map(|v| v.into_owned()))
+            .unwrap_or_default();
+        if mime::media_type(&ct) != mime::MESSAGE_CPIM {
+            return req;
+        }
+        let Ok(mut cpim) = Cpim::parse(req.body.clone()) else {
+            return req;
+        };
+        let Some(want) = aor_of(identity) else {
+            return req;
+        };
+        let named = cpim
+            .from()
+            .ok()
+            .flatten()
+            .and_then(|a| Uri::parse(&a.uri).ok())
+            .and_then(|u| aor_of(&u));
+        if named.is_some_and(|n| n.eq_ignore_ascii_case(&want)) {
+            return req;
+        }
+        cpim.set_from(&CpimAddress::new(identity.to_string()));
+        req.body = cpim.to_bytes();
+        req.headers
+            .set(HeaderName::ContentLength, &req.body.len().to_string());
+        self.stats.cpim_from_corrected += 1;
+        req
     }
 
     fn new_job(&mut self, server: ServerKey, req: Request, kind: JobKind, waiting: usize) -> u64 {
@@ -1000,6 +1043,7 @@ impl ParticipatingFunction {
             return self.reject(now, &key, &req, StatusCode::BAD_REQUEST, "No Sender");
         };
         let sender = aor_of(&sender_uri).unwrap_or_else(|| sender_uri.to_string());
+        let req = self.vouch_cpim_from(req, &sender_uri);
         let body = match MessageBody::parse(&req) {
             Ok(b) => b,
             Err((status, reason)) => return self.reject(now, &key, &req, status, reason),

@@ -279,3 +279,67 @@ fn a_resent_message_is_stored_once() {
         cpm_store::DeliveryState::Delivered
     );
 }
+
+/// Issue 10, hole 4: a CPIM `From` that is not the asserted sender (alice writing as bob, or
+/// as a look-alike of herself) is set to the asserted identity, in what goes on and in
+/// what is stored; a display name survives only when the URI was already right.
+#[test]
+fn cpim_from_is_the_asserted_identity() {
+    let mut h = Harness::new(|_| {});
+    for (i, forged) in [
+        "From: \"Alice\" <sip:bob@localhost>",
+        "From: <sip:alice@127.0.0.1>",
+        "To: <sip:nobody@localhost>",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let body = cpim(&format!("forged{i}")).replacen("From: <sip:alice@localhost>", forged, 1);
+        h.send(&message(
+            "orig",
+            &format!("f{i}"),
+            PAI,
+            "message/cpim",
+            &body,
+        ));
+    }
+    let onward: Vec<String> = h
+        .sent
+        .iter()
+        .filter_map(|m| match m {
+            Message::Request(r) => Some(String::from_utf8_lossy(&r.body).into_owned()),
+            Message::Response(_) => None,
+        })
+        .collect();
+    assert_eq!(onward.len(), 3);
+    for body in &onward {
+        let c = cpm_content::Cpim::parse(Bytes::from(body.clone())).unwrap();
+        let from = c.from().unwrap().unwrap();
+        assert_eq!(from.uri, "sip:alice@localhost", "{body}");
+        assert_eq!(from.display_name, None, "{body}");
+        assert!(!body.contains("bob@localhost>\r\nTo") && !body.contains("127.0.0.1"));
+    }
+    for r in h.store.messages() {
+        let c = cpm_content::Cpim::parse(Bytes::from(r.body.clone())).unwrap();
+        assert_eq!(c.from().unwrap().unwrap().uri, "sip:alice@localhost");
+    }
+    assert_eq!(h.pf.stats().cpim_from_corrected, 3);
+    // The right sender with a display name keeps it, byte for byte.
+    let body = cpim("fine").replacen(
+        "From: <sip:alice@localhost>",
+        "From: \"Alice\" <sip:alice@localhost>",
+        1,
+    );
+    h.send(&message("orig", "ok", PAI, "message/cpim", &body));
+    let last = h
+        .sent
+        .iter()
+        .rev()
+        .find_map(|m| match m {
+            Message::Request(r) => Some(r.body.clone()),
+            Message::Response(_) => None,
+        })
+        .unwrap();
+    assert_eq!(&last[..], body.replace('\n', "\r\n").as_bytes());
+    assert_eq!(h.pf.stats().cpim_from_corrected, 3);
+}

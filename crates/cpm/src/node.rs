@@ -53,6 +53,7 @@ struct Metrics {
     pf_duplicates: AtomicU64,
     pf_store_failures: AtomicU64,
     pf_in_progress: AtomicU64,
+    pf_cpim_from_corrected: AtomicU64,
     store_batches: AtomicU64,
     store_ops: AtomicU64,
     store_queue: AtomicU64,
@@ -88,6 +89,7 @@ impl Metrics {
             set(&self.pf_imdns, f.imdns);
             set(&self.pf_duplicates, f.duplicates);
             set(&self.pf_store_failures, f.store_failures);
+            set(&self.pf_cpim_from_corrected, f.cpim_from_corrected);
             set(&self.pf_in_progress, pf.in_progress() as u64);
         }
         let st = cores.executor.stats();
@@ -263,6 +265,12 @@ impl Metrics {
                 "counter",
                 "Store operations that failed.",
                 &self.pf_store_failures,
+            ),
+            (
+                "cpm_pf_cpim_from_corrected_total",
+                "counter",
+                "CPIM bodies whose From named another than the sender, set to the sender.",
+                &self.pf_cpim_from_corrected,
             ),
             (
                 "cpm_pf_in_progress",

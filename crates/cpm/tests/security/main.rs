@@ -5,6 +5,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod cpim_from;
 mod digest_replay;
 mod disk_fill;
 mod flood;
