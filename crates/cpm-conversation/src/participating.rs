@@ -755,7 +755,7 @@ impl ParticipatingFunction {
         };
         let message_ct = message.content_type().unwrap_or("text/plain").to_owned();
         let mut single = req.clone();
-        single.body = message.body.clone();
+        single.body = message.body;
         single.headers.set(HeaderName::ContentType, &message_ct);
         let single = self.vouch_cpim_from(single, sender_uri);
         let body = match MessageBody::parse(&single) {
