@@ -6,12 +6,13 @@ the node.
 
     bench/attacks.py --cpm target/release/cpm [--only relay,guess,...]
 
-Attacks: relay (one MESSAGE with a preloaded Route from a stranger: datagrams and bytes the
+Attacks: fill (60 messages of 1 MB from one authenticated sender to an offline user: how
+many are queued, how fast), relay (one MESSAGE with a preloaded Route from a stranger: datagrams and bytes the
 node sends to the Route's host in 35 s), replay (a captured REGISTER Authorization sent
 again from elsewhere: the status), guess (wrong passwords from one source for 5 s over UDP
 and over HTTP: answers per second, and how many were challenges), foreign (a MESSAGE from
 mallory@otherdomain.test from a stranger: the status), lookalike (From sip:alice@localhost.
-from a stranger: the status). The TCP lock-out, disk-fill and flood figures come from their
+from a stranger: the status). The TCP lock-out and flood figures come from their
 own tests (crates/cpm/tests/security/), which print them.
 """
 
@@ -264,7 +265,54 @@ def attack_foreign(cpm):
         node.stop()
 
 
-ATTACKS = {"relay": attack_relay, "replay": attack_replay, "guess": attack_guess,
+def tcp_final(c, buf):
+    """The next final response's status on a TCP connection (responses have no body here)."""
+    while True:
+        while b"\r\n\r\n" not in buf[0]:
+            chunk = c.recv(65536)
+            if not chunk:
+                return None
+            buf[0] += chunk
+        head, buf[0] = buf[0].split(b"\r\n\r\n", 1)
+        text = head.decode(errors="replace")
+        m = re.match(r"SIP/2.0 (\d+)", text)
+        if m and int(m.group(1)) >= 200:
+            return int(m.group(1)), text
+
+
+def attack_fill(cpm):
+    node = Node(cpm, [("bob@localhost", "bobpw"), ("alice@localhost", "alicepw")])
+    try:
+        c = socket.create_connection(node.sip, timeout=10)
+        src = c.getsockname()
+        buf = [b""]
+        reg = register("alice", src, 1).replace(b"SIP/2.0/UDP", b"SIP/2.0/TCP")
+        c.sendall(reg)
+        _, text = tcp_final(c, buf)
+        auth = digest(www_auth(text), "REGISTER", "sip:localhost", "alice", "alicepw")
+        c.sendall(register("alice", src, 2, auth).replace(b"SIP/2.0/UDP", b"SIP/2.0/TCP"))
+        tcp_final(c, buf)
+        big = "x" * 1_000_000
+        accepted = {}
+        start = time.time()
+        for i in range(60):
+            msg = crlf(
+                "MESSAGE sip:bob@localhost SIP/2.0\nVia: SIP/2.0/TCP %s:%d;branch=z9hG4bKfill%d\n"
+                "Max-Forwards: 70\nFrom: <sip:alice@localhost>;tag=x\nTo: <sip:bob@localhost>\n"
+                "Call-ID: fill%d\nCSeq: 1 MESSAGE\n"
+                "P-Preferred-Service: urn:urn-7:3gpp-service.ims.icsi.oma.cpm.msg\n"
+                "Content-Type: text/plain\nContent-Length: %d\n\n" % (src[0], src[1], i, i, len(big))) + big.encode()
+            c.sendall(msg)
+            st, _ = tcp_final(c, buf)
+            accepted[st] = accepted.get(st, 0) + 1
+        took = time.time() - start
+        print("fill: 60 x 1 MB from one authenticated sender to an offline user in %.1f s: %s"
+              % (took, ", ".join("%d x %s" % (n, st) for st, n in sorted(accepted.items()))))
+    finally:
+        node.stop()
+
+
+ATTACKS = {"relay": attack_relay, "fill": attack_fill, "replay": attack_replay, "guess": attack_guess,
            "foreign": attack_foreign}
 
 

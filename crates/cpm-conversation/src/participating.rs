@@ -52,7 +52,8 @@ use cpm_sip_core::transaction::{
 };
 use cpm_sip_core::{Peer, Transmit, TransportKind};
 use cpm_store::{
-    DeliveryState, Direction, MessageRecord, OpError, OpId, Outcome, Receipt, StoreOp,
+    DeferredQuota, DeliveryState, Direction, MessageRecord, OpError, OpId, Outcome, QuotaExceeded,
+    Receipt, StoreOp,
 };
 use foldhash::fast::FixedState;
 
@@ -87,6 +88,10 @@ pub struct PfConfig {
     /// At most this many MESSAGE requests in progress at once; more are answered 503 with
     /// `Retry-After` (overload control instead of unbounded memory).
     pub max_in_progress: usize,
+    /// Limits of each recipient's deferred queue, checked in the store transaction that
+    /// queues a message; a message past them is refused (486, or 413 when it alone is
+    /// larger than a queue). `None`: no limits.
+    pub deferred_quota: Option<DeferredQuota>,
     /// RFC 3261 timers.
     pub timers: TimerConfig,
     /// Seed of the PF's tags, branches and Call-IDs (random in production, fixed in tests).
@@ -104,6 +109,11 @@ impl PfConfig {
             deferred_ttl: Some(Duration::from_secs(7 * 24 * 3600)),
             expiry_interval: Duration::from_secs(10),
             max_in_progress: 100_000,
+            deferred_quota: Some(DeferredQuota {
+                max_messages: 1000,
+                max_bytes: 16 * 1024 * 1024,
+                max_per_sender: 100,
+            }),
             timers: TimerConfig::default(),
             rng_seed: 0x5eed_0fcf,
         }
@@ -173,6 +183,9 @@ pub struct PfStats {
     /// CPIM bodies whose `From` named someone else than the sender and was set to the
     /// sender's identity.
     pub cpim_from_corrected: u64,
+    /// Messages refused because the recipient's deferred queue was full (count, bytes or
+    /// the sender's share).
+    pub deferred_refused: u64,
 }
 
 /// One message request in progress (originating or terminating).
@@ -187,6 +200,8 @@ struct Job {
     waiting: usize,
     /// A store operation failed: answer 500, never 2xx.
     failed: bool,
+    /// The store refused to queue the message (its deferred queue is full): this answer.
+    refused: Option<(StatusCode, &'static str)>,
 }
 
 #[derive(Debug)]
@@ -969,6 +984,7 @@ impl ParticipatingFunction {
                 receipt: None,
                 waiting,
                 failed: false,
+                refused: None,
             },
         );
         id
@@ -1125,7 +1141,15 @@ impl ParticipatingFunction {
         record.state_at_ms = unix;
         *a = Some(answer);
         job.waiting = 1;
-        self.store(OpPurpose::Job(job_id), StoreOp::AppendMessage(*record));
+        let op = match self.cfg.deferred_quota {
+            // Queued for later: the queue's limits are checked where the record is written.
+            Some(quota) if state == DeliveryState::Pending => StoreOp::AppendDeferred {
+                record: *record,
+                quota,
+            },
+            _ => StoreOp::AppendMessage(*record),
+        };
+        self.store(OpPurpose::Job(job_id), op);
     }
 
     fn on_delivery_deadline(&mut self, now: Instant, job_id: u64, at: Instant) {
@@ -1203,6 +1227,7 @@ impl ParticipatingFunction {
                         job.receipt = Some(receipt);
                     }
                     Ok(Outcome::Updated { receipt, .. }) => job.receipt = Some(receipt),
+                    Err(OpError::QuotaExceeded(q)) => job.refused = Some(quota_answer(q)),
                     Ok(_) | Err(_) => job.failed = true,
                 }
                 if job.waiting == 0 {
@@ -1240,6 +1265,14 @@ impl ParticipatingFunction {
         let Some(job) = self.jobs.get_mut(&job_id) else {
             return;
         };
+        if let Some((status, reason)) = job.refused.filter(|_| !job.failed) {
+            // Nothing was written: the sender is told the queue is full, and may try later.
+            self.stats.deferred_refused += 1;
+            if let Some(job) = self.jobs.remove(&job_id) {
+                self.reject(now, &job.server, &job.req, status, reason);
+            }
+            return;
+        }
         if job.failed || (job.receipt.is_none() && !matches!(job.kind, JobKind::Imdn { .. })) {
             let job = self.jobs.remove(&job_id);
             if let Some(job) = job {
@@ -1828,6 +1861,22 @@ impl ParticipatingFunction {
 
 /// Permanent failures of a terminating delivery: the user does not exist or refuses; the
 /// message is not kept for later.
+/// The answer to a message the deferred queue has no room for (the store's refusal).
+fn quota_answer(q: QuotaExceeded) -> (StatusCode, &'static str) {
+    match q {
+        QuotaExceeded::MessageTooLarge => (
+            StatusCode::REQUEST_ENTITY_TOO_LARGE,
+            "Message Too Large For The Deferred Queue",
+        ),
+        QuotaExceeded::SenderMessages => {
+            (StatusCode::BUSY_HERE, "Too Many Deferred Messages From You")
+        }
+        QuotaExceeded::RecipientMessages | QuotaExceeded::RecipientBytes => {
+            (StatusCode::BUSY_HERE, "Recipient Deferred Queue Full")
+        }
+    }
+}
+
 fn is_permanent_failure(status: StatusCode) -> bool {
     matches!(status.as_u16(), 403 | 404 | 410 | 484 | 603 | 604)
 }

@@ -239,6 +239,11 @@ fn overload_is_503_with_retry_after() {
 
 /// Delivers what the PF sent to the core with a 200 from the device.
 fn device_accepts(h: &mut Harness) {
+    devices_answer(h, cpm_sip::StatusCode::OK);
+}
+
+/// Answers what the PF sent to the core with `status` (480: no device).
+fn devices_answer(h: &mut Harness, status: cpm_sip::StatusCode) {
     let legs: Vec<_> = h
         .sent
         .iter()
@@ -249,7 +254,7 @@ fn device_accepts(h: &mut Harness) {
         .collect();
     h.sent.retain(|m| matches!(m, Message::Response(_)));
     for leg in legs {
-        let ok = cpm_sip_core::transaction::response_to(&leg, cpm_sip::StatusCode::OK, Some("d"));
+        let ok = cpm_sip_core::transaction::response_to(&leg, status, Some("d"));
         h.pf.handle_input(
             h.now,
             Input::Message {
@@ -342,4 +347,50 @@ fn cpim_from_is_the_asserted_identity() {
         .unwrap();
     assert_eq!(&last[..], body.replace('\n', "\r\n").as_bytes());
     assert_eq!(h.pf.stats().cpim_from_corrected, 3);
+}
+
+/// Issue 10, hole 6: the deferred queue of an offline recipient has limits per sender, in
+/// messages and in bytes; past them the sender gets 486 (413 for a message larger than a
+/// whole queue) and nothing is stored.
+#[test]
+fn a_full_deferred_queue_refuses_with_486_and_stores_nothing() {
+    let mut h = Harness::new(|c| {
+        c.deferred_quota = Some(cpm_store::DeferredQuota {
+            max_messages: 3,
+            max_bytes: 2000,
+            max_per_sender: 2,
+        });
+    });
+    let offline = cpm_sip::StatusCode::TEMPORARILY_UNAVAILABLE;
+    let from = |who: &str| format!("P-Asserted-Identity: <sip:{who}@localhost>\n");
+    let mut send = |h: &mut Harness, who: &str, n: usize, text: &str| {
+        let body = cpim(&format!("{who}{n}{text}"))
+            .replace("alice@localhost>\nTo", &format!("{who}@localhost>\nTo"));
+        let raw = message(
+            "term",
+            &format!("{who}{n}"),
+            &from(who),
+            "message/cpim",
+            &body,
+        )
+        .replace(
+            "sip:alice@localhost>;tag=a1",
+            &format!("sip:{who}@localhost>;tag=a1"),
+        );
+        h.send(&raw);
+        devices_answer(h, offline);
+        h.statuses()
+    };
+    assert_eq!(send(&mut h, "alice", 1, ""), [202]);
+    assert_eq!(send(&mut h, "alice", 2, ""), [202]);
+    assert_eq!(
+        send(&mut h, "alice", 3, ""),
+        [486],
+        "alice's third is refused"
+    );
+    assert_eq!(send(&mut h, "carol", 1, ""), [202]);
+    assert_eq!(send(&mut h, "dave", 1, ""), [486], "the queue holds 3");
+    assert_eq!(send(&mut h, "erin", 1, &"x".repeat(3000)), [413]);
+    assert_eq!(h.store.messages().len(), 3);
+    assert_eq!(h.pf.stats().deferred_refused, 3);
 }

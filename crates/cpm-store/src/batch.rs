@@ -23,12 +23,15 @@ pub(crate) enum Answer {
     Bindings(Vec<BindingRecord>),
     /// See [`Outcome::Done`].
     Done,
+    /// The operation was refused inside the transaction without writing anything (a deferred
+    /// queue's quota); the rest of the batch committed.
+    Refused(OpError),
 }
 
 impl Answer {
     /// The outcome of operation `op`, whose transaction has committed.
-    fn committed(self, op: OpId) -> Outcome {
-        match self {
+    fn committed(self, op: OpId) -> Result<Outcome, OpError> {
+        Ok(match self {
             Self::Appended { duplicate, state } => Outcome::Appended {
                 receipt: Receipt::committed(op),
                 duplicate,
@@ -47,7 +50,8 @@ impl Answer {
             Self::Done => Outcome::Done {
                 receipt: Receipt::committed(op),
             },
-        }
+            Self::Refused(e) => return Err(e),
+        })
     }
 }
 
@@ -88,7 +92,7 @@ pub(crate) fn run(
                 let mut answers = answers.into_iter();
                 for (id, result) in &mut results {
                     if result.is_none() {
-                        *result = answers.next().map(|a| Ok(a.committed(*id)));
+                        *result = answers.next().map(|a| a.committed(*id));
                     }
                 }
             }

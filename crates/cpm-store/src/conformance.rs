@@ -5,8 +5,8 @@
 //! fail at commit, as a full disk would).
 
 use crate::ops::{
-    Backend, BindingRecord, DeliveryState, Direction, HistoryQuery, MessageRecord, OpError, OpId,
-    Outcome, StoreOp,
+    Backend, BindingRecord, DeferredQuota, DeliveryState, Direction, HistoryQuery, MessageRecord,
+    OpError, OpId, Outcome, QuotaExceeded, StoreOp,
 };
 
 /// Instantiates every conformance test for one backend:
@@ -35,6 +35,11 @@ macro_rules! suite {
             #[test]
             fn pending_deferred() {
                 crate::conformance::pending_deferred($make);
+            }
+
+            #[test]
+            fn deferred_quota() {
+                crate::conformance::deferred_quota($make);
             }
 
             #[test]
@@ -880,5 +885,132 @@ pub(crate) fn invalid_ops_are_answered_alone<B: Backend>(make: impl Fn() -> B) {
     assert!(matches!(
         answers[..],
         [(OpId(12), Err(OpError::Invalid(_)))]
+    ));
+}
+
+/// [`StoreOp::AppendDeferred`]: the recipient's queue, by count, by bytes and per sender; a
+/// refused record leaves nothing behind, a duplicate is answered whatever the quota, and
+/// delivered records free their room.
+pub(crate) fn deferred_quota<B: Backend>(make: impl Fn() -> B) {
+    let mut b = make();
+    let quota = DeferredQuota {
+        max_messages: 3,
+        max_bytes: 100,
+        max_per_sender: 2,
+    };
+    let deferred = |peer: &str, id: &str, len: usize| {
+        let mut r = record("bob@x", Direction::Received, peer, id, 1);
+        r.body = vec![b'x'; len];
+        StoreOp::AppendDeferred { record: r, quota }
+    };
+    let refused = |r: Result<Outcome, OpError>| match r {
+        Err(OpError::QuotaExceeded(q)) => q,
+        other => panic!("expected a quota refusal, got {other:?}"),
+    };
+    assert!(matches!(
+        one(&mut b, deferred("alice@x", "a1", 10)),
+        Ok(Outcome::Appended {
+            duplicate: false,
+            ..
+        })
+    ));
+    assert!(one(&mut b, deferred("alice@x", "a2", 10)).is_ok());
+    assert_eq!(
+        refused(one(&mut b, deferred("alice@x", "a3", 10))),
+        QuotaExceeded::SenderMessages
+    );
+    // A resend of a queued message is a duplicate, not a refusal.
+    assert!(matches!(
+        one(&mut b, deferred("alice@x", "a2", 10)),
+        Ok(Outcome::Appended {
+            duplicate: true,
+            ..
+        })
+    ));
+    assert_eq!(
+        refused(one(&mut b, deferred("carol@x", "c1", 81))),
+        QuotaExceeded::RecipientBytes
+    );
+    assert_eq!(
+        refused(one(&mut b, deferred("carol@x", "c2", 101))),
+        QuotaExceeded::MessageTooLarge
+    );
+    assert!(one(&mut b, deferred("carol@x", "c3", 80)).is_ok());
+    assert_eq!(
+        refused(one(&mut b, deferred("dave@x", "d1", 0))),
+        QuotaExceeded::RecipientMessages
+    );
+    // Another recipient has a queue of its own.
+    let mut other = record("erin@x", Direction::Received, "alice@x", "e1", 1);
+    other.body = vec![b'y'; 50];
+    assert!(
+        one(
+            &mut b,
+            StoreOp::AppendDeferred {
+                record: other,
+                quota
+            }
+        )
+        .is_ok()
+    );
+    // A refused operation takes no part, the others of its batch commit.
+    let answers = b.execute(vec![
+        (OpId(1), deferred("dave@x", "d2", 1)),
+        (
+            OpId(2),
+            StoreOp::AppendMessage(record("bob@x", Direction::Sent, "x@x", "s1", 1)),
+        ),
+    ]);
+    assert!(matches!(answers[0].1, Err(OpError::QuotaExceeded(_))));
+    assert!(answers[1].1.is_ok());
+    let pending = |b: &mut B| match one(
+        b,
+        StoreOp::PendingDeferred {
+            owner: "bob@x".into(),
+            limit: 100,
+        },
+    ) {
+        Ok(Outcome::Messages(r)) => r.iter().map(|r| r.message_id.clone()).collect::<Vec<_>>(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(pending(&mut b), ["a1", "a2", "c3"]);
+    // Delivered, a message leaves the queue and frees its room.
+    update(
+        &mut b,
+        "bob@x",
+        Some("alice@x"),
+        Some(Direction::Received),
+        "a1",
+        DeliveryState::Delivered,
+        2,
+    );
+    assert!(one(&mut b, deferred("alice@x", "a4", 10)).is_ok());
+    // Nonsense is invalid: a sent record, a quota of zero.
+    let mut sent = record("bob@x", Direction::Sent, "alice@x", "z1", 1);
+    sent.body = vec![1];
+    assert!(matches!(
+        one(
+            &mut b,
+            StoreOp::AppendDeferred {
+                record: sent,
+                quota
+            }
+        ),
+        Err(OpError::Invalid(_))
+    ));
+    let zero = DeferredQuota {
+        max_messages: 0,
+        ..quota
+    };
+    let r = record("bob@x", Direction::Received, "alice@x", "z2", 1);
+    assert!(matches!(
+        one(
+            &mut b,
+            StoreOp::AppendDeferred {
+                record: r,
+                quota: zero
+            }
+        ),
+        Err(OpError::Invalid(_))
     ));
 }

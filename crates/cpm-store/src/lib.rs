@@ -58,8 +58,8 @@ pub mod ops;
 
 pub use memory::MemoryStore;
 pub use ops::{
-    Backend, BindingRecord, DeliveryState, Direction, HistoryQuery, MAX_TIME_MS, MessageRecord,
-    OpError, OpId, Outcome, Receipt, StoreOp,
+    Backend, BindingRecord, DeferredQuota, DeliveryState, Direction, HistoryQuery, MAX_TIME_MS,
+    MessageRecord, OpError, OpId, Outcome, QuotaExceeded, Receipt, StoreOp,
 };
 
 #[cfg(feature = "sqlite")]

@@ -4,8 +4,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::batch::{self, Answer};
 use crate::ops::{
-    Backend, BindingRecord, DeliveryState, Direction, HistoryQuery, MessageRecord, OpError, OpId,
-    Outcome, StoreOp,
+    Backend, BindingRecord, DeferredQuota, DeliveryState, Direction, HistoryQuery, MessageRecord,
+    OpError, OpId, Outcome, StoreOp,
 };
 
 /// `(owner, direction, peer, message_id)`: what makes a record unique.
@@ -71,6 +71,7 @@ impl MemoryStore {
     fn apply(&mut self, op: &StoreOp) -> Answer {
         match op {
             StoreOp::AppendMessage(record) => self.append(record),
+            StoreOp::AppendDeferred { record, quota } => self.append_deferred(record, quota),
             StoreOp::UpdateState {
                 owner,
                 peer,
@@ -132,6 +133,32 @@ impl MemoryStore {
                     .cloned()
                     .collect(),
             ),
+        }
+    }
+
+    /// [`StoreOp::AppendDeferred`]: the same rule as the SQLite backend's.
+    fn append_deferred(&mut self, record: &MessageRecord, quota: &DeferredQuota) -> Answer {
+        let key = (
+            record.owner.clone(),
+            record.direction,
+            record.peer.clone(),
+            record.message_id.clone(),
+        );
+        if self.keys.contains_key(&key) {
+            return self.append(record);
+        }
+        let (mut count, mut bytes, mut from_sender) = (0u64, 0u64, 0u64);
+        for &seq in self.owner_seqs(&record.owner) {
+            let r = &self.messages[seq];
+            if r.direction == Direction::Received && r.state == DeliveryState::Pending {
+                count += 1;
+                bytes += r.body.len() as u64;
+                from_sender += u64::from(r.peer == record.peer);
+            }
+        }
+        match quota.check(record.body.len() as u64, count, bytes, from_sender) {
+            Ok(()) => self.append(record),
+            Err(e) => Answer::Refused(OpError::QuotaExceeded(e)),
         }
     }
 

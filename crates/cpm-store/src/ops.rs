@@ -205,6 +205,17 @@ pub enum StoreOp {
     /// `(owner, direction, peer, message_id)` is not stored twice: the answer then says
     /// `duplicate` and gives the stored record's state.
     AppendMessage(MessageRecord),
+    /// Store a message for the recipient's deferred queue (a `pending` record received by
+    /// `owner` from `peer`), unless that would take the queue past `quota`, checked in the
+    /// same transaction: then nothing is written and the answer is
+    /// [`OpError::QuotaExceeded`]. A duplicate is answered as for
+    /// [`StoreOp::AppendMessage`], whatever the quota. Answer: [`Outcome::Appended`].
+    AppendDeferred {
+        /// The record (direction received, state pending).
+        record: MessageRecord,
+        /// The limits of the recipient's queue.
+        quota: DeferredQuota,
+    },
     /// Move matching records to `state` (only where [`DeliveryState::may_become`] allows).
     /// Matches on `owner` and `message_id`, and on `peer`/`direction` when given.
     /// Answer: [`Outcome::Updated`].
@@ -277,6 +288,19 @@ impl StoreOp {
     pub fn validate(&self) -> Result<(), OpError> {
         match self {
             Self::AppendMessage(record) => record.validate(),
+            Self::AppendDeferred { record, quota } => {
+                record.validate()?;
+                if record.direction != Direction::Received || record.state != DeliveryState::Pending
+                {
+                    return Err(OpError::Invalid(
+                        "a deferred record is received and pending".into(),
+                    ));
+                }
+                if quota.max_messages == 0 || quota.max_bytes == 0 || quota.max_per_sender == 0 {
+                    return Err(OpError::Invalid("a deferred quota of 0".into()));
+                }
+                Ok(())
+            }
             Self::UpdateState {
                 owner,
                 message_id,
@@ -430,6 +454,72 @@ pub enum OpError {
     /// The backend failed (IO, disk full, corrupt file); the batch was rolled back.
     #[error("store backend failed: {0}")]
     Backend(String),
+    /// [`StoreOp::AppendDeferred`] would take the deferred queue past its quota; nothing was
+    /// written (the rest of the batch ran).
+    #[error("deferred queue full: {0}")]
+    QuotaExceeded(QuotaExceeded),
+}
+
+/// The limits of one recipient's deferred queue (the `pending` records it received), so
+/// that nobody can fill the disk through an offline user.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub struct DeferredQuota {
+    /// Most pending messages for the recipient.
+    pub max_messages: u64,
+    /// Most bytes of pending bodies for the recipient.
+    pub max_bytes: u64,
+    /// Most pending messages from one sender for the recipient.
+    pub max_per_sender: u64,
+}
+
+/// Which limit of a [`DeferredQuota`] a message would pass.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum QuotaExceeded {
+    /// The recipient's queue holds `max_messages`.
+    RecipientMessages,
+    /// The bodies would pass `max_bytes`.
+    RecipientBytes,
+    /// The sender has `max_per_sender` messages waiting for the recipient.
+    SenderMessages,
+    /// This message's body alone is larger than `max_bytes`.
+    MessageTooLarge,
+}
+
+impl fmt::Display for QuotaExceeded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::RecipientMessages => "the recipient's queue is full",
+            Self::RecipientBytes => "the recipient's queue has no room for this message",
+            Self::SenderMessages => "too many messages from this sender are waiting",
+            Self::MessageTooLarge => "the message is larger than a whole queue",
+        })
+    }
+}
+
+impl DeferredQuota {
+    /// Whether a message of `len` bytes fits a queue that holds `count` messages of `bytes`
+    /// bytes in all, `from_sender` of them from its sender.
+    pub fn check(
+        &self,
+        len: u64,
+        count: u64,
+        bytes: u64,
+        from_sender: u64,
+    ) -> Result<(), QuotaExceeded> {
+        if len > self.max_bytes {
+            return Err(QuotaExceeded::MessageTooLarge);
+        }
+        if from_sender >= self.max_per_sender {
+            return Err(QuotaExceeded::SenderMessages);
+        }
+        if count >= self.max_messages {
+            return Err(QuotaExceeded::RecipientMessages);
+        }
+        if bytes.saturating_add(len) > self.max_bytes {
+            return Err(QuotaExceeded::RecipientBytes);
+        }
+        Ok(())
+    }
 }
 
 /// A store backend: runs a batch of operations in order, in one transaction, and answers

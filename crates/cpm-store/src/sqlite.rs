@@ -155,6 +155,7 @@ impl Store {
     pub fn history(&self, query: &HistoryQuery) -> Result<Vec<MessageRecord>, StoreError> {
         query.validate().map_err(|e| match e {
             OpError::Invalid(reason) | OpError::Backend(reason) => StoreError::InvalidQuery(reason),
+            OpError::QuotaExceeded(q) => StoreError::InvalidQuery(q.to_string()),
         })?;
         Ok(messages::history(&self.conn, query)?)
     }

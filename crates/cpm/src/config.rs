@@ -62,6 +62,13 @@ pub(crate) struct PfSection {
     pub(crate) expiry_interval_ms: u64,
     /// At most this many message requests in progress; more get 503 with Retry-After.
     pub(crate) max_in_progress: usize,
+    /// Most messages waiting in one recipient's deferred queue; more get 486.
+    pub(crate) max_deferred_per_recipient: u64,
+    /// Most bytes of message bodies waiting in one recipient's deferred queue; more get 486
+    /// (413 for a message larger than that on its own).
+    pub(crate) max_deferred_bytes_per_recipient: u64,
+    /// Most messages from one sender waiting in one recipient's queue; more get 486.
+    pub(crate) max_deferred_per_sender: u64,
 }
 
 /// `[store]`.
@@ -82,6 +89,9 @@ impl Default for PfSection {
             deferred_ttl_secs: 7 * 24 * 3600,
             expiry_interval_ms: 10_000,
             max_in_progress: 100_000,
+            max_deferred_per_recipient: 1000,
+            max_deferred_bytes_per_recipient: 16 * 1024 * 1024,
+            max_deferred_per_sender: 100,
         }
     }
 }
@@ -309,6 +319,13 @@ impl NodeConfig {
         }
         if self.store.max_batch == 0 || self.pf.max_in_progress == 0 {
             return Err("store.max_batch and pf.max_in_progress must be at least 1".into());
+        }
+        let pf = &self.pf;
+        if pf.max_deferred_per_recipient == 0
+            || pf.max_deferred_bytes_per_recipient == 0
+            || pf.max_deferred_per_sender == 0
+        {
+            return Err("pf: the deferred queue limits must be at least 1".into());
         }
         if self.pf.expiry_interval_ms == 0 {
             return Err("pf.expiry_interval_ms must be at least 1".into());

@@ -54,6 +54,7 @@ struct Metrics {
     pf_store_failures: AtomicU64,
     pf_in_progress: AtomicU64,
     pf_cpim_from_corrected: AtomicU64,
+    pf_deferred_refused: AtomicU64,
     store_batches: AtomicU64,
     store_ops: AtomicU64,
     store_queue: AtomicU64,
@@ -90,6 +91,7 @@ impl Metrics {
             set(&self.pf_duplicates, f.duplicates);
             set(&self.pf_store_failures, f.store_failures);
             set(&self.pf_cpim_from_corrected, f.cpim_from_corrected);
+            set(&self.pf_deferred_refused, f.deferred_refused);
             set(&self.pf_in_progress, pf.in_progress() as u64);
         }
         let st = cores.executor.stats();
@@ -265,6 +267,12 @@ impl Metrics {
                 "counter",
                 "Store operations that failed.",
                 &self.pf_store_failures,
+            ),
+            (
+                "cpm_pf_deferred_refused_total",
+                "counter",
+                "Messages refused because the recipient's deferred queue was full.",
+                &self.pf_deferred_refused,
             ),
             (
                 "cpm_pf_cpim_from_corrected_total",
@@ -759,6 +767,11 @@ async fn run(cfg: NodeConfig) -> Result<(), String> {
             (cfg.pf.deferred_ttl_secs > 0).then(|| Duration::from_secs(cfg.pf.deferred_ttl_secs));
         c.expiry_interval = Duration::from_millis(cfg.pf.expiry_interval_ms);
         c.max_in_progress = cfg.pf.max_in_progress;
+        c.deferred_quota = Some(cpm_store::DeferredQuota {
+            max_messages: cfg.pf.max_deferred_per_recipient,
+            max_bytes: cfg.pf.max_deferred_bytes_per_recipient,
+            max_per_sender: cfg.pf.max_deferred_per_sender,
+        });
         c.rng_seed = os_random().map_or(1, |b| {
             u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
         });

@@ -109,6 +109,12 @@ fn apply(conn: &Connection, op: &StoreOp) -> rusqlite::Result<Answer> {
             let (duplicate, state) = messages::append(conn, record)?;
             Answer::Appended { duplicate, state }
         }
+        StoreOp::AppendDeferred { record, quota } => {
+            match messages::append_deferred(conn, record, quota)? {
+                Ok((duplicate, state)) => Answer::Appended { duplicate, state },
+                Err(exceeded) => Answer::Refused(OpError::QuotaExceeded(exceeded)),
+            }
+        }
         StoreOp::UpdateState {
             owner,
             peer,

@@ -3,9 +3,12 @@
 //! batch of them in one transaction.
 
 use rusqlite::types::{Type, Value};
-use rusqlite::{Connection, Row, params, params_from_iter};
+use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 
-use crate::ops::{BindingRecord, DeliveryState, Direction, HistoryQuery, MessageRecord};
+use crate::ops::{
+    BindingRecord, DeferredQuota, DeliveryState, Direction, HistoryQuery, MessageRecord,
+    QuotaExceeded,
+};
 
 /// The `messages` columns of a [`MessageRecord`], in the order [`read_record`] reads them.
 macro_rules! record_columns {
@@ -158,6 +161,47 @@ pub(super) fn append(
             |row| read_state(row, 0),
         )?;
     Ok((true, state))
+}
+
+/// [`crate::StoreOp::AppendDeferred`]: as [`append`] when the record is new and fits the
+/// recipient's queue; `Ok(Err(..))` when it would not (nothing written). The counts come
+/// from the partial `messages_deferred` index (the recipient's pending records) and, for the
+/// sender, from `messages_history_peer`.
+pub(super) fn append_deferred(
+    conn: &Connection,
+    r: &MessageRecord,
+    quota: &DeferredQuota,
+) -> rusqlite::Result<Result<(bool, DeliveryState), QuotaExceeded>> {
+    let existing = conn
+        .prepare_cached(
+            "SELECT state FROM messages \
+             WHERE owner = ?1 AND message_id = ?2 AND direction = ?3 AND peer = ?4",
+        )?
+        .query_row(
+            params![r.owner, r.message_id, r.direction.as_str(), r.peer],
+            |row| read_state(row, 0),
+        )
+        .optional()?;
+    if let Some(state) = existing {
+        return Ok(Ok((true, state)));
+    }
+    let (count, bytes): (i64, i64) = conn
+        .prepare_cached(
+            "SELECT COUNT(*), COALESCE(SUM(length(body)), 0) FROM messages \
+             WHERE owner = ?1 AND direction = 'received' AND state = 'pending'",
+        )?
+        .query_row(params![r.owner], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    let from_sender: i64 = conn
+        .prepare_cached(
+            "SELECT COUNT(*) FROM messages \
+             WHERE owner = ?1 AND peer = ?2 AND direction = 'received' AND state = 'pending'",
+        )?
+        .query_row(params![r.owner, r.peer], |row| row.get(0))?;
+    let n = |v: i64| u64::try_from(v).unwrap_or(0);
+    if let Err(e) = quota.check(r.body.len() as u64, n(count), n(bytes), n(from_sender)) {
+        return Ok(Err(e));
+    }
+    append(conn, r).map(Ok)
 }
 
 /// [`crate::StoreOp::UpdateState`]: how many records changed.

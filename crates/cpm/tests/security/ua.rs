@@ -272,6 +272,18 @@ pub(crate) fn request(
     )
 }
 
+/// Registers `user@localhost` over the TCP connection `tcp`; panics unless 200.
+pub(crate) fn register_tcp(tcp: &mut Tcp, user: &str, pw: &str) {
+    let from = tcp.addr();
+    let r = tcp
+        .request(&register(user, from, "TCP", 1, None))
+        .expect("a 401");
+    assert_eq!(r.status.as_u16(), 401);
+    let auth = answer(&r, "REGISTER", "sip:localhost", user, pw, 1);
+    let r = tcp.request(&register(user, from, "TCP", 2, Some(&auth)));
+    assert_eq!(status(&r), 200, "REGISTER of {user} over TCP");
+}
+
 /// A pager MESSAGE with a plain-text body (see [`request`]).
 pub(crate) fn message(
     ruri: &str,
