@@ -363,7 +363,7 @@ fn a_full_deferred_queue_refuses_with_486_and_stores_nothing() {
     });
     let offline = cpm_sip::StatusCode::TEMPORARILY_UNAVAILABLE;
     let from = |who: &str| format!("P-Asserted-Identity: <sip:{who}@localhost>\n");
-    let mut send = |h: &mut Harness, who: &str, n: usize, text: &str| {
+    let send = |h: &mut Harness, who: &str, n: usize, text: &str| {
         let body = cpim(&format!("{who}{n}{text}"))
             .replace("alice@localhost>\nTo", &format!("{who}@localhost>\nTo"));
         let raw = message(
