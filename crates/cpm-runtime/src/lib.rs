@@ -52,5 +52,7 @@
 mod sip;
 pub mod store;
 
-pub use sip::{NetEvent, SipTransport, SipTransportConfig, SipTransportHandle, UdpFloodGuard};
+pub use sip::{
+    NetEvent, SipTransport, SipTransportConfig, SipTransportHandle, TcpStats, UdpFloodGuard,
+};
 pub use store::{StoreCounters, StoreExecutor, StoreResults, StoreStats};

@@ -424,3 +424,176 @@ fn handles_cross_threads() {
     send::<SipTransport>();
     send::<NetEvent>();
 }
+
+/// A TCP connection from a chosen loopback source address (loopback is all of 127/8).
+async fn connect_from(ip: [u8; 4], addr: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(SocketAddr::from((ip, 0)))
+        .expect("bind the source address");
+    let stream = timeout(STEP, socket.connect(addr))
+        .await
+        .expect("connect in time")
+        .expect("connect");
+    stream.set_nodelay(true).expect("nodelay");
+    stream
+}
+
+/// Polls the transport's TCP counters until `done` holds (bounded).
+async fn wait_stats(handle: &SipTransportHandle, done: impl Fn(&cpm_runtime::TcpStats) -> bool) {
+    let deadline = tokio::time::Instant::now() + STEP;
+    loop {
+        let s = handle.tcp_stats();
+        if done(&s) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "stats never got there: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn tcp_connections_beyond_the_per_address_limit_are_refused() {
+    let (mut transport, handle) = bind(SipTransportConfig {
+        max_connections_per_source: 2,
+        ..config()
+    })
+    .await;
+    let addr = transport.local_addr();
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(connect_from([127, 0, 0, 1], addr).await);
+    }
+    wait_stats(&handle, |s| s.open == 2).await;
+    let mut third = connect_from([127, 0, 0, 1], addr).await;
+    assert!(read_to_close(&mut third).await.is_empty(), "closed at once");
+    wait_stats(&handle, |s| s.refused_per_source == 1).await;
+    // Another address is still welcome.
+    let mut other = connect_from([127, 0, 0, 2], addr).await;
+    let msg = request(1, "TCP");
+    other.write_all(&msg).await.expect("write");
+    expect_message(
+        next(&mut transport).await,
+        other.local_addr().expect("addr"),
+        &msg,
+    );
+    // A closed connection frees its place.
+    drop(held.pop());
+    wait_stats(&handle, |s| s.open == 2).await;
+    let mut again = connect_from([127, 0, 0, 1], addr).await;
+    again.write_all(&msg).await.expect("write");
+    loop {
+        match next(&mut transport).await {
+            NetEvent::Message { peer, .. } => {
+                assert_eq!(peer.addr, again.local_addr().expect("addr"));
+                break;
+            }
+            NetEvent::ConnectionClosed { .. } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn slow_or_silent_connections_are_closed_by_the_message_timeout() {
+    let (mut transport, handle) = bind(SipTransportConfig {
+        tcp_message_timeout: Duration::from_millis(400),
+        ..config()
+    })
+    .await;
+    let addr = transport.local_addr();
+    // A good client: one whole message, then quiet (it stays open: idle is not slow).
+    let mut good = connect(addr).await;
+    let msg = request(1, "TCP");
+    good.write_all(&msg).await.expect("write");
+    expect_message(
+        next(&mut transport).await,
+        good.local_addr().expect("addr"),
+        &msg,
+    );
+    // A silent one and a slow-loris one (a byte every 100 ms, never a whole header).
+    let mut silent = connect(addr).await;
+    let slow = connect(addr).await;
+    let (mut slow_rd, mut slow_wr) = slow.into_split();
+    let writer = tokio::spawn(async move {
+        for b in b"OPTIONS sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/TCP x".iter() {
+            if slow_wr.write_all(&[*b]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    assert!(read_to_close(&mut silent).await.is_empty());
+    let mut got = Vec::new();
+    let _ = timeout(STEP, slow_rd.read_to_end(&mut got))
+        .await
+        .expect("the slow one is closed in time");
+    assert!(got.is_empty());
+    writer.abort();
+    wait_stats(&handle, |s| s.message_timeouts == 2).await;
+    // The good client is still served.
+    let msg2 = request(2, "TCP");
+    good.write_all(&msg2).await.expect("write");
+    loop {
+        match next(&mut transport).await {
+            NetEvent::Message { peer, message } => {
+                assert_eq!(peer.addr, good.local_addr().expect("addr"));
+                assert_eq!(&message.to_bytes()[..], &msg2[..]);
+                break;
+            }
+            NetEvent::ConnectionClosed { .. } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn at_the_limit_a_silent_connection_is_evicted_for_a_new_one() {
+    let (mut transport, handle) = bind(SipTransportConfig {
+        max_connections: 2,
+        ..config()
+    })
+    .await;
+    let addr = transport.local_addr();
+    let mut silent = connect_from([127, 0, 0, 3], addr).await;
+    let mut talker = connect(addr).await;
+    let msg = request(1, "TCP");
+    talker.write_all(&msg).await.expect("write");
+    expect_message(
+        next(&mut transport).await,
+        talker.local_addr().expect("addr"),
+        &msg,
+    );
+    wait_stats(&handle, |s| s.open == 2).await;
+    // A third client: the silent connection goes, the newcomer is served.
+    let mut newcomer = connect(addr).await;
+    assert!(
+        read_to_close(&mut silent).await.is_empty(),
+        "the silent one is evicted"
+    );
+    let msg2 = request(2, "TCP");
+    newcomer.write_all(&msg2).await.expect("write");
+    let mut served = false;
+    for _ in 0..3 {
+        match next(&mut transport).await {
+            NetEvent::Message { peer, .. } => {
+                assert_eq!(peer.addr, newcomer.local_addr().expect("addr"));
+                served = true;
+                break;
+            }
+            NetEvent::ConnectionClosed { .. } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(served);
+    assert_eq!(handle.tcp_stats().evicted, 1);
+    // The talker was not touched.
+    talker.write_all(&request(3, "TCP")).await.expect("write");
+    assert!(matches!(
+        next(&mut transport).await,
+        NetEvent::Message { .. }
+    ));
+}

@@ -40,6 +40,8 @@ pub(crate) struct NodeConfig {
     pub(crate) limits: LimitsSection,
     /// Transports.
     pub(crate) transport: TransportSection,
+    /// The HTTP server.
+    pub(crate) http: HttpSection,
     /// Logs.
     pub(crate) log: LogSection,
     /// The node's own Participating Function (pager mode, deferred delivery).
@@ -179,9 +181,41 @@ impl Default for LimitsSection {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct TransportSection {
+    /// A TCP connection with no traffic either way for this long is closed.
     pub(crate) tcp_idle_timeout_secs: u64,
+    /// Most TCP connections open at once; at the limit a connection that never sent a
+    /// complete message, else the longest idle, makes room for a new one.
     pub(crate) max_connections: usize,
+    /// Most TCP connections from one IP address at once.
+    pub(crate) tcp_max_connections_per_source: usize,
+    /// A TCP message must arrive whole within this of its first byte, and an accepted
+    /// connection must send its first message within this (slow-loris defence).
+    pub(crate) tcp_message_timeout_secs: u64,
+    /// Largest SIP message body.
     pub(crate) max_message_bytes: usize,
+}
+
+/// `[http]`: the admin and history HTTP server.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct HttpSection {
+    /// Most HTTP connections open at once; more are closed at once.
+    pub(crate) max_connections: usize,
+    /// Most HTTP connections from one IP address at once.
+    pub(crate) max_connections_per_source: usize,
+    /// A connection must deliver a request's whole header within this of being opened or
+    /// of its last response, or it is closed (idle keep-alive and slow headers alike).
+    pub(crate) idle_timeout_secs: u64,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            max_connections_per_source: 64,
+            idle_timeout_secs: 10,
+        }
+    }
 }
 
 /// `[log]`.
@@ -210,6 +244,7 @@ impl Default for NodeConfig {
             auth: AuthSection::default(),
             limits: LimitsSection::default(),
             transport: TransportSection::default(),
+            http: HttpSection::default(),
             log: LogSection::default(),
             pf: PfSection::default(),
             store: StoreSection::default(),
@@ -249,6 +284,8 @@ impl Default for TransportSection {
         Self {
             tcp_idle_timeout_secs: 300,
             max_connections: 10_000,
+            tcp_max_connections_per_source: 256,
+            tcp_message_timeout_secs: 10,
             max_message_bytes: 1024 * 1024,
         }
     }
@@ -312,6 +349,20 @@ impl NodeConfig {
         }
         if a.max_block_secs < a.block_secs {
             return Err("auth: max_block_secs must be at least block_secs".into());
+        }
+        let t = &self.transport;
+        if t.max_connections == 0
+            || t.tcp_max_connections_per_source == 0
+            || t.tcp_message_timeout_secs == 0
+        {
+            return Err(
+                "transport: connection limits and tcp_message_timeout_secs must be at least 1"
+                    .into(),
+            );
+        }
+        let h = &self.http;
+        if h.max_connections == 0 || h.max_connections_per_source == 0 || h.idle_timeout_secs == 0 {
+            return Err("http: every value must be at least 1".into());
         }
         let l = &self.limits;
         if l.requests_per_sec_per_source == 0 || l.burst_per_source == 0 || l.tracked_sources == 0 {

@@ -69,9 +69,12 @@ struct Metrics {
     rate_limited: AtomicU64,
     relay_refused: AtomicU64,
     sender_refused: AtomicU64,
-    udp_flood_dropped: AtomicU64,
     /// The HTTP API's guards, read when `/metrics` is rendered.
     http_guard: Option<Arc<std::sync::Mutex<crate::api::HttpGuard>>>,
+    /// The SIP transport, whose counters are read when `/metrics` is rendered.
+    transport: Option<SipTransportHandle>,
+    /// The HTTP server's connection counters.
+    http: Arc<crate::http::HttpStats>,
 }
 
 impl Metrics {
@@ -374,11 +377,6 @@ impl Metrics {
                 &self.relay_refused,
             ),
             (
-                "cpm_udp_flood_dropped_total",
-                "UDP datagrams dropped unparsed for their source's datagram budget.",
-                &self.udp_flood_dropped,
-            ),
-            (
                 "cpm_sip_sender_refused_total",
                 "Requests refused because their sender could not be who it said.",
                 &self.sender_refused,
@@ -387,6 +385,85 @@ impl Metrics {
             out.push_str(&format!(
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
                 g(v)
+            ));
+        }
+        // The transports' connections (read now: the table lock is not taken per loop turn).
+        let (tcp, udp_dropped) = self
+            .transport
+            .as_ref()
+            .map(|t| (t.tcp_stats(), t.udp_flood_dropped()))
+            .unwrap_or_default();
+        let h = &self.http;
+        for (name, kind, help, v) in [
+            (
+                "cpm_udp_flood_dropped_total",
+                "counter",
+                "UDP datagrams dropped unparsed for their source's datagram budget.",
+                udp_dropped,
+            ),
+            (
+                "cpm_tcp_connections",
+                "gauge",
+                "SIP TCP connections open.",
+                tcp.open,
+            ),
+            (
+                "cpm_tcp_refused_per_source_total",
+                "counter",
+                "SIP TCP connections closed at once: their address had its limit open.",
+                tcp.refused_per_source,
+            ),
+            (
+                "cpm_tcp_refused_full_total",
+                "counter",
+                "SIP TCP connections closed at once: the total limit, nothing to evict.",
+                tcp.refused_full,
+            ),
+            (
+                "cpm_tcp_evicted_total",
+                "counter",
+                "SIP TCP connections closed to make room (silent or longest idle first).",
+                tcp.evicted,
+            ),
+            (
+                "cpm_tcp_message_timeouts_total",
+                "counter",
+                "SIP TCP connections closed: a message (or the first) did not arrive in time.",
+                tcp.message_timeouts,
+            ),
+            (
+                "cpm_tcp_idle_closed_total",
+                "counter",
+                "SIP TCP connections closed by the idle timeout.",
+                tcp.idle_closed,
+            ),
+            (
+                "cpm_http_connections",
+                "gauge",
+                "HTTP connections open.",
+                g(&h.open),
+            ),
+            (
+                "cpm_http_refused_full_total",
+                "counter",
+                "HTTP connections closed at once: the total limit.",
+                g(&h.refused_full),
+            ),
+            (
+                "cpm_http_refused_per_source_total",
+                "counter",
+                "HTTP connections closed at once: their address had its limit open.",
+                g(&h.refused_per_source),
+            ),
+            (
+                "cpm_http_connection_errors_total",
+                "counter",
+                "HTTP connections that ended with an error (header timeouts among them).",
+                g(&h.errors),
+            ),
+        ] {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
             ));
         }
         // Seconds as a float: the time the writer spent in transactions (with the batch count
@@ -667,6 +744,8 @@ async fn run(cfg: NodeConfig) -> Result<(), String> {
     let mut tcfg = SipTransportConfig::new(cfg.sip_listen);
     tcfg.tcp_idle_timeout = Duration::from_secs(cfg.transport.tcp_idle_timeout_secs);
     tcfg.max_connections = cfg.transport.max_connections;
+    tcfg.max_connections_per_source = cfg.transport.tcp_max_connections_per_source;
+    tcfg.tcp_message_timeout = Duration::from_secs(cfg.transport.tcp_message_timeout_secs);
     tcfg.limits = Limits {
         max_body_len: cfg.transport.max_message_bytes,
         ..Limits::default()
@@ -689,6 +768,7 @@ async fn run(cfg: NodeConfig) -> Result<(), String> {
     )));
     let metrics = Arc::new(Metrics {
         http_guard: Some(http_guard.clone()),
+        transport: Some(handle.clone()),
         ..Metrics::default()
     });
     let listener = tokio::net::TcpListener::bind(cfg.http_listen)
@@ -722,20 +802,18 @@ async fn run(cfg: NodeConfig) -> Result<(), String> {
                 .route("/api/v1/history", get(crate::api::history))
                 .with_state(api_state),
         );
-    let mut http_stop = stop_rx.clone();
-    let http = tokio::spawn(async move {
-        let shutdown = async move {
-            let _ = http_stop.wait_for(|s| *s).await;
-        };
-        // The history API needs the client's address (its failure throttle).
-        let service = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-        if let Err(e) = axum::serve(listener, service)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
-            tracing::error!(error = %e, "admin HTTP server failed");
-        }
-    });
+    let http_limits = crate::http::HttpLimits {
+        max_connections: cfg.http.max_connections,
+        max_connections_per_source: cfg.http.max_connections_per_source,
+        idle_timeout: Duration::from_secs(cfg.http.idle_timeout_secs),
+    };
+    let http = tokio::spawn(crate::http::serve(
+        listener,
+        app,
+        http_limits,
+        metrics.http.clone(),
+        stop_rx.clone(),
+    ));
 
     tokio::spawn(async move {
         wait_for_signal().await;
@@ -866,9 +944,6 @@ async fn run(cfg: NodeConfig) -> Result<(), String> {
         metrics
             .send_failures
             .store(send_failures, Ordering::Relaxed);
-        metrics
-            .udp_flood_dropped
-            .store(handle.udp_flood_dropped(), Ordering::Relaxed);
     }
     // Let the store finish what the cores asked for before the process ends.
     drop(cores);

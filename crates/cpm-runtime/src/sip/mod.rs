@@ -80,9 +80,18 @@ pub struct SipTransportConfig {
     pub limits: Limits,
     /// A TCP connection with no traffic either way for this long is closed.
     pub tcp_idle_timeout: Duration,
-    /// Most TCP connections open at once, accepted and opened together; beyond it accepted
-    /// connections are closed at once and sends that need a new connection fail.
+    /// Most TCP connections open at once, accepted and opened together. When an accepted
+    /// connection would pass it, room is made by closing first an accepted connection that
+    /// never delivered a complete message (the oldest), else the one idle longest (if idle
+    /// for a second at least); with none to close, the new connection is closed at once.
+    /// Sends that need a new connection beyond it fail.
     pub max_connections: usize,
+    /// Most accepted TCP connections from one IP address at once; more are closed at once.
+    pub max_connections_per_source: usize,
+    /// How long a TCP message may take to arrive once its first byte has: the header section
+    /// and the body must be complete by then, and an accepted connection must deliver its
+    /// first message within this of being accepted (slow-loris defence).
+    pub tcp_message_timeout: Duration,
     /// Most messages queued for one TCP connection (and UDP sends waiting for the socket);
     /// beyond it a send fails with [`NetEvent::SendFailed`].
     pub send_queue_per_conn: usize,
@@ -103,6 +112,8 @@ impl SipTransportConfig {
             limits: Limits::default(),
             tcp_idle_timeout: Duration::from_secs(300),
             max_connections: 10_000,
+            max_connections_per_source: 256,
+            tcp_message_timeout: Duration::from_secs(10),
             send_queue_per_conn: 1024,
             udp_buffer_bytes: 4 * 1024 * 1024,
             udp_flood_guard: None,
@@ -166,6 +177,34 @@ pub enum NetEvent {
     },
 }
 
+/// What happened to TCP connections, for `/metrics`.
+#[derive(Clone, Copy, Debug, Default, Eq, PartialEq)]
+pub struct TcpStats {
+    /// Connections open now (accepted and opened).
+    pub open: u64,
+    /// Accepted connections closed at once: their address had
+    /// [`SipTransportConfig::max_connections_per_source`] open.
+    pub refused_per_source: u64,
+    /// Accepted connections closed at once: the total limit was reached and none could be
+    /// evicted.
+    pub refused_full: u64,
+    /// Connections closed to make room for a new one.
+    pub evicted: u64,
+    /// Connections closed because a message (or the first one) did not arrive in time.
+    pub message_timeouts: u64,
+    /// Connections closed by the idle timeout.
+    pub idle_closed: u64,
+}
+
+#[derive(Debug, Default)]
+struct TcpCounters {
+    refused_per_source: AtomicU64,
+    refused_full: AtomicU64,
+    evicted: AtomicU64,
+    message_timeouts: AtomicU64,
+    idle_closed: AtomicU64,
+}
+
 /// State shared by the transport, its handles and its tasks.
 struct Shared {
     config: SipTransportConfig,
@@ -179,6 +218,8 @@ struct Shared {
     udp_pending: AtomicUsize,
     /// Datagrams dropped by the flood guard.
     udp_flood_dropped: AtomicU64,
+    /// TCP counters.
+    tcp: TcpCounters,
     /// Time base for the connections' last-activity stamps.
     epoch: Instant,
     runtime: tokio::runtime::Handle,
@@ -251,6 +292,7 @@ impl SipTransport {
             next_conn: AtomicU64::new(1),
             udp_pending: AtomicUsize::new(0),
             udp_flood_dropped: AtomicU64::new(0),
+            tcp: TcpCounters::default(),
             epoch: Instant::now(),
             runtime: tokio::runtime::Handle::current(),
         });
@@ -345,6 +387,20 @@ impl SipTransportHandle {
     /// The bound address, shared by UDP and TCP.
     pub fn local_addr(&self) -> SocketAddr {
         self.shared.local_addr
+    }
+
+    /// The TCP connections' counters.
+    pub fn tcp_stats(&self) -> TcpStats {
+        let c = &self.shared.tcp;
+        let get = |a: &AtomicU64| a.load(core::sync::atomic::Ordering::Relaxed);
+        TcpStats {
+            open: self.shared.conns().len() as u64,
+            refused_per_source: get(&c.refused_per_source),
+            refused_full: get(&c.refused_full),
+            evicted: get(&c.evicted),
+            message_timeouts: get(&c.message_timeouts),
+            idle_closed: get(&c.idle_closed),
+        }
     }
 
     /// UDP datagrams dropped so far by the flood guard ([`UdpFloodGuard`]).

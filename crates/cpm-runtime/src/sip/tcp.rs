@@ -6,9 +6,9 @@
 //! [`NetEvent::ConnectionClosed`]. Everyone else (a close from the core, a write error) sets
 //! the connection's `closing` flag and lets the read task finish.
 
-use core::net::SocketAddr;
+use core::net::{IpAddr, SocketAddr};
 use core::pin::pin;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use core::time::Duration;
 use std::collections::HashMap;
 use std::io;
@@ -37,6 +37,8 @@ const READ_CHUNK: usize = 8 * 1024;
 /// Pause after an accept error that is not about one connection (such as too many open
 /// files), so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// A connection active more recently than this is never evicted to make room.
+const EVICT_MIN_IDLE_MS: u64 = 1000;
 
 /// The open (and opening) connections, by id and by remote address.
 #[derive(Default)]
@@ -44,6 +46,8 @@ pub(super) struct ConnTable {
     by_id: HashMap<ConnId, ConnEntry>,
     /// Oldest first; sends without a connection id take the newest.
     by_addr: HashMap<SocketAddr, Vec<ConnId>>,
+    /// Accepted connections open per remote IP address.
+    inbound_by_ip: HashMap<IpAddr, usize>,
 }
 
 struct ConnEntry {
@@ -52,9 +56,18 @@ struct ConnEntry {
     /// finish once the queue is drained.
     tx: mpsc::Sender<Transmit>,
     ctl: Arc<ConnCtl>,
+    /// Accepted (not opened by us).
+    inbound: bool,
+    /// When it entered the table, in milliseconds since [`Shared::epoch`].
+    opened_ms: u64,
 }
 
 impl ConnTable {
+    /// Connections open (and opening).
+    pub(super) fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
     fn remove(&mut self, id: ConnId) -> Option<ConnEntry> {
         let entry = self.by_id.remove(&id)?;
         if let Some(ids) = self.by_addr.get_mut(&entry.addr) {
@@ -63,7 +76,38 @@ impl ConnTable {
                 self.by_addr.remove(&entry.addr);
             }
         }
+        if entry.inbound
+            && let Some(n) = self.inbound_by_ip.get_mut(&entry.addr.ip())
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.inbound_by_ip.remove(&entry.addr.ip());
+            }
+        }
         Some(entry)
+    }
+
+    /// Accepted connections open from `ip`.
+    fn inbound_from(&self, ip: IpAddr) -> usize {
+        self.inbound_by_ip.get(&ip).copied().unwrap_or(0)
+    }
+
+    /// The accepted connection to close to make room for a new one: the oldest that never
+    /// delivered a complete message, else the one idle longest if it has been idle for
+    /// [`EVICT_MIN_IDLE_MS`]. (A walk over the table: it only runs when the table is full.)
+    fn eviction_candidate(&self, now_ms: u64) -> Option<ConnId> {
+        let inbound = || self.by_id.iter().filter(|(_, e)| e.inbound);
+        let unproven = inbound()
+            .filter(|(_, e)| !e.ctl.proven.load(Ordering::Relaxed))
+            .min_by_key(|(_, e)| e.opened_ms)
+            .map(|(id, _)| *id);
+        unproven.or_else(|| {
+            inbound()
+                .map(|(id, e)| (*id, e.ctl.last_activity.load(Ordering::Relaxed)))
+                .filter(|(_, last)| now_ms.saturating_sub(*last) >= EVICT_MIN_IDLE_MS)
+                .min_by_key(|(_, last)| *last)
+                .map(|(id, _)| id)
+        })
     }
 
     /// The connection a transmit goes to: its own if open, else the newest to its address.
@@ -82,12 +126,14 @@ struct ConnCtl {
     closing: watch::Sender<bool>,
     /// Last read or write, in milliseconds since [`Shared::epoch`].
     last_activity: AtomicU64,
+    /// A complete message has arrived on it (it is a SIP peer, not an idle socket).
+    proven: AtomicBool,
 }
 
 impl ConnCtl {
     fn touch(&self, epoch: Instant) {
-        let ms = u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_activity.store(ms, Ordering::Relaxed);
+        self.last_activity
+            .store(millis_since(epoch), Ordering::Relaxed);
     }
 
     fn idle_deadline(&self, epoch: Instant, idle: Duration) -> Instant {
@@ -104,12 +150,18 @@ impl ConnCtl {
     }
 }
 
+/// Milliseconds from `epoch` to now.
+fn millis_since(epoch: Instant) -> u64 {
+    u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
 /// A connection just entered in the table, before its tasks run.
 struct NewConn {
     id: ConnId,
     addr: SocketAddr,
     rx: mpsc::Receiver<Transmit>,
     ctl: Arc<ConnCtl>,
+    inbound: bool,
 }
 
 /// Enters a connection in the table, with `first` already queued.
@@ -118,6 +170,7 @@ fn register(
     table: &mut ConnTable,
     addr: SocketAddr,
     first: Option<Transmit>,
+    inbound: bool,
 ) -> NewConn {
     let id = ConnId(shared.next_conn.fetch_add(1, Ordering::Relaxed));
     let (tx, rx) = mpsc::channel(shared.config.send_queue_per_conn.max(1));
@@ -132,6 +185,7 @@ fn register(
     let ctl = Arc::new(ConnCtl {
         closing,
         last_activity: AtomicU64::new(0),
+        proven: AtomicBool::new(false),
     });
     ctl.touch(shared.epoch);
     table.by_id.insert(
@@ -140,10 +194,21 @@ fn register(
             addr,
             tx,
             ctl: Arc::clone(&ctl),
+            inbound,
+            opened_ms: millis_since(shared.epoch),
         },
     );
     table.by_addr.entry(addr).or_default().push(id);
-    NewConn { id, addr, rx, ctl }
+    if inbound {
+        *table.inbound_by_ip.entry(addr.ip()).or_default() += 1;
+    }
+    NewConn {
+        id,
+        addr,
+        rx,
+        ctl,
+        inbound,
+    }
 }
 
 /// Queues a transmit on its connection, or opens one.
@@ -170,7 +235,7 @@ pub(super) fn send(shared: &Arc<Shared>, transmit: Transmit) {
         return;
     }
     let addr = transmit.peer.addr;
-    let conn = register(shared, &mut table, addr, Some(transmit));
+    let conn = register(shared, &mut table, addr, Some(transmit), false);
     drop(table);
     debug!(conn = conn.id.0, %addr, "TCP connecting");
     shared.runtime.spawn(connect(Arc::clone(shared), conn));
@@ -187,7 +252,9 @@ pub(super) fn close(shared: &Shared, conn: ConnId) {
     }
 }
 
-/// Accepts connections until shutdown; beyond `max_connections` they are closed at once.
+/// Accepts connections until shutdown. Beyond the per-address limit a new connection is
+/// closed at once; at the total limit an idle or silent one is evicted to make room (see
+/// [`ConnTable::eviction_candidate`]), or the new one is closed when none can go.
 pub(super) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
     let mut stop = shared.shutdown.subscribe();
     loop {
@@ -199,12 +266,33 @@ pub(super) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
         match accepted {
             Ok((stream, addr)) => {
                 let mut table = shared.conns();
-                if table.by_id.len() >= shared.config.max_connections {
+                if table.inbound_from(addr.ip()) >= shared.config.max_connections_per_source {
                     drop(table);
-                    warn!(%addr, "TCP connection limit reached, refusing");
+                    shared
+                        .tcp
+                        .refused_per_source
+                        .fetch_add(1, Ordering::Relaxed);
+                    debug!(%addr, "TCP connection limit of the address reached, refusing");
                     continue;
                 }
-                let conn = register(&shared, &mut table, addr, None);
+                if table.by_id.len() >= shared.config.max_connections {
+                    match table.eviction_candidate(millis_since(shared.epoch)) {
+                        Some(victim) => {
+                            if let Some(entry) = table.remove(victim) {
+                                entry.ctl.close();
+                                shared.tcp.evicted.fetch_add(1, Ordering::Relaxed);
+                                debug!(conn = victim.0, addr = %entry.addr, "TCP evicted for room");
+                            }
+                        }
+                        None => {
+                            drop(table);
+                            shared.tcp.refused_full.fetch_add(1, Ordering::Relaxed);
+                            warn!(%addr, "TCP connection limit reached, refusing");
+                            continue;
+                        }
+                    }
+                }
+                let conn = register(&shared, &mut table, addr, None, true);
                 drop(table);
                 debug!(conn = conn.id.0, %addr, "TCP accepted");
                 start(&shared, conn, stream);
@@ -271,6 +359,7 @@ fn start(shared: &Arc<Shared>, conn: NewConn, stream: TcpStream) {
         conn.addr,
         rd,
         Arc::clone(&conn.ctl),
+        conn.inbound,
     ));
     shared.runtime.spawn(write_loop(
         Arc::clone(shared),
@@ -288,6 +377,8 @@ enum End {
     Local,
     /// No traffic for the idle timeout.
     Idle,
+    /// A message (or an accepted connection's first one) did not arrive in time.
+    MessageTimeout,
     /// The peer closed its side.
     Peer,
     /// Reading failed.
@@ -301,11 +392,17 @@ async fn read_loop(
     addr: SocketAddr,
     mut rd: OwnedReadHalf,
     ctl: Arc<ConnCtl>,
+    inbound: bool,
 ) {
     let mut stop = shared.shutdown.subscribe();
     let mut closing = ctl.closing.subscribe();
     let limits = shared.config.limits;
     let idle = shared.config.tcp_idle_timeout;
+    let message_timeout = shared.config.tcp_message_timeout;
+    // An accepted connection must prove itself with a first message; after that each
+    // message, once started, must complete in time (slow-loris defence).
+    let mut first_deadline = inbound.then(|| Instant::now() + message_timeout);
+    let mut partial_since: Option<Instant> = None;
     let peer = Peer::tcp(addr, Some(id));
     let mut framer = StreamFramer::new(limits);
     let mut buf = BytesMut::new();
@@ -317,14 +414,30 @@ async fn read_loop(
             else {
                 break;
             };
+            // Whatever is still buffered now belongs to a message that started later.
+            partial_since = None;
+            if matches!(event, NetEvent::Message { .. }) {
+                first_deadline = None;
+                ctl.proven.store(true, Ordering::Relaxed);
+            }
             if !shared.emit(event, &mut stop).await {
                 return;
             }
         }
+        if buf.is_empty() || framing_lost {
+            partial_since = None;
+        } else if partial_since.is_none() {
+            partial_since = Some(Instant::now());
+        }
         if !framing_lost {
             buf.reserve(READ_CHUNK);
         }
-        let deadline = ctl.idle_deadline(shared.epoch, idle);
+        let message_deadline = [first_deadline, partial_since.map(|t| t + message_timeout)]
+            .into_iter()
+            .flatten()
+            .min();
+        let idle_deadline = ctl.idle_deadline(shared.epoch, idle);
+        let deadline = message_deadline.map_or(idle_deadline, |m| m.min(idle_deadline));
         tokio::select! {
             biased;
             () = stopped(&mut stop) => return,
@@ -341,13 +454,26 @@ async fn read_loop(
                 }
             },
             () = sleep_until(deadline) => {
-                // The write task may have moved the deadline meanwhile.
-                if ctl.idle_deadline(shared.epoch, idle) <= Instant::now() {
+                let now = Instant::now();
+                if message_deadline.is_some_and(|m| m <= now) {
+                    break End::MessageTimeout;
+                }
+                // The write task may have moved the idle deadline meanwhile.
+                if ctl.idle_deadline(shared.epoch, idle) <= now {
                     break End::Idle;
                 }
             }
         }
     };
+    match end {
+        End::MessageTimeout => {
+            shared.tcp.message_timeouts.fetch_add(1, Ordering::Relaxed);
+        }
+        End::Idle => {
+            shared.tcp.idle_closed.fetch_add(1, Ordering::Relaxed);
+        }
+        End::Local | End::Peer | End::Error => {}
+    }
     ctl.close();
     shared.conns().remove(id);
     debug!(conn = id.0, %addr, reason = ?end, "TCP connection closed");
@@ -355,7 +481,7 @@ async fn read_loop(
     if !shared.emit(closed, &mut stop).await {
         return;
     }
-    if matches!(end, End::Local | End::Idle) {
+    if matches!(end, End::Local | End::Idle | End::MessageTimeout) {
         drain_until_eof(rd, &mut stop).await;
     }
 }
