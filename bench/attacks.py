@@ -12,8 +12,10 @@ node sends to the Route's host in 35 s), replay (a captured REGISTER Authorizati
 again from elsewhere: the status), guess (wrong passwords from one source for 5 s over UDP
 and over HTTP: answers per second, and how many were challenges), foreign (a MESSAGE from
 mallory@otherdomain.test from a stranger: the status), lookalike (From sip:alice@localhost.
-from a stranger: the status). The TCP lock-out and flood figures come from their
-own tests (crates/cpm/tests/security/), which print them.
+from a stranger: the status), tcp (10,000 idle connections from one address,
+then a legitimate REGISTER; 500 slow-loris connections for 30 s), http (19,000 idle HTTP
+connections from one address, then /health from another). The flood figures come from its
+test (crates/cpm/tests/security/flood.rs), which prints them.
 """
 
 import argparse
@@ -312,7 +314,101 @@ def attack_fill(cpm):
         node.stop()
 
 
-ATTACKS = {"relay": attack_relay, "fill": attack_fill, "replay": attack_replay, "guess": attack_guess,
+def connect_from(ip, to, timeout=2):
+    c = socket.socket()
+    c.bind((ip, 0))
+    c.settimeout(timeout)
+    c.connect(to)
+    return c
+
+
+def hold(ip, to, n):
+    out = []
+    for _ in range(n):
+        try:
+            out.append(connect_from(ip, to))
+        except OSError:
+            break
+    return out
+
+
+def still_open(conns):
+    n = 0
+    for c in conns:
+        c.settimeout(0.001)
+        try:
+            if c.recv(1) != b"":
+                n += 1
+        except socket.timeout:
+            n += 1
+        except OSError:
+            pass
+    return n
+
+
+def tcp_register_status(to):
+    try:
+        c = socket.create_connection(to, timeout=3)
+        src = c.getsockname()
+        c.sendall(register("alice", src, 1).replace(b"SIP/2.0/UDP", b"SIP/2.0/TCP"))
+        r = tcp_final(c, [b""])
+        return r[0] if r else "closed"
+    except OSError as e:
+        return "error (%s)" % e.__class__.__name__
+
+
+def attack_tcp(cpm):
+    node = Node(cpm, [("alice@localhost", "alicepw")])
+    try:
+        idle = hold("127.0.0.2", node.sip, 10000)
+        time.sleep(1)
+        kept = still_open(idle)
+        print("tcp: 10,000 idle connections from one address: %d opened, %d kept open by the node; "
+              "a legitimate REGISTER from another address: %s" % (len(idle), kept, tcp_register_status(node.sip)))
+        for c in idle:
+            c.close()
+        slow = hold("127.0.0.3", node.sip, 500)
+        start = time.time()
+        header = b"REGISTER sip:localhost SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.3:9;branch=z9hG4bKx"
+        i = 0
+        while time.time() - start < 30:
+            for c in slow:
+                try:
+                    c.send(header[i:i + 1])
+                except OSError:
+                    pass
+            i += 1
+            time.sleep(5)
+        print("slowloris: 500 connections sending a byte every 5 s: %d still open after 30 s"
+              % still_open(slow))
+    finally:
+        node.stop()
+
+
+def attack_http(cpm):
+    node = Node(cpm, [("alice@localhost", "alicepw")])
+    try:
+        opening = time.time()
+        idle = hold("127.0.0.4", node.http, 19000)
+        opening = time.time() - opening
+        kept = still_open(idle)
+        t = time.time()
+        try:
+            c = connect_from("127.0.0.1", node.http, timeout=30)
+            c.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            line = c.recv(100).split(b"\r\n")[0].decode()
+        except OSError as e:
+            line = "error (%s)" % e.__class__.__name__
+        took = time.time() - t
+        print("http: %d idle connections from one address opened in %.1f s, %d kept open then; "
+              "/health from another address: %s in %.3f s" % (len(idle), opening, kept, line, took))
+        time.sleep(12)
+        print("http: %d of them still open 13 s later" % still_open(idle))
+    finally:
+        node.stop()
+
+
+ATTACKS = {"relay": attack_relay, "fill": attack_fill, "tcp": attack_tcp, "http": attack_http, "replay": attack_replay, "guess": attack_guess,
            "foreign": attack_foreign}
 
 
