@@ -74,6 +74,16 @@ const MIGRATIONS: &[&str] = &[
         expires_at_ms   INTEGER NOT NULL,
         PRIMARY KEY (aor, key)
     ) STRICT, WITHOUT ROWID;",
+    // 3: the deferred queue's limits (`StoreOp::AppendDeferred`) read a queue's size from a
+    // covering partial index, one range of index entries per check and never the bodies:
+    // `body_bytes` is `length(body)`, written with every row from now on. Of the older rows
+    // only those in a deferred queue need it (states only move forward, so a row never
+    // re-enters the queue), which keeps the migration from reading every stored body.
+    "ALTER TABLE messages ADD COLUMN body_bytes INTEGER NOT NULL DEFAULT 0;
+    UPDATE messages SET body_bytes = length(body)
+        WHERE direction = 'received' AND state = 'pending';
+    CREATE INDEX messages_deferred_usage ON messages (owner, peer, body_bytes)
+        WHERE direction = 'received' AND state = 'pending';",
 ];
 
 /// The schema version this build writes.

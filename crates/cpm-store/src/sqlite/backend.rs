@@ -379,7 +379,7 @@ mod tests {
         assert!(answers[0].1.is_ok());
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
-        assert_eq!(SCHEMA_VERSION, 2);
+        assert_eq!(SCHEMA_VERSION, 3);
         let users: Vec<String> = store
             .list_users()
             .unwrap()
@@ -388,6 +388,49 @@ mod tests {
             .collect();
         assert_eq!(users, ["alice@x"]);
         assert_eq!(store.history(&everything("alice@x")).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn migration_3_counts_the_bytes_already_queued() {
+        let dir = TempDir::new("migrate3");
+        std::fs::create_dir_all(dir.path()).unwrap();
+        {
+            // A version 2 database with one message in bob's deferred queue.
+            let conn = Connection::open(dir.path().join(super::super::DB_FILE)).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.execute_batch(MIGRATIONS[1]).unwrap();
+            conn.pragma_update(None, "user_version", 2).unwrap();
+            conn.execute(
+                "INSERT INTO messages (owner, direction, peer, conversation_id, contribution_id, \
+                 message_id, sender, recipient, content_type, body, disposition, created_at_ms, \
+                 state, state_at_ms) VALUES ('bob@x', 'received', 'alice@x', 'c', 'k', 'm0', \
+                 's', 'r', 'text/plain', zeroblob(60), '', 1, 'pending', 1)",
+                [],
+            )
+            .unwrap();
+        }
+        let mut b = SqliteBackend::open(dir.path()).unwrap();
+        let quota = crate::ops::DeferredQuota {
+            max_messages: 10,
+            max_bytes: 100,
+            max_per_sender: 10,
+        };
+        let mut r = record("bob@x", Direction::Received, "carol@x", "m1", 2);
+        r.body = vec![0; 50];
+        let answers = b.execute(vec![(
+            OpId(1),
+            StoreOp::AppendDeferred { record: r, quota },
+        )]);
+        assert!(
+            matches!(
+                answers[0].1,
+                Err(OpError::QuotaExceeded(
+                    crate::ops::QuotaExceeded::RecipientBytes
+                ))
+            ),
+            "the 60 bytes queued before the migration count: {:?}",
+            answers[0].1
+        );
     }
 
     #[test]
@@ -473,6 +516,12 @@ mod tests {
         );
         let owner = history(&|q| q.since_ms = Some(5));
         assert!(!owner.contains("SCAN messages"), "{owner}");
+        // The deferred queue's size comes from the covering index alone.
+        let usage = plan(messages::QUEUE_USAGE);
+        assert!(
+            usage.contains("COVERING INDEX messages_deferred_usage"),
+            "{usage}"
+        );
         let update = plan("SELECT seq, state FROM messages WHERE owner = ?1 AND message_id = ?2");
         assert!(update.contains("sqlite_autoindex_messages_1"), "{update}");
     }

@@ -10,6 +10,15 @@ use crate::ops::{
     QuotaExceeded,
 };
 
+/// The deferred queue's condition, as the partial indexes `messages_deferred`,
+/// `messages_expiry` and `messages_deferred_usage` are defined: a query uses them only if its `WHERE` holds these very
+/// terms (literals, not parameters).
+macro_rules! deferred {
+    () => {
+        "direction = 'received' AND state = 'pending'"
+    };
+}
+
 /// The `messages` columns of a [`MessageRecord`], in the order [`read_record`] reads them.
 macro_rules! record_columns {
     () => {
@@ -127,7 +136,8 @@ pub(super) fn append(
         .prepare_cached(concat!(
             "INSERT INTO messages (",
             record_columns!(),
-            ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) \
+            ", body_bytes) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17) \
              ON CONFLICT DO NOTHING"
         ))?
         .execute(params![
@@ -147,6 +157,7 @@ pub(super) fn append(
             r.expires_at_ms.map(sql_time),
             r.state.as_str(),
             sql_time(r.state_at_ms),
+            i64::try_from(r.body.len()).unwrap_or(i64::MAX),
         ])?;
     if inserted == 1 {
         return Ok((false, r.state));
@@ -164,9 +175,9 @@ pub(super) fn append(
 }
 
 /// [`crate::StoreOp::AppendDeferred`]: as [`append`] when the record is new and fits the
-/// recipient's queue; `Ok(Err(..))` when it would not (nothing written). The counts come
-/// from the partial `messages_deferred` index (the recipient's pending records) and, for the
-/// sender, from `messages_history_peer`.
+/// recipient's queue; `Ok(Err(..))` when it would not (nothing written). The queue's size
+/// comes from [`QUEUE_USAGE`]; the backend's transactions are `BEGIN IMMEDIATE`, so no other
+/// writer appends between the check and the insert.
 pub(super) fn append_deferred(
     conn: &Connection,
     r: &MessageRecord,
@@ -185,24 +196,26 @@ pub(super) fn append_deferred(
     if let Some(state) = existing {
         return Ok(Ok((true, state)));
     }
-    let (count, bytes): (i64, i64) = conn
-        .prepare_cached(
-            "SELECT COUNT(*), COALESCE(SUM(length(body)), 0) FROM messages \
-             WHERE owner = ?1 AND direction = 'received' AND state = 'pending'",
-        )?
-        .query_row(params![r.owner], |row| Ok((row.get(0)?, row.get(1)?)))?;
-    let from_sender: i64 = conn
-        .prepare_cached(
-            "SELECT COUNT(*) FROM messages \
-             WHERE owner = ?1 AND peer = ?2 AND direction = 'received' AND state = 'pending'",
-        )?
-        .query_row(params![r.owner, r.peer], |row| row.get(0))?;
+    let (count, bytes, from_sender): (i64, i64, i64) = conn
+        .prepare_cached(QUEUE_USAGE)?
+        .query_row(params![r.owner, r.peer], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })?;
     let n = |v: i64| u64::try_from(v).unwrap_or(0);
     if let Err(e) = quota.check(r.body.len() as u64, n(count), n(bytes), n(from_sender)) {
         return Ok(Err(e));
     }
     append(conn, r).map(Ok)
 }
+
+/// What `owner`'s deferred queue holds (messages, bytes, messages from `?2`), read from the
+/// covering partial index `messages_deferred_usage` (migration 3): one range of the owner's
+/// queued index entries, no table rows.
+pub(super) const QUEUE_USAGE: &str = concat!(
+    "SELECT count(*), coalesce(sum(body_bytes), 0), count(CASE WHEN peer = ?2 THEN 1 END) \
+     FROM messages WHERE owner = ?1 AND ",
+    deferred!()
+);
 
 /// [`crate::StoreOp::UpdateState`]: how many records changed.
 pub(super) fn update_state(
@@ -246,15 +259,6 @@ pub(super) fn update_state(
         }
     }
     Ok(changed)
-}
-
-/// The deferred queue's condition, as the partial indexes `messages_deferred` and
-/// `messages_expiry` are defined: a query uses them only if its `WHERE` holds these very
-/// terms (literals, not parameters).
-macro_rules! deferred {
-    () => {
-        "direction = 'received' AND state = 'pending'"
-    };
 }
 
 /// [`crate::StoreOp::PendingDeferred`]: owner, limit.
