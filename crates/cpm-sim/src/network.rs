@@ -225,6 +225,8 @@ struct ClientHost {
     addr: SocketAddr,
     client: Client,
     events: Vec<(Instant, Event)>,
+    /// What the device's datagrams pass through before they leave (a hostile device).
+    tamper: Option<fn(Bytes) -> Bytes>,
 }
 
 /// A datagram on a link.
@@ -461,9 +463,16 @@ impl Network {
             addr,
             client,
             events: Vec::new(),
+            tamper: None,
         });
         self.hosts.insert(addr, Node::Client(ClientId(k)));
         ClientId(k)
+    }
+
+    /// Passes every datagram `c` sends through `tamper` before it leaves (`None`: as sent):
+    /// a compromised or hostile device that still holds its user's credentials.
+    pub fn set_tamper(&mut self, c: ClientId, tamper: Option<fn(Bytes) -> Bytes>) {
+        self.clients[c.0].tamper = tamper;
     }
 
     /// The link used between hosts that have none of their own.
@@ -711,8 +720,12 @@ impl Network {
         // UDP only: there is no connection to close.
         let _ = host.client.poll_close();
         let addr = host.addr;
+        let tamper = host.tamper;
         moved |= !out.is_empty();
-        for t in out {
+        for mut t in out {
+            if let Some(tamper) = tamper {
+                t.payload = tamper(t.payload);
+            }
             self.send_datagram(Node::Client(ClientId(i)), addr, t);
         }
         moved

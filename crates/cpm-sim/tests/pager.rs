@@ -534,3 +534,165 @@ fn unknown_recipient_gets_no_history() {
     assert_eq!(h.len(), 1);
     assert_eq!(h[0].state, DeliveryState::Failed);
 }
+
+/// A hostile device of alice's: every CPIM `From` it writes names bob instead, with a
+/// trustworthy display name (the SIP request is rebuilt with the right Content-Length).
+fn claim_to_be_bob(datagram: bytes::Bytes) -> bytes::Bytes {
+    let Ok(cpm_sip::Message::Request(mut req)) = cpm_sip::Message::parse(datagram.clone()) else {
+        return datagram;
+    };
+    let body = String::from_utf8_lossy(&req.body).into_owned();
+    let forged = body.replace(
+        "From: <sip:alice@a.test>",
+        "From: \"Bob (verified)\" <sip:bob@a.test>",
+    );
+    if forged == body {
+        return datagram;
+    }
+    req.body = bytes::Bytes::from(forged);
+    req.headers.set(
+        cpm_sip::HeaderName::ContentLength,
+        &req.body.len().to_string(),
+    );
+    req.to_bytes()
+}
+
+/// The `From` lines of a stored record's CPIM header block, joined.
+fn stored_from(r: &MessageRecord) -> Option<String> {
+    let body = String::from_utf8_lossy(&r.body).into_owned();
+    let head = body.split("\r\n\r\n").next()?;
+    let froms: Vec<&str> = head
+        .lines()
+        .filter_map(|l| l.strip_prefix("From: "))
+        .collect();
+    (!froms.is_empty()).then(|| froms.join(", "))
+}
+
+#[test]
+fn a_forged_cpim_from_reaches_everyone_as_the_real_sender() {
+    let mut net = one_domain(21);
+    let alice = net.add_client("alice@a.test", "phone");
+    let bob = net.add_client("bob@a.test", "phone");
+    let carol = net.add_client("carol@a.test", "phone");
+    net.register_all(&[alice, bob, carol]);
+    net.set_tamper(alice, Some(claim_to_be_bob));
+
+    // 1-1: carol sees alice, and both histories hold what carol got.
+    let id = net.send(alice, &["carol@a.test"], "it is me, bob");
+    assert_eq!(wait_status(&mut net, alice, id), 200);
+    net.wait_for("carol got it", secs(10), |n| n.received(carol).len() == 1);
+    assert_eq!(net.received(carol)[0].from, "alice@a.test");
+    let alice_from = Some("<sip:alice@a.test>".to_owned());
+    for owner in ["alice@a.test", "carol@a.test"] {
+        let h = net.history(owner);
+        assert_eq!(h.len(), 1, "{owner}: {h:#?}");
+        assert_eq!(stored_from(&h[0]), alice_from, "{owner}");
+        assert_eq!(h[0].sender, "sip:alice@a.test");
+    }
+
+    // 1-N: every copy names alice.
+    let id = net.send(alice, &["bob@a.test", "carol@a.test"], "to you both");
+    assert_eq!(wait_status(&mut net, alice, id), 202);
+    net.wait_for("both got it", secs(10), |n| {
+        n.received(bob).len() == 1 && n.received(carol).len() == 2
+    });
+    assert_eq!(net.received(bob)[0].from, "alice@a.test");
+    assert_eq!(net.received(carol)[1].from, "alice@a.test");
+    assert!(
+        net.history("bob@a.test")
+            .iter()
+            .all(|r| stored_from(r) == alice_from)
+    );
+
+    // alice's own notifications name her too: bob's message gets a delivered IMDN from
+    // alice, not from bob.
+    let id = net.send(bob, &["alice@a.test"], "for alice");
+    assert_eq!(wait_status(&mut net, bob, id), 200);
+    let message_id = net.send_outcome(bob, id).unwrap().message_id;
+    net.wait_for("the IMDN reached bob", secs(10), |n| {
+        n.imdns(bob).iter().any(|i| i.message_id == message_id)
+    });
+    assert!(
+        net.imdns(bob).iter().all(|i| i.from == "alice@a.test"),
+        "{:#?}",
+        net.imdns(bob)
+    );
+    assert_eq!(
+        state_of(&net, "bob@a.test", "alice@a.test", &message_id),
+        Some(DeliveryState::Delivered)
+    );
+    // The 1-1 message, the 1-N request and the notification.
+    assert_eq!(net.pf(net.domain("a.test")).stats().cpim_from_corrected, 3);
+}
+
+#[test]
+fn the_deferred_queue_has_limits_per_sender_and_per_recipient() {
+    let mut net = Network::new(22);
+    net.add_domain_with("a.test", |c| {
+        c.pf.deferred_quota = Some(cpm_store::DeferredQuota {
+            max_messages: 3,
+            max_bytes: 1 << 20,
+            max_per_sender: 2,
+        });
+    });
+    for u in ["alice", "bob", "carol"] {
+        net.add_user(&format!("{u}@a.test"), &format!("{u}-pw"));
+    }
+    let alice = net.add_client("alice@a.test", "phone");
+    let carol = net.add_client("carol@a.test", "phone");
+    let bob = net.add_client("bob@a.test", "phone");
+    net.register_all(&[alice, carol]);
+
+    let send = |net: &mut Network, from: ClientId, text: &str| {
+        let id = net.send(from, &["bob@a.test"], text);
+        wait_status(net, from, id);
+        net.send_outcome(from, id).unwrap()
+    };
+    let a1 = send(&mut net, alice, "a1");
+    let a2 = send(&mut net, alice, "a2");
+    let a3 = send(&mut net, alice, "a3");
+    let c1 = send(&mut net, carol, "c1");
+    let c2 = send(&mut net, carol, "c2");
+    let answers: Vec<(u16, &str)> = [&a1, &a2, &a3, &c1, &c2]
+        .iter()
+        .map(|o| (o.status, o.reason.as_str()))
+        .collect();
+    assert_eq!(
+        answers,
+        [
+            (202, "Accepted"),
+            (202, "Accepted"),
+            (486, "Too Many Deferred Messages From You"),
+            (202, "Accepted"),
+            (486, "Recipient Deferred Queue Full"),
+        ]
+    );
+    // The refused ones failed in their senders' histories and are nowhere else.
+    net.run_for(secs(1));
+    for (owner, o) in [("alice@a.test", &a3), ("carol@a.test", &c2)] {
+        assert_eq!(
+            state_of(&net, owner, "bob@a.test", &o.message_id),
+            Some(DeliveryState::Failed)
+        );
+    }
+    let queued: Vec<String> = net
+        .pending_deferred("bob@a.test")
+        .into_iter()
+        .map(|r| r.message_id)
+        .collect();
+    assert_eq!(queued, [&a1, &a2, &c1].map(|o| o.message_id.clone()));
+    assert_eq!(net.pf(net.domain("a.test")).stats().deferred_refused, 2);
+
+    // bob comes online and gets exactly the accepted ones, in order.
+    net.register_all(&[bob]);
+    net.wait_for("bob got the three", secs(30), |n| {
+        n.received(bob).len() == 3
+    });
+    net.run_for(secs(10));
+    let texts: Vec<&str> = net.received(bob).iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(texts, ["a1", "a2", "c1"]);
+    assert!(net.pending_deferred("bob@a.test").is_empty());
+    // Online, bob takes what comes at once (the limits are the deferred queue's only).
+    let again = send(&mut net, carol, "c3");
+    assert_eq!(again.status, 200);
+}
