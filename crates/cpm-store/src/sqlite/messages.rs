@@ -162,16 +162,21 @@ pub(super) fn append(
     if inserted == 1 {
         return Ok((false, r.state));
     }
-    let state = conn
-        .prepare_cached(
-            "SELECT state FROM messages \
-             WHERE owner = ?1 AND message_id = ?2 AND direction = ?3 AND peer = ?4",
-        )?
-        .query_row(
-            params![r.owner, r.message_id, r.direction.as_str(), r.peer],
-            |row| read_state(row, 0),
-        )?;
+    let state = stored_state(conn, r)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
     Ok((true, state))
+}
+
+/// The state of the stored record with `r`'s key `(owner, message_id, direction, peer)`.
+fn stored_state(conn: &Connection, r: &MessageRecord) -> rusqlite::Result<Option<DeliveryState>> {
+    conn.prepare_cached(
+        "SELECT state FROM messages \
+         WHERE owner = ?1 AND message_id = ?2 AND direction = ?3 AND peer = ?4",
+    )?
+    .query_row(
+        params![r.owner, r.message_id, r.direction.as_str(), r.peer],
+        |row| read_state(row, 0),
+    )
+    .optional()
 }
 
 /// [`crate::StoreOp::AppendDeferred`]: as [`append`] when the record is new and fits the
@@ -183,17 +188,9 @@ pub(super) fn append_deferred(
     r: &MessageRecord,
     quota: &DeferredQuota,
 ) -> rusqlite::Result<Result<(bool, DeliveryState), QuotaExceeded>> {
-    let existing = conn
-        .prepare_cached(
-            "SELECT state FROM messages \
-             WHERE owner = ?1 AND message_id = ?2 AND direction = ?3 AND peer = ?4",
-        )?
-        .query_row(
-            params![r.owner, r.message_id, r.direction.as_str(), r.peer],
-            |row| read_state(row, 0),
-        )
-        .optional()?;
-    if let Some(state) = existing {
+    // A duplicate is answered as one, whatever the queue holds (a resend after a crash must
+    // get the answer its first copy got).
+    if let Some(state) = stored_state(conn, r)? {
         return Ok(Ok((true, state)));
     }
     let (count, bytes, from_sender): (i64, i64, i64) = conn
