@@ -655,7 +655,10 @@ impl ParticipatingFunction {
                 "No Asserted Identity",
             );
         };
-        let req = self.vouch_cpim_from(req, &sender_uri);
+        let req = match self.vouch_cpim_from(req, &sender_uri) {
+            Ok(r) => r,
+            Err(req) => return self.refuse_unvouchable(now, &key, &req),
+        };
         let list = req
             .headers
             .require()
@@ -772,7 +775,10 @@ impl ParticipatingFunction {
         let mut single = req.clone();
         single.body = message.body;
         single.headers.set(HeaderName::ContentType, &message_ct);
-        let single = self.vouch_cpim_from(single, sender_uri);
+        let single = match self.vouch_cpim_from(single, sender_uri) {
+            Ok(r) => r,
+            Err(_) => return self.refuse_unvouchable(now, &key, &req),
+        };
         let body = match MessageBody::parse(&single) {
             Ok(b) => b,
             Err((status, reason)) => return self.reject(now, &key, &req, status, reason),
@@ -939,37 +945,49 @@ impl ParticipatingFunction {
     /// another domain, its From): a body naming someone else gets `From: <identity>`. A
     /// display name is kept only when the URI already was the identity, since a forged
     /// display name is how look-alikes work. A body that is not valid CPIM is left for
-    /// [`MessageBody::parse`] to refuse.
-    fn vouch_cpim_from(&mut self, mut req: Request, identity: &Uri) -> Request {
+    /// [`MessageBody::parse`] to refuse. A body that still does not name exactly the
+    /// identity once corrected (a `From` in another namespace, the default namespace bound
+    /// elsewhere by `NS`) is given back as `Err`: it cannot be made to tell the truth.
+    fn vouch_cpim_from(&mut self, mut req: Request, identity: &Uri) -> Result<Request, Request> {
         let ct = req
             .headers
             .get(&HeaderName::ContentType)
             .and_then(|h| h.value().ok().map(|v| v.into_owned()))
             .unwrap_or_default();
         if mime::media_type(&ct) != mime::MESSAGE_CPIM {
-            return req;
+            return Ok(req);
         }
         let Ok(mut cpim) = Cpim::parse(req.body.clone()) else {
-            return req;
+            return Ok(req);
         };
         let Some(want) = aor_of(identity) else {
-            return req;
+            return Ok(req);
         };
-        let named = cpim
-            .from()
-            .ok()
-            .flatten()
-            .and_then(|a| Uri::parse(&a.uri).ok())
-            .and_then(|u| aor_of(&u));
-        if named.is_some_and(|n| n.eq_ignore_ascii_case(&want)) {
-            return req;
+        if names_only(&cpim, &want) {
+            return Ok(req);
         }
         cpim.set_from(&CpimAddress::new(identity.to_string()));
-        req.body = cpim.to_bytes();
+        let body = cpim.to_bytes();
+        // Read back as a recipient will: one From, the identity's.
+        if !Cpim::parse(body.clone()).is_ok_and(|c| names_only(&c, &want)) {
+            return Err(req);
+        }
+        req.body = body;
         req.headers
             .set(HeaderName::ContentLength, &req.body.len().to_string());
         self.stats.cpim_from_corrected += 1;
-        req
+        Ok(req)
+    }
+
+    /// 403 for a CPIM body whose sender cannot be set (see [`Self::vouch_cpim_from`]).
+    fn refuse_unvouchable(&mut self, now: Instant, key: &ServerKey, req: &Request) {
+        self.reject(
+            now,
+            key,
+            req,
+            StatusCode::FORBIDDEN,
+            "CPIM From Is Not The Sender",
+        );
     }
 
     fn new_job(&mut self, server: ServerKey, req: Request, kind: JobKind, waiting: usize) -> u64 {
@@ -1059,7 +1077,10 @@ impl ParticipatingFunction {
             return self.reject(now, &key, &req, StatusCode::BAD_REQUEST, "No Sender");
         };
         let sender = aor_of(&sender_uri).unwrap_or_else(|| sender_uri.to_string());
-        let req = self.vouch_cpim_from(req, &sender_uri);
+        let req = match self.vouch_cpim_from(req, &sender_uri) {
+            Ok(r) => r,
+            Err(req) => return self.refuse_unvouchable(now, &key, &req),
+        };
         let body = match MessageBody::parse(&req) {
             Ok(b) => b,
             Err((status, reason)) => return self.reject(now, &key, &req, status, reason),
@@ -1861,6 +1882,25 @@ impl ParticipatingFunction {
 
 /// Permanent failures of a terminating delivery: the user does not exist or refuses; the
 /// message is not kept for later.
+/// Whether a CPIM body names `aor` as its sender and nobody else: exactly one header line
+/// called `From` (in any namespace, under any prefix: some reader would show each), in the
+/// CPIM namespace, whose URI is `aor`.
+fn names_only(cpim: &Cpim, aor: &str) -> bool {
+    let froms = cpim
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("From"))
+        .count();
+    froms == 1
+        && cpim
+            .from()
+            .ok()
+            .flatten()
+            .and_then(|a| Uri::parse(&a.uri).ok())
+            .and_then(|u| aor_of(&u))
+            .is_some_and(|n| n.eq_ignore_ascii_case(aor))
+}
+
 /// The answer to a message the deferred queue has no room for (the store's refusal).
 fn quota_answer(q: QuotaExceeded) -> (StatusCode, &'static str) {
     match q {

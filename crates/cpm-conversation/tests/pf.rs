@@ -394,3 +394,15 @@ fn a_full_deferred_queue_refuses_with_486_and_stores_nothing() {
     assert_eq!(h.store.messages().len(), 3);
     assert_eq!(h.pf.stats().deferred_refused, 3);
 }
+
+/// A body that binds the default CPIM namespace elsewhere cannot be made to name its sender
+/// (an unprefixed `From` would then mean something else): 403, nothing stored.
+#[test]
+fn a_cpim_body_that_rebinds_the_default_namespace_is_403() {
+    let mut h = Harness::new(|_| {});
+    let body = "NS: <urn:example:other>\nFrom: <sip:bob@localhost>\nTo: <sip:bob@localhost>\n\n\
+                Content-Type: text/plain\n\nhi";
+    h.send(&message("orig", "ns1", PAI, "message/cpim", body));
+    assert_eq!(h.statuses(), [403]);
+    assert!(h.store.messages().is_empty());
+}
