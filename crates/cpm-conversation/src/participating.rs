@@ -775,9 +775,8 @@ impl ParticipatingFunction {
         let mut single = req.clone();
         single.body = message.body;
         single.headers.set(HeaderName::ContentType, &message_ct);
-        let single = match self.vouch_cpim_from(single, sender_uri) {
-            Ok(r) => r,
-            Err(_) => return self.refuse_unvouchable(now, &key, &req),
+        let Ok(single) = self.vouch_cpim_from(single, sender_uri) else {
+            return self.refuse_unvouchable(now, &key, &req);
         };
         let body = match MessageBody::parse(&single) {
             Ok(b) => b,
@@ -948,7 +947,11 @@ impl ParticipatingFunction {
     /// [`MessageBody::parse`] to refuse. A body that still does not name exactly the
     /// identity once corrected (a `From` in another namespace, the default namespace bound
     /// elsewhere by `NS`) is given back as `Err`: it cannot be made to tell the truth.
-    fn vouch_cpim_from(&mut self, mut req: Request, identity: &Uri) -> Result<Request, Request> {
+    fn vouch_cpim_from(
+        &mut self,
+        mut req: Request,
+        identity: &Uri,
+    ) -> Result<Request, Box<Request>> {
         let ct = req
             .headers
             .get(&HeaderName::ContentType)
@@ -970,7 +973,7 @@ impl ParticipatingFunction {
         let body = cpim.to_bytes();
         // Read back as a recipient will: one From, the identity's.
         if !Cpim::parse(body.clone()).is_ok_and(|c| names_only(&c, &want)) {
-            return Err(req);
+            return Err(Box::new(req));
         }
         req.body = body;
         req.headers
