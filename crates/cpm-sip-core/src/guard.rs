@@ -226,7 +226,9 @@ impl AuthThrottle {
 
     /// Whether requests from `ip` are refused now.
     pub fn check_source(&mut self, now: Instant, ip: IpAddr) -> Option<Blocked> {
-        let blocked = self.sources.check(now, &ip, self.cfg.report_interval);
+        let blocked = self
+            .sources
+            .check(now, &source_key(ip), self.cfg.report_interval);
         if blocked.is_some() {
             self.stats.refused += 1;
         }
@@ -249,7 +251,9 @@ impl AuthThrottle {
     pub fn failure(&mut self, now: Instant, ip: IpAddr, user: &str) -> NewBlocks {
         self.stats.failures += 1;
         let c = self.cfg;
-        let source = self.sources.fail(now, ip, c.max_source_failures, &c);
+        let source = self
+            .sources
+            .fail(now, source_key(ip), c.max_source_failures, &c);
         let user = self
             .users
             .fail(now, user.to_owned(), c.max_user_failures, &c);
@@ -388,6 +392,19 @@ impl<K: Clone + Eq + Hash> Table<K> {
     }
 }
 
+/// The key an address is counted under as a source: an IPv4 address as it is (also when
+/// written IPv4-mapped, `::ffff:a.b.c.d`), an IPv6 address as its /64, since one host is
+/// usually given a whole /64 and could otherwise take a fresh address for every attempt.
+pub fn source_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        },
+    }
+}
+
 /// The account a digest username names, as the throttle counts it: `alice@realm` for
 /// `alice`, lowercase, at most 256 bytes (a hostile username must not grow the keys).
 pub fn account_key(username: &str, realm: &str) -> String {
@@ -484,6 +501,7 @@ impl SourceLimiter {
 
     /// Takes one token for a request from `ip`.
     pub fn admit(&mut self, now: Instant, ip: IpAddr) -> Admission {
+        let ip = source_key(ip);
         let full = self.burst * 1000;
         if !self.buckets.contains_key(&ip) {
             while self.buckets.len() >= self.capacity {
@@ -702,6 +720,30 @@ mod tests {
         }
         // The blocked source is still blocked.
         assert!(th.check_source(t0, a).is_some());
+    }
+
+    #[test]
+    fn sources_are_counted_by_host_or_ipv6_prefix() {
+        let k = |s: &str| source_key(s.parse().unwrap());
+        assert_eq!(k("192.0.2.1"), k("::ffff:192.0.2.1"));
+        assert_ne!(k("192.0.2.1"), k("192.0.2.2"));
+        assert_eq!(k("2001:db8:1:2::1"), k("2001:db8:1:2:ffff::9"));
+        assert_ne!(k("2001:db8:1:2::1"), k("2001:db8:1:3::1"));
+        // An attacker rotating addresses in its /64 shares one bucket.
+        let t0 = Instant::now();
+        let mut l = SourceLimiter::new(1, 2, 100, Duration::from_secs(1), 1);
+        assert_eq!(
+            l.admit(t0, "2001:db8::1".parse().unwrap()),
+            Admission::Admit
+        );
+        assert_eq!(
+            l.admit(t0, "2001:db8::2".parse().unwrap()),
+            Admission::Admit
+        );
+        assert!(matches!(
+            l.admit(t0, "2001:db8::3".parse().unwrap()),
+            Admission::Refuse { .. }
+        ));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! an accept loop of our own, so that an idle or slow client cannot hold the server.
 //!
 //! - At most `max_connections` connections, and `max_connections_per_source` from one IP
-//!   address; a connection past either is closed at once (counted).
+//!   address (an IPv6 source counts as its /64); a connection past either is closed at once (counted).
 //! - A connection must deliver a whole request header within `idle_timeout` of being opened
 //!   or of its last response (hyper's header read timeout, which runs while a connection
 //!   waits for its next request too), so idle keep-alive and slow-loris connections go.
@@ -150,7 +150,8 @@ pub(crate) async fn serve(
                 continue;
             }
         };
-        let Some(slot) = Slot::take(&open, &stats, addr.ip(), &limits) else {
+        let source = cpm_sip_core::guard::source_key(addr.ip());
+        let Some(slot) = Slot::take(&open, &stats, source, &limits) else {
             tracing::debug!(%addr, "HTTP connection limit reached, closing");
             continue;
         };

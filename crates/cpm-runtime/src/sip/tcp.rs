@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use cpm_sip::{Frame, Limits, Scope, StreamFramer};
+use cpm_sip_core::guard::source_key;
 use cpm_sip_core::{ConnId, Peer, Transmit};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -46,7 +47,7 @@ pub(super) struct ConnTable {
     by_id: HashMap<ConnId, ConnEntry>,
     /// Oldest first; sends without a connection id take the newest.
     by_addr: HashMap<SocketAddr, Vec<ConnId>>,
-    /// Accepted connections open per remote IP address.
+    /// Accepted connections open per source (host, or IPv6 /64: `guard::source_key`).
     inbound_by_ip: HashMap<IpAddr, usize>,
 }
 
@@ -76,20 +77,24 @@ impl ConnTable {
                 self.by_addr.remove(&entry.addr);
             }
         }
+        let key = source_key(entry.addr.ip());
         if entry.inbound
-            && let Some(n) = self.inbound_by_ip.get_mut(&entry.addr.ip())
+            && let Some(n) = self.inbound_by_ip.get_mut(&key)
         {
             *n = n.saturating_sub(1);
             if *n == 0 {
-                self.inbound_by_ip.remove(&entry.addr.ip());
+                self.inbound_by_ip.remove(&key);
             }
         }
         Some(entry)
     }
 
-    /// Accepted connections open from `ip`.
+    /// Accepted connections open from `ip` (its host, or its IPv6 /64).
     fn inbound_from(&self, ip: IpAddr) -> usize {
-        self.inbound_by_ip.get(&ip).copied().unwrap_or(0)
+        self.inbound_by_ip
+            .get(&source_key(ip))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// The accepted connection to close to make room for a new one: the oldest that never
@@ -128,6 +133,8 @@ struct ConnCtl {
     last_activity: AtomicU64,
     /// A complete message has arrived on it (it is a SIP peer, not an idle socket).
     proven: AtomicBool,
+    /// Closed to make room: its descriptor is freed at once, without the linger.
+    evicted: AtomicBool,
 }
 
 impl ConnCtl {
@@ -186,6 +193,7 @@ fn register(
         closing,
         last_activity: AtomicU64::new(0),
         proven: AtomicBool::new(false),
+        evicted: AtomicBool::new(false),
     });
     ctl.touch(shared.epoch);
     table.by_id.insert(
@@ -200,7 +208,10 @@ fn register(
     );
     table.by_addr.entry(addr).or_default().push(id);
     if inbound {
-        *table.inbound_by_ip.entry(addr.ip()).or_default() += 1;
+        *table
+            .inbound_by_ip
+            .entry(source_key(addr.ip()))
+            .or_default() += 1;
     }
     NewConn {
         id,
@@ -279,6 +290,7 @@ pub(super) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
                     match table.eviction_candidate(millis_since(shared.epoch)) {
                         Some(victim) => {
                             if let Some(entry) = table.remove(victim) {
+                                entry.ctl.evicted.store(true, Ordering::Relaxed);
                                 entry.ctl.close();
                                 shared.tcp.evicted.fetch_add(1, Ordering::Relaxed);
                                 debug!(conn = victim.0, addr = %entry.addr, "TCP evicted for room");
@@ -481,7 +493,9 @@ async fn read_loop(
     if !shared.emit(closed, &mut stop).await {
         return;
     }
-    if matches!(end, End::Local | End::Idle | End::MessageTimeout) {
+    // A connection we closed is drained so our last answer is not lost to a reset; one that
+    // was evicted or timed out (an attacker's, most likely) gives its descriptor back at once.
+    if matches!(end, End::Local | End::Idle) && !ctl.evicted.load(Ordering::Relaxed) {
         drain_until_eof(rd, &mut stop).await;
     }
 }
