@@ -67,7 +67,15 @@ fn a_captured_register_authorization_cannot_be_replayed() {
         Some(1),
         "bob's own binding is still the only one"
     );
-    assert_eq!(node.metric("cpm_auth_replays_refused_total"), Some(2));
+    // Metrics are published after the loop turn that answered.
+    assert_eq!(
+        node.wait_metric(
+            "cpm_auth_replays_refused_total",
+            |v| v == 2,
+            Duration::from_secs(2)
+        ),
+        Some(2)
+    );
     // A message to bob still reaches bob's real device, not the attacker.
     let text = ua::message(
         "sip:bob@localhost",
@@ -154,7 +162,11 @@ fn a_captured_proxy_authorization_cannot_send_as_the_user() {
     );
     let r = mallory.request(node.sip, &forged);
     assert_eq!(status(&r), 407, "a fresh challenge, not {r:?}");
-    assert_eq!(node.metric("cpm_pf_deferred_total"), Some(1));
+    // Metrics are published after the loop turn that answered.
+    assert_eq!(
+        node.wait_metric("cpm_pf_deferred_total", |v| v == 1, Duration::from_secs(2)),
+        Some(1)
+    );
 }
 
 #[test]

@@ -77,7 +77,15 @@ fn a_full_deferred_queue_is_refused_and_only_what_was_accepted_arrives() {
     // ...and the count (5).
     assert_eq!(send(&mut carol, "carol", 3, 100).0, 202);
     assert_eq!(send(&mut carol, "carol", 4, 100).0, 486);
-    assert_eq!(node.metric("cpm_pf_deferred_refused_total"), Some(3));
+    // Metrics are published after the loop turn that answered.
+    assert_eq!(
+        node.wait_metric(
+            "cpm_pf_deferred_refused_total",
+            |v| v == 3,
+            Duration::from_secs(2)
+        ),
+        Some(3)
+    );
 
     // bob's device comes: it gets the five accepted messages, no more.
     let mut bob = Tcp::connect(node.sip);
