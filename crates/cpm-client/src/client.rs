@@ -701,7 +701,8 @@ impl Client {
     fn server_peer(&self) -> Peer {
         match self.cfg.transport {
             TransportKind::Udp => Peer::udp(self.cfg.server),
-            TransportKind::Tcp => Peer::tcp(self.cfg.server, None),
+            // A client is always across the network: an in-node kind means a stream.
+            TransportKind::Tcp | TransportKind::Local(_) => Peer::tcp(self.cfg.server, None),
         }
     }
 
@@ -791,7 +792,7 @@ impl Client {
 
     fn contact(&self) -> String {
         let transport = match self.cfg.transport {
-            TransportKind::Tcp => ";transport=tcp",
+            TransportKind::Tcp | TransportKind::Local(_) => ";transport=tcp",
             TransportKind::Udp => "",
         };
         let icsi: Vec<String> = [ICSI_MSG, ICSI_LARGEMSG, ICSI_DEFERRED]

@@ -125,6 +125,8 @@ fn same_host(peer: &Peer, configured: &core::net::SocketAddr) -> bool {
     match peer.transport {
         TransportKind::Udp => peer.addr == *configured,
         TransportKind::Tcp => peer.addr.ip() == configured.ip(),
+        // A function of this node is not another domain's core.
+        TransportKind::Local(_) => false,
     }
 }
 

@@ -16,4 +16,4 @@ pub mod rng;
 pub mod transaction;
 pub mod transport;
 
-pub use transport::{ConnId, Peer, Transmit, TransportKind};
+pub use transport::{ConnId, Function, Handoff, Outgoing, Peer, Transmit, TransportKind};

@@ -29,9 +29,11 @@ use foldhash::fast::FixedState;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cpm_sip::{CSeq, Header, HeaderName, Method, NameAddr, Request, Response, StatusCode, Via};
+use cpm_sip::{
+    CSeq, Header, HeaderName, Message, Method, NameAddr, Request, Response, StatusCode, Via,
+};
 
-use crate::transport::{Peer, Transmit};
+use crate::transport::{Handoff, Peer, Transmit, TransportKind};
 
 /// The RFC 3261 branch prefix of transaction identifiers (section 8.1.1.7).
 pub const MAGIC_COOKIE: &str = "z9hG4bK";
@@ -203,6 +205,8 @@ pub struct TransactionLayer {
     clients: Map<ClientKey, u64>,
     timers: BTreeSet<(Instant, u64)>,
     transmits: VecDeque<Transmit>,
+    /// Messages for functions of the same node ([`TransportKind::Local`] peers).
+    handoffs: VecDeque<Handoff>,
     events: VecDeque<TxEvent>,
 }
 
@@ -269,6 +273,7 @@ impl TransactionLayer {
             clients: HashMap::with_hasher(state),
             timers: BTreeSet::new(),
             transmits: VecDeque::new(),
+            handoffs: VecDeque::new(),
             events: VecDeque::new(),
         }
     }
@@ -430,13 +435,15 @@ impl TransactionLayer {
         let id = *self.servers.get(key).ok_or(NoTransaction)?;
         let t = self.config;
         let tx = self.txs.get_mut(&id).ok_or(NoTransaction)?;
-        let wire = resp.to_bytes();
+        // An in-node hop needs no bytes: nothing is ever retransmitted on it.
+        let local = matches!(tx.peer.transport, TransportKind::Local(_));
+        let wire = (!local).then(|| resp.to_bytes());
         let reliable = tx.peer.transport.is_reliable();
         let status = resp.status;
         match (tx.invite, tx.state) {
             (true, State::Proceeding) => {
                 if status.is_provisional() {
-                    tx.wire = Some(wire.clone());
+                    tx.wire.clone_from(&wire);
                 } else if status.is_success() {
                     // RFC 6026: Accepted, timer L; 2xx retransmissions are the TU's.
                     tx.state = State::Accepted;
@@ -444,7 +451,7 @@ impl TransactionLayer {
                     tx.state_deadline = Some(now + 64 * t.t1);
                 } else {
                     tx.state = State::Completed;
-                    tx.wire = Some(wire.clone());
+                    tx.wire.clone_from(&wire);
                     if !reliable {
                         tx.interval = t.t1;
                         tx.retransmit_at = Some(now + t.t1);
@@ -455,7 +462,7 @@ impl TransactionLayer {
             // More 2xx (from other forks) pass through while Accepted (RFC 6026 section 8.5).
             (true, State::Accepted) if status.is_success() => {}
             (false, State::Trying | State::Proceeding) => {
-                tx.wire = Some(wire.clone());
+                tx.wire.clone_from(&wire);
                 if status.is_provisional() {
                     tx.state = State::Proceeding;
                 } else {
@@ -466,7 +473,14 @@ impl TransactionLayer {
             _ => return Err(NoTransaction),
         }
         let peer = tx.peer;
-        self.transmit(peer, wire);
+        match (wire, peer.transport) {
+            (Some(wire), _) => self.transmit(peer, wire),
+            (None, TransportKind::Local(to)) => self.handoffs.push_back(Handoff {
+                to,
+                message: Message::Response(resp.clone()),
+            }),
+            (None, _) => {}
+        }
         self.schedule(id);
         Ok(())
     }
@@ -486,7 +500,17 @@ impl TransactionLayer {
             branch,
             method: KeyMethod::of(&req.method),
         };
-        let wire = req.to_bytes();
+        // The bytes a retransmission sends again, or the value for a function of this node.
+        let (wire, handoff) = match dest.transport {
+            TransportKind::Local(to) => (
+                None,
+                Some(Handoff {
+                    to,
+                    message: Message::Request(req.clone()),
+                }),
+            ),
+            TransportKind::Udp | TransportKind::Tcp => (Some(req.to_bytes()), None),
+        };
         let t = self.config;
         let reliable = dest.transport.is_reliable();
         let invite = req.method == Method::Invite;
@@ -504,7 +528,7 @@ impl TransactionLayer {
                 },
                 peer: dest,
                 request: Some(req),
-                wire: Some(wire.clone()),
+                wire: wire.clone(),
                 ack: None,
                 // Timer A / E: UDP only.
                 retransmit_at: (!reliable).then_some(now + t.t1),
@@ -518,7 +542,11 @@ impl TransactionLayer {
             }),
         );
         self.clients.insert(key.clone(), id);
-        self.transmit(dest, wire);
+        match (handoff, wire) {
+            (Some(h), _) => self.handoffs.push_back(h),
+            (None, Some(w)) => self.transmit(dest, w),
+            (None, None) => {}
+        }
         self.schedule(id);
         Ok(key)
     }
@@ -563,12 +591,20 @@ impl TransactionLayer {
                         });
                         tx.wire = None;
                         if let Some(req) = tx.request.take() {
-                            let ack = ack_for(&req, resp).to_bytes();
-                            tx.ack = Some(ack.clone());
-                            self.transmits.push_back(Transmit {
-                                peer: tx.peer,
-                                payload: ack,
-                            });
+                            let ack = ack_for(&req, resp);
+                            if let TransportKind::Local(to) = tx.peer.transport {
+                                self.handoffs.push_back(Handoff {
+                                    to,
+                                    message: Message::Request(ack),
+                                });
+                            } else {
+                                let ack = ack.to_bytes();
+                                tx.ack = Some(ack.clone());
+                                self.transmits.push_back(Transmit {
+                                    peer: tx.peer,
+                                    payload: ack,
+                                });
+                            }
                         }
                     }
                     ResponseDisposition::Pass(key.clone())
@@ -711,6 +747,12 @@ impl TransactionLayer {
     /// The next message to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()
+    }
+
+    /// The next message for a function of this node (sent to a [`TransportKind::Local`]
+    /// peer). An element with no local peers never has one.
+    pub fn poll_handoff(&mut self) -> Option<Handoff> {
+        self.handoffs.pop_front()
     }
 
     /// The next event for the TU.

@@ -4,6 +4,31 @@
 use core::net::SocketAddr;
 
 use bytes::Bytes;
+use cpm_sip::Message;
+
+/// A functional entity of one CPM node (OMA CPM, SYSTEM.md): the SIP/IP Core and the
+/// Conversation Server functions it routes through. Functions of the same node hand messages
+/// to each other in memory, as values (see [`TransportKind::Local`] and [`Handoff`]).
+#[derive(Clone, Copy, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub enum Function {
+    /// The SIP/IP Core: registrar, authentication, routing (the S-CSCF's role).
+    Core,
+    /// The Participating Function: the served user's application server.
+    Participating,
+    /// The Controlling Function: the focus of group sessions.
+    Controlling,
+}
+
+impl Function {
+    /// A short name for traces and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Core => "core",
+            Self::Participating => "pf",
+            Self::Controlling => "cf",
+        }
+    }
+}
 
 /// The transport protocol of a flow.
 #[derive(Clone, Copy, Debug, Eq, Hash, PartialEq)]
@@ -12,20 +37,27 @@ pub enum TransportKind {
     Udp,
     /// TCP: a byte stream, framed by Content-Length; reliable.
     Tcp,
+    /// A hop inside this node to the named function: the message is handed over as a value
+    /// ([`Handoff`]), never serialised or put on a socket. Reliable and ordered. A peer of
+    /// this kind cannot come from the network ([`TransportKind::from_via_token`] never
+    /// returns it), so it also proves the sender is one of the node's own functions.
+    Local(Function),
 }
 
 impl TransportKind {
     /// Whether the transport is reliable (RFC 3261 section 17: timers that only serve
     /// retransmission are zero on reliable transports).
     pub fn is_reliable(self) -> bool {
-        matches!(self, Self::Tcp)
+        matches!(self, Self::Tcp | Self::Local(_))
     }
 
     /// The Via `transport` token.
     pub fn as_via_token(self) -> &'static str {
         match self {
             Self::Udp => "UDP",
-            Self::Tcp => "TCP",
+            // An in-node hop is a reliable stream as far as RFC 3261 goes; its Via is never
+            // used to route (a response follows its transaction's peer).
+            Self::Tcp | Self::Local(_) => "TCP",
         }
     }
 
@@ -69,6 +101,23 @@ impl Peer {
         }
     }
 
+    /// The function `to` of this node, at the node's SIP address `addr` (its Via sent-by).
+    pub fn local(to: Function, addr: SocketAddr) -> Self {
+        Self {
+            transport: TransportKind::Local(to),
+            addr,
+            conn: None,
+        }
+    }
+
+    /// The function this peer names, if it is one of this node's.
+    pub fn function(&self) -> Option<Function> {
+        match self.transport {
+            TransportKind::Local(f) => Some(f),
+            _ => None,
+        }
+    }
+
     /// A TCP peer, over a known connection or any.
     pub fn tcp(addr: SocketAddr, conn: Option<ConnId>) -> Self {
         Self {
@@ -87,4 +136,39 @@ pub struct Transmit {
     pub peer: Peer,
     /// The serialized message (or a keep-alive CRLF).
     pub payload: Bytes,
+}
+
+/// A message for another function of the same node, handed over as a value: the in-node
+/// counterpart of [`Transmit`]. The receiver sees it as coming from
+/// `Peer::local(<sending function>, …)`.
+#[derive(Clone, Debug)]
+#[must_use = "a Handoff that is not delivered is a lost message"]
+pub struct Handoff {
+    /// The receiving function.
+    pub to: Function,
+    /// The message.
+    pub message: Message,
+}
+
+/// What a SIP element sends: bytes for a socket, or a value for a function of its node.
+#[derive(Clone, Debug)]
+#[must_use = "an Outgoing that is not sent is a lost message"]
+pub enum Outgoing {
+    /// To the network.
+    Transmit(Transmit),
+    /// To another function of this node.
+    Handoff(Handoff),
+}
+
+impl Outgoing {
+    /// `message` for `peer`: serialised for a network peer, as a value for a local one.
+    pub fn new(peer: Peer, message: Message) -> Self {
+        match peer.transport {
+            TransportKind::Local(to) => Self::Handoff(Handoff { to, message }),
+            TransportKind::Udp | TransportKind::Tcp => Self::Transmit(Transmit {
+                peer,
+                payload: message.to_bytes(),
+            }),
+        }
+    }
 }

@@ -326,3 +326,42 @@ fn rfc2543_requests_match_without_branch() {
         RequestDisposition::Retransmission
     );
 }
+
+/// An in-node hop (a function of the same node) gets the message as a value, no bytes, and
+/// no retransmission: the link is reliable; a failure response is ACKed as a value too.
+#[test]
+fn local_peer_gets_values_and_no_retransmissions() {
+    use cpm_sip_core::Function;
+    let t0 = origin();
+    let mut l = TransactionLayer::new(TimerConfig::default());
+    let pf = Peer::local(Function::Participating, "192.0.2.9:5060".parse().unwrap());
+    let key = l.send_request(t0, req(INVITE), pf).unwrap();
+    assert!(drain(&mut l).is_empty(), "no bytes for an in-node hop");
+    let h = l.poll_handoff().expect("the request as a value");
+    assert_eq!(h.to, Function::Participating);
+    assert!(matches!(&h.message, Message::Request(r) if r.method == Method::Invite));
+    // Nothing is retransmitted before timer B.
+    assert!(run_until(&mut l, t0 + Duration::from_secs(31)).is_empty());
+    assert!(l.poll_handoff().is_none());
+    let busy = resp(
+        "SIP/2.0 486 Busy Here\nVia: SIP/2.0/UDP a.example:5060;branch=z9hG4bKinv1\nFrom: <sip:alice@a.example>;tag=1\nTo: <sip:bob@b.example>;tag=2\nCall-ID: c1\nCSeq: 1 INVITE\nContent-Length: 0\n\n",
+    );
+    assert_eq!(
+        l.handle_response(t0, &busy),
+        ResponseDisposition::Pass(key)
+    );
+    let ack = l.poll_handoff().expect("the ACK as a value");
+    assert!(matches!(&ack.message, Message::Request(r) if r.method == Method::Ack));
+
+    // A server transaction whose request came from a function answers with a value.
+    let core = Peer::local(Function::Core, "192.0.2.9:5060".parse().unwrap());
+    let RequestDisposition::New(skey) = l.handle_request(t0, &req(MESSAGE), core).unwrap() else {
+        panic!("new transaction");
+    };
+    let ok = response_to(&req(MESSAGE), StatusCode::OK, Some("t"));
+    l.respond(t0, &skey, &ok).unwrap();
+    assert!(drain(&mut l).is_empty());
+    let h = l.poll_handoff().expect("the response as a value");
+    assert_eq!(h.to, Function::Core);
+    assert!(matches!(&h.message, Message::Response(r) if r.status == StatusCode::OK));
+}

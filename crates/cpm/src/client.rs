@@ -449,7 +449,7 @@ impl Driver {
                 let local = sock.local_addr().map_err(|e| e.to_string())?;
                 (Net::Udp(sock), local)
             }
-            TransportKind::Tcp => {
+            TransportKind::Tcp | TransportKind::Local(_) => {
                 let stream = connect(server)
                     .await
                     .map_err(|e| format!("cannot connect to {server}: {e}"))?;

@@ -21,7 +21,7 @@ use cpm_sip_core::{ConnId, Peer, Transmit, TransportKind};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use self::tcp::ConnTable;
 
@@ -368,6 +368,10 @@ impl SipTransportHandle {
         match transmit.peer.transport {
             TransportKind::Udp => udp::send(&self.shared, transmit),
             TransportKind::Tcp => tcp::send(&self.shared, transmit),
+            // In-node hops are values between cores (`Handoff`); one here is a driver bug.
+            TransportKind::Local(f) => {
+                error!(function = f.name(), "an in-node hop reached the SIP transport");
+            }
         }
     }
 
