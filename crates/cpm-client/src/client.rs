@@ -25,14 +25,8 @@ use crate::config::{ClientConfig, ConfigError, instance_id};
 use crate::rng::Rng;
 use crate::time::rfc3339_ms;
 
-/// The pager-mode CPM ICSI (`P-Preferred-Service`, Accept-Contact, Contact).
-pub const ICSI_MSG: &str = "urn:urn-7:3gpp-service.ims.icsi.oma.cpm.msg";
-/// The 1-N pager ICSI.
-pub const ICSI_MSG_GROUP: &str = "urn:urn-7:3gpp-service.ims.icsi.oma.cpm.msg.group";
-/// The Large Message Mode ICSI (registered, not used for sending yet).
-pub const ICSI_LARGEMSG: &str = "urn:urn-7:3gpp-service.ims.icsi.oma.cpm.largemsg";
-/// The deferred-delivery ICSI: a message stored by the network and delivered later.
-pub const ICSI_DEFERRED: &str = "urn:urn-7:3gpp-service.ims.icsi.oma.cpm.deferred";
+// The CPM service identifiers the client registers and sends (one copy, in the codec).
+pub use cpm_sip::cpm::{ICSI_DEFERRED, ICSI_LARGEMSG, ICSI_MSG, ICSI_MSG_GROUP};
 /// The user part of the 1-N pager exploder URI, `sip:cpm-exploder@<domain>`.
 pub const EXPLODER_USER: &str = "cpm-exploder";
 
@@ -196,30 +190,15 @@ pub fn notification_kind(n: Notification) -> &'static str {
     }
 }
 
-/// `user@domain` for a `sip:`/`sips:`/`im:` URI (parameters, headers and port dropped, host
-/// lowercased); any other URI as it is.
+/// `user@domain` for a `sip:`/`sips:`/`im:` URI or a bare `user@domain` (see
+/// [`cpm_sip::cpm::aor_of_text`]); any other text as it is, trimmed.
 pub fn aor_of(uri: &str) -> String {
-    let uri = uri.trim().trim_start_matches('<').trim_end_matches('>');
-    let rest = ["sip:", "sips:", "im:"].iter().find_map(|s| {
-        uri.get(..s.len())
-            .filter(|p| p.eq_ignore_ascii_case(s))
-            .map(|_| &uri[s.len()..])
-    });
-    let Some(rest) = rest else {
-        return uri.to_owned();
-    };
-    let rest = rest.split([';', '?']).next().unwrap_or_default();
-    let Some((user, hostport)) = rest.rsplit_once('@') else {
-        return rest.to_owned();
-    };
-    let host = match hostport.strip_prefix('[') {
-        // An IPv6 reference keeps its brackets; the port after it goes.
-        Some(v6) => v6
-            .split_once(']')
-            .map_or(hostport, |(h, _)| &hostport[..h.len() + 2]),
-        None => hostport.split(':').next().unwrap_or(hostport),
-    };
-    format!("{user}@{}", host.to_ascii_lowercase())
+    cpm_sip::cpm::aor_of_text(uri).unwrap_or_else(|| {
+        uri.trim()
+            .trim_start_matches('<')
+            .trim_end_matches('>')
+            .to_owned()
+    })
 }
 
 /// What a client transaction is for.

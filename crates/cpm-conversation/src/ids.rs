@@ -2,15 +2,9 @@
 //! (ICSIs), derived UUIDs for `Conversation-ID`/`Contribution-ID`, RFC 3339 times, and the
 //! address-of-record of a SIP URI.
 
-use cpm_sip::{Host, Uri};
 use sha2::{Digest, Sha256};
 
-/// ICSI of the pager mode standalone message (PROTOCOL.md row 5).
-pub const ICSI_MSG: &str = "urn:urn-7:3gpp-service.ims.icsi.oma.cpm.msg";
-/// ICSI of the 1-N pager mode message.
-pub const ICSI_MSG_GROUP: &str = "urn:urn-7:3gpp-service.ims.icsi.oma.cpm.msg.group";
-/// ICSI of a deferred message delivered by the PF (PROTOCOL.md row 13).
-pub const ICSI_DEFERRED: &str = "urn:urn-7:3gpp-service.ims.icsi.oma.cpm.deferred";
+pub use cpm_sip::cpm::{ICSI_DEFERRED, ICSI_MSG, ICSI_MSG_GROUP};
 
 /// The `Accept-Contact` value asking for devices that registered `icsi` (RFC 3841; the ICSI
 /// percent-encoded as a feature-tag value, TS 24.229 7.2A.8).
@@ -53,31 +47,8 @@ pub fn rfc3339(unix_ms: u64) -> String {
     cpm_content::time::rfc3339_ms(unix_ms)
 }
 
-/// The address-of-record `user@domain` of a SIP URI: the user part unescaped, the domain
-/// lowercased. `None` for a URI without a user or a host that is not a name or address.
-pub fn aor_of(uri: &Uri) -> Option<String> {
-    let Uri::Sip(u) = uri else {
-        return None;
-    };
-    let user = u.user.as_deref()?;
-    let user = String::from_utf8_lossy(&cpm_sip::unescape(user)).into_owned();
-    let host = match &u.host {
-        Host::Domain(d) => d.to_ascii_lowercase(),
-        other => other.to_string(),
-    };
-    Some(format!("{user}@{host}"))
-}
-
-/// The AOR of a URI written as text (`sip:bob@localhost`, `<sip:bob@localhost>`,
-/// `bob@localhost`).
-pub fn aor_of_str(s: &str) -> Option<String> {
-    let s = s.trim().trim_start_matches('<').trim_end_matches('>');
-    if s.starts_with("sip:") || s.starts_with("sips:") {
-        return Uri::parse(s).ok().as_ref().and_then(aor_of);
-    }
-    let (user, domain) = s.split_once('@')?;
-    (!user.is_empty() && !domain.is_empty()).then(|| format!("{user}@{}", domain.to_lowercase()))
-}
+// The address-of-record of a URI, in the codec's one copy: of a parsed URI and of text.
+pub use cpm_sip::cpm::{aor_of_text as aor_of_str, aor_of_uri as aor_of};
 
 #[cfg(test)]
 mod tests {
@@ -104,7 +75,7 @@ mod tests {
 
     #[test]
     fn aors() {
-        let u = Uri::parse("sip:b%6Fb@LocalHost;transport=tcp").unwrap();
+        let u = cpm_sip::Uri::parse("sip:b%6Fb@LocalHost;transport=tcp").unwrap();
         assert_eq!(aor_of(&u).as_deref(), Some("bob@localhost"));
         assert_eq!(
             aor_of_str("<sip:bob@Example.COM>").as_deref(),
@@ -112,7 +83,7 @@ mod tests {
         );
         assert_eq!(aor_of_str("bob@x").as_deref(), Some("bob@x"));
         assert_eq!(aor_of_str("nobody"), None);
-        assert_eq!(aor_of(&Uri::parse("sip:localhost").unwrap()), None);
+        assert_eq!(aor_of(&cpm_sip::Uri::parse("sip:localhost").unwrap()), None);
     }
 
     #[test]

@@ -33,6 +33,7 @@
 #![forbid(unsafe_code)]
 #![warn(clippy::unwrap_used)]
 
+pub mod cpm;
 mod error;
 mod framing;
 mod header;
