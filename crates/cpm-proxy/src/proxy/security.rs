@@ -14,7 +14,8 @@ use cpm_sip_core::guard::{Admission, NonceUse, account_key};
 use cpm_sip_core::transaction::{ServerKey, response_to};
 use cpm_sip_core::{Peer, TransportKind};
 
-use super::{DIALOG_PARAM, GUARD_SWEEP, Output, Proxy, RouteCtx};
+use super::routing::RouteCtx;
+use super::{DIALOG_PARAM, GUARD_SWEEP, Output, Proxy};
 use crate::policy::Sender;
 
 /// Something the operator should see in the logs: authentication failures, blocks and
