@@ -41,6 +41,7 @@ use cpm_content::{
     Cpim, CpimAddress, CpimBuilder, DeliveryStatus, DisplayStatus, Disposition, Imdn, Multipart,
     Notification, ResourceList, mime,
 };
+use cpm_sip::cpm::Phase;
 use cpm_sip::{
     Header, HeaderName, Message, Method, NameAddr, Request, Response, StatusCode, Uri,
     check_request,
@@ -50,7 +51,7 @@ use cpm_sip_core::transaction::{
     ClientKey, RequestDisposition, ResponseDisposition, ServerKey, TimerConfig, TransactionLayer,
     TxEvent, response_to,
 };
-use cpm_sip_core::{Peer, Transmit, TransportKind};
+use cpm_sip_core::{Handoff, Outgoing, Peer, Transmit};
 use cpm_store::{
     DeferredQuota, DeliveryState, Direction, MessageRecord, OpError, OpId, Outcome, QuotaExceeded,
     Receipt, StoreOp,
@@ -71,12 +72,10 @@ const EXPIRY_BATCH: usize = 256;
 pub struct PfConfig {
     /// The PF's own SIP address: its Via sent-by and the host of its Route entry.
     pub address: SocketAddr,
-    /// The SIP/IP Core the PF sends its requests to.
-    pub core: SocketAddr,
-    /// The transport towards the core: UDP across a network; a reliable kind (TCP) when the
-    /// PF runs in the core's process (a lossless link: no retransmissions, and transactions
-    /// end at their final response).
-    pub core_transport: TransportKind,
+    /// The SIP/IP Core the PF sends its requests to: [`Peer::local`] when the PF is a
+    /// function of the core's node (a lossless in-memory hop: no retransmissions, and
+    /// transactions end at their final response), a UDP or TCP peer across a network.
+    pub core: Peer,
     /// How long a terminating delivery waits for a device before the sender gets `202
     /// Accepted` (the message then stays in the deferred queue; a later 2xx still marks it
     /// delivered).
@@ -100,11 +99,10 @@ pub struct PfConfig {
 
 impl PfConfig {
     /// Defaults for a PF at `address` in front of the core at `core`.
-    pub fn new(address: SocketAddr, core: SocketAddr) -> Self {
+    pub fn new(address: SocketAddr, core: Peer) -> Self {
         Self {
             address,
             core,
-            core_transport: TransportKind::Udp,
             delivery_timeout: Duration::from_secs(8),
             deferred_ttl: Some(Duration::from_secs(7 * 24 * 3600)),
             expiry_interval: Duration::from_secs(10),
@@ -144,10 +142,12 @@ pub enum Input {
 /// What the PF asks the driver to do.
 #[derive(Debug)]
 #[allow(clippy::large_enum_variant)] // Built and consumed at once, never stored in bulk.
-#[non_exhaustive]
 pub enum Output {
     /// Send bytes.
     Transmit(Transmit),
+    /// Hand a message to another function of the PF's node (the core, when the PF runs in
+    /// the core's node).
+    Handoff(Handoff),
     /// Run a store operation and answer with [`Input::Stored`].
     Store {
         /// Echo it in the answer.
@@ -314,13 +314,6 @@ pub struct ParticipatingFunction {
     stats: PfStats,
 }
 
-/// The role the core gave a request, from the `cpm` parameter of the Route after ours.
-#[derive(Clone, Copy, Debug, Eq, PartialEq)]
-enum Phase {
-    Orig,
-    Term,
-}
-
 impl ParticipatingFunction {
     /// A PF with no state. `unix_ms` is the wall clock at `now` (for `DateTime` values and
     /// record times); later times are derived from `now` values.
@@ -432,8 +425,8 @@ impl ParticipatingFunction {
     /// Where requests to the core go.
     fn core_peer(&self) -> Peer {
         Peer {
-            transport: self.cfg.core_transport,
-            addr: self.cfg.core,
+            transport: self.cfg.core.transport,
+            addr: self.cfg.core.addr,
             conn: None,
         }
     }
@@ -447,18 +440,32 @@ impl ParticipatingFunction {
     }
 
     fn drain_tx(&mut self, now: Instant) {
-        while let Some(t) = self.tx.poll_transmit() {
-            self.outputs.push_back(Output::Transmit(t));
-        }
+        self.drain_sends();
         while let Some(ev) = self.tx.poll_event() {
             if let TxEvent::Timeout(ckey) = ev {
                 // RFC 3261 16.8 / 8.1.3.1: a timed-out leg counts as 408.
                 self.leg_final(now, &ckey, StatusCode::REQUEST_TIMEOUT, "Request Timeout");
             }
         }
+        self.drain_sends();
+    }
+
+    /// What the transaction layer sends: bytes for the network, values for the node.
+    fn drain_sends(&mut self) {
         while let Some(t) = self.tx.poll_transmit() {
             self.outputs.push_back(Output::Transmit(t));
         }
+        while let Some(h) = self.tx.poll_handoff() {
+            self.outputs.push_back(Output::Handoff(h));
+        }
+    }
+
+    /// A message outside any transaction (a stateless answer).
+    fn send_stateless(&mut self, peer: Peer, message: Message) {
+        self.outputs.push_back(match Outgoing::new(peer, message) {
+            Outgoing::Transmit(t) => Output::Transmit(t),
+            Outgoing::Handoff(h) => Output::Handoff(h),
+        });
     }
 
     fn store(&mut self, purpose: OpPurpose, op: StoreOp) -> OpId {
@@ -476,10 +483,7 @@ impl ParticipatingFunction {
             // Not a transaction we can key: answer statelessly when possible.
             let mut resp = response_to(&req, e.status, None);
             resp.reason = e.reason;
-            self.outputs.push_back(Output::Transmit(Transmit {
-                peer,
-                payload: resp.to_bytes(),
-            }));
+            self.send_stateless(peer, Message::Response(resp));
             return;
         }
         let Ok(RequestDisposition::New(key)) = self.tx.handle_request(now, &req, peer) else {
@@ -528,7 +532,11 @@ impl ParticipatingFunction {
         let mut rest: Vec<NameAddr> = Vec::with_capacity(routes.len());
         let mut popped = false;
         for r in routes {
-            let ours = !popped && rest.is_empty() && matches!(&r.uri, Uri::Sip(u) if self.is_us(u));
+            // The Route carrying the phase is the core's own, even when the PF shares the
+            // core's address (a function of its node).
+            let ours = !popped
+                && rest.is_empty()
+                && matches!(&r.uri, Uri::Sip(u) if self.is_us(u) && Phase::of_uri(u).is_none());
             if ours {
                 popped = true;
             } else {
@@ -541,16 +549,7 @@ impl ParticipatingFunction {
                 .push(Header::new(HeaderName::Route, &r.to_string()));
         }
         let phase = rest.first().and_then(|r| match &r.uri {
-            Uri::Sip(u) => u
-                .params
-                .iter()
-                .find(|p| p.name.eq_ignore_ascii_case("cpm"))
-                .and_then(|p| p.value.as_deref())
-                .and_then(|v| match v.to_ascii_lowercase().as_str() {
-                    "orig" => Some(Phase::Orig),
-                    "term" => Some(Phase::Term),
-                    _ => None,
-                }),
+            Uri::Sip(u) => Phase::of_uri(u),
             _ => None,
         });
         Ok(phase)
@@ -906,7 +905,7 @@ impl ParticipatingFunction {
             HeaderName::Via,
             &format!(
                 "SIP/2.0/{} {};branch={branch}",
-                self.cfg.core_transport.as_via_token(),
+                self.cfg.core.transport.as_via_token(),
                 self.cfg.address
             ),
         ));
@@ -1744,7 +1743,7 @@ impl ParticipatingFunction {
             HeaderName::Via,
             &format!(
                 "SIP/2.0/{} {};branch={branch}",
-                self.cfg.core_transport.as_via_token(),
+                self.cfg.core.transport.as_via_token(),
                 self.cfg.address
             ),
         ));
@@ -1795,7 +1794,7 @@ impl ParticipatingFunction {
         };
         // Through the core as the recipient's originating side, so that the sender's PF
         // records the failure in the sender's history too.
-        let route = format!("<sip:{};lr;cpm=orig>", self.cfg.core);
+        let route = format!("<sip:{};lr;cpm=orig>", self.cfg.core.addr);
         self.send_failure_imdn(now, &from, &to, r, Some(&route));
     }
 
@@ -1837,7 +1836,7 @@ impl ParticipatingFunction {
             HeaderName::Via,
             &format!(
                 "SIP/2.0/{} {};branch={branch}",
-                self.cfg.core_transport.as_via_token(),
+                self.cfg.core.transport.as_via_token(),
                 self.cfg.address
             ),
         ));

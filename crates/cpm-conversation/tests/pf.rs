@@ -30,7 +30,7 @@ struct Harness {
 impl Harness {
     fn new(cfg: impl FnOnce(&mut PfConfig)) -> Self {
         let now = Instant::now();
-        let mut c = PfConfig::new(PF.parse().unwrap(), CORE.parse().unwrap());
+        let mut c = PfConfig::new(PF.parse().unwrap(), Peer::udp(CORE.parse().unwrap()));
         cfg(&mut c);
         Self {
             pf: ParticipatingFunction::new(c, now, 1_795_622_400_000),
@@ -51,7 +51,7 @@ impl Harness {
                         .sent
                         .push(Message::parse(t.payload).expect("the PF's output parses")),
                     Output::Store { id, op } => batch.push((id, op)),
-                    _ => {}
+                    Output::Handoff(h) => panic!("no in-node peer here, yet {h:?}"),
                 }
             }
             if self.hold {

@@ -4,6 +4,7 @@ use core::net::{IpAddr, SocketAddr};
 use std::collections::HashMap;
 use std::time::Duration;
 
+use cpm_sip_core::Peer;
 use cpm_sip_core::digest::Algorithm;
 use cpm_sip_core::guard::ThrottleConfig;
 use cpm_sip_core::transaction::TimerConfig;
@@ -92,18 +93,12 @@ pub struct ProxyConfig {
     pub own_addresses: Vec<IpAddr>,
     /// Requests from these ranges are not challenged, and keep their P-Asserted-Identity.
     pub trusted_peers: Vec<TrustedPeer>,
-    /// The Participating Function that CPM requests are routed through (outline section
-    /// 5.2.3.2); `None` routes CPM requests like any other.
-    pub participating_function: Option<SocketAddr>,
-    /// The transport towards the Participating Function. UDP for a PF across a network; a
-    /// node whose PF runs in the same process uses a reliable kind (TCP): that link neither
-    /// loses nor reorders, so no retransmission timers run and transactions end at once
-    /// (RFC 3261 timers J and K are zero on reliable transports).
-    pub pf_transport: cpm_sip_core::TransportKind,
-    /// The methods the Participating Function serves; empty: every method. CPM requests of
-    /// other methods are routed like any other (the node's own PF serves MESSAGE only until
-    /// it anchors sessions).
-    pub pf_methods: Vec<cpm_sip::Method>,
+    /// The application servers CPM requests are routed through, in order (outline section
+    /// 5.2.3.2; the S-CSCF's initial filter criteria of 3GPP TS 29.228, reduced to what CPM
+    /// needs): the first entry whose [`Service`] matches a request serves it, on the
+    /// originating side and again on the terminating side. Empty: CPM requests are routed
+    /// like any other.
+    pub application_servers: Vec<ApplicationServer>,
     /// Other domains and the address of their core (inter-domain routing); requests for a
     /// domain that is neither ours nor here get 404 (no open relay).
     pub peer_domains: HashMap<String, SocketAddr>,
@@ -143,9 +138,7 @@ impl ProxyConfig {
             advertised,
             own_addresses: Vec::new(),
             trusted_peers: Vec::new(),
-            participating_function: None,
-            pf_transport: cpm_sip_core::TransportKind::Udp,
-            pf_methods: Vec::new(),
+            application_servers: Vec::new(),
             peer_domains: HashMap::new(),
             registrar: RegistrarConfig::default(),
             nonce_ttl: Duration::from_secs(300),
@@ -203,5 +196,57 @@ mod tests {
         );
         assert!(TrustedPeer::parse("1.2.3.4/33").is_none());
         assert!(TrustedPeer::parse("nonsense").is_none());
+    }
+}
+
+/// Which CPM requests an application server serves.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum Service {
+    /// Every request carrying a CPM ICSI, of any method.
+    Any,
+    /// CPM pager mode: `MESSAGE` with a CPM ICSI (standalone, 1-N, deferred).
+    Pager,
+    /// CPM sessions: `INVITE` with a CPM ICSI (chat, Large Message Mode, file transfer).
+    Session,
+}
+
+impl Service {
+    /// Whether a CPM request of this method is this service's.
+    pub fn serves(self, method: &cpm_sip::Method) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Pager => *method == cpm_sip::Method::Message,
+            Self::Session => *method == cpm_sip::Method::Invite,
+        }
+    }
+}
+
+/// One row of the core's application-server table: a service and who serves it.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub struct ApplicationServer {
+    /// The requests it serves.
+    pub service: Service,
+    /// Where they go: a function of this node ([`Peer::local`]) or an address on the network
+    /// (UDP across a network; TCP by any connection to that address).
+    pub server: Peer,
+}
+
+impl ProxyConfig {
+    /// The application server for a CPM request of this method, if the table names one.
+    pub fn application_server_for(&self, method: &cpm_sip::Method) -> Option<Peer> {
+        self.application_servers
+            .iter()
+            .find(|a| a.service.serves(method))
+            .map(|a| a.server)
+    }
+
+    /// Whether `peer` is one of the application servers: a function of this node (a local
+    /// peer cannot come from the network), or a configured server's address.
+    pub fn is_application_server(&self, peer: &Peer) -> bool {
+        peer.function().is_some()
+            || self
+                .application_servers
+                .iter()
+                .any(|a| a.server.function().is_none() && a.server.addr == peer.addr)
     }
 }

@@ -113,9 +113,9 @@ impl ProxyConfig {
     }
 
     /// Whether sending to `dest` is always allowed: a peer domain's core, a trusted peer, the
-    /// Participating Function.
+    /// application servers.
     pub(crate) fn is_known_next_hop(&self, dest: &Peer) -> bool {
-        self.participating_function == Some(dest.addr)
+        self.is_application_server(dest)
             || self.peer_domains.values().any(|a| *a == dest.addr)
             || self.is_trusted(dest.addr.ip())
     }

@@ -22,7 +22,7 @@ use cpm_sip_core::guard::{AuthThrottle, NonceTracker, SourceLimiter};
 use cpm_sip_core::transaction::{
     ClientKey, RequestDisposition, ServerKey, TransactionLayer, TxEvent, response_to,
 };
-use cpm_sip_core::{ConnId, Peer, Transmit};
+use cpm_sip_core::{ConnId, Handoff, Outgoing, Peer, Transmit};
 
 use crate::config::ProxyConfig;
 use crate::registrar::Registrar;
@@ -103,11 +103,13 @@ pub enum Input {
 }
 
 /// What the core asks the driver to do.
-#[derive(Debug, Eq, PartialEq)]
-#[non_exhaustive]
+#[derive(Debug)]
 pub enum Output {
     /// Send bytes.
     Transmit(Transmit),
+    /// Hand a message to another function of this node (an application server of the
+    /// core's table that runs in the node).
+    Handoff(Handoff),
     /// Close a stream connection (its framing was lost).
     Close(ConnId),
     /// Persist a registration change (fire and forget: a REGISTER is answered from memory;
@@ -202,35 +204,8 @@ pub struct Proxy {
     guard_sweep_at: Option<Instant>,
 }
 
-/// The Unix time as an RFC 1123 date (`Wed, 25 Nov 2026 14:20:58 GMT`) for the Date header.
-pub fn http_date(unix: u64) -> String {
-    let days = (unix / 86_400) as i64;
-    let secs = unix % 86_400;
-    // Civil from days (proleptic Gregorian), after H. Hinnant's algorithm.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    const WD: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MO: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    format!(
-        "{}, {:02} {} {} {:02}:{:02}:{:02} GMT",
-        WD[(days.rem_euclid(7)) as usize],
-        d,
-        MO[(m - 1) as usize],
-        y,
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
-}
+/// The Unix time as an RFC 1123 date for the Date header (one formatter, in the codec).
+pub use cpm_sip::cpm::http_date;
 
 /// Removes the first Via value (a proxy's own, RFC 3261 16.7 step 3); false if there is none.
 fn pop_top_via(headers: &mut cpm_sip::Headers) -> bool {
@@ -499,6 +474,9 @@ impl Proxy {
             while let Some(t) = self.tx.poll_transmit() {
                 self.outputs.push_back(Output::Transmit(t));
             }
+            while let Some(h) = self.tx.poll_handoff() {
+                self.outputs.push_back(Output::Handoff(h));
+            }
             let Some(ev) = self.tx.poll_event() else {
                 break;
             };
@@ -510,10 +488,16 @@ impl Proxy {
     }
 
     fn send_stateless(&mut self, peer: Peer, resp: &Response) {
-        self.outputs.push_back(Output::Transmit(Transmit {
-            peer,
-            payload: resp.to_bytes(),
-        }));
+        self.send_message(peer, Message::Response(resp.clone()));
+    }
+
+    /// A message outside any transaction: bytes for the network, a value for a function of
+    /// this node.
+    fn send_message(&mut self, peer: Peer, message: Message) {
+        self.outputs.push_back(match Outgoing::new(peer, message) {
+            Outgoing::Transmit(t) => Output::Transmit(t),
+            Outgoing::Handoff(h) => Output::Handoff(h),
+        });
     }
 
     /// Answers on a server transaction.

@@ -4,7 +4,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use cpm_sip::{Contact, HeaderName, NameAddr, Request, SipUri, StatusCode, Uri, unescape};
+use cpm_sip::{Contact, HeaderName, NameAddr, Request, StatusCode, Uri};
 use cpm_sip_core::{ConnId, Peer};
 
 use crate::config::RegistrarConfig;
@@ -138,16 +138,8 @@ impl RegisterError {
     }
 }
 
-/// The canonical address-of-record of a SIP URI: `user@host`, the user unescaped, the host in
-/// lower case (RFC 3261 section 10.3 step 5).
-pub fn aor_of(uri: &SipUri) -> Option<String> {
-    let user = uri.user.as_deref()?;
-    let user = String::from_utf8_lossy(&unescape(user)).into_owned();
-    Some(format!(
-        "{user}@{}",
-        uri.host.to_string().to_ascii_lowercase()
-    ))
-}
+/// The canonical address-of-record of a SIP URI (one copy, in the codec).
+pub use cpm_sip::cpm::aor_of;
 
 /// The bindings of every address-of-record.
 #[derive(Debug, Default)]

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cpm_proxy::{Input, Output, Proxy, ProxyConfig, TrustedPeer, UserRecord};
+use cpm_proxy::{Input, Output, Proxy, ProxyConfig, Service, TrustedPeer, UserRecord};
 use cpm_sip::{HeaderName, Message, Method, Request, Response, StatusCode};
 use cpm_sip_core::digest::{self, Algorithm, Challenge};
 use cpm_sip_core::{ConnId, Peer};
@@ -94,8 +94,8 @@ impl Net {
                     self.proxy
                         .handle_input(self.now, Input::User { query, user });
                 }
-                Output::Close(_) => {}
-                _ => {}
+                Output::Close(_) | Output::Persist(_) | Output::Security(_) => {}
+                Output::Handoff(h) => panic!("no function of this node in these tests: {h:?}"),
             }
         }
         panic!("core keeps producing output");
@@ -784,7 +784,7 @@ fn caller_cancel_reaches_every_branch() {
 
 #[test]
 fn cpm_requests_go_through_both_participating_functions() {
-    let mut net = Net::new(|c| c.participating_function = Some(addr(PF)));
+    let mut net = Net::new(|c| c.application_servers.push(pf_for(Service::Any)));
     net.register("alice", "127.0.0.1:5071", "a1", 1, None);
     net.register("bob", "127.0.0.1:6001", "b1", 1, None);
     net.take();
@@ -1015,7 +1015,7 @@ fn required_service_selects_the_devices_that_registered_it() {
 #[test]
 fn trusted_peer_asserting_a_local_user_gets_originating_services() {
     let mut net = Net::new(|c| {
-        c.participating_function = Some(addr(PF));
+        c.application_servers.push(pf_for(Service::Any));
         c.trusted_peers
             .push(TrustedPeer::parse("127.0.0.9").unwrap());
     });
@@ -1048,8 +1048,7 @@ fn trusted_peer_asserting_a_local_user_gets_originating_services() {
 #[test]
 fn methods_the_pf_does_not_serve_are_relayed() {
     let mut net = Net::new(|c| {
-        c.participating_function = Some(addr(PF));
-        c.pf_methods = vec![Method::Message];
+        c.application_servers.push(pf_for(Service::Pager));
     });
     net.register("alice", "127.0.0.1:5071", "a1", 1, None);
     net.register("bob", "127.0.0.1:6001", "b1", 1, None);
@@ -1244,4 +1243,12 @@ fn a_source_over_its_rate_is_dropped_on_udp_and_told_503_on_tcp() {
     net.send(udp("127.0.0.9:7600"), &options("127.0.0.9:7600", 30));
     assert_eq!(net.responses_to("127.0.0.9:7600").len(), 1);
     assert_eq!(net.proxy.stats().rate_limited, 4);
+}
+
+/// The table row that sends CPM requests of `service` to the PF at [`PF`] over UDP.
+fn pf_for(service: Service) -> cpm_proxy::ApplicationServer {
+    cpm_proxy::ApplicationServer {
+        service,
+        server: Peer::udp(addr(PF)),
+    }
 }

@@ -11,7 +11,7 @@ use cpm_conversation::{ParticipatingFunction, PfConfig};
 use cpm_proxy::{Proxy, ProxyConfig, TrustedPeer, UserRecord};
 use cpm_sip::{Limits, Message};
 use cpm_sip_core::digest::{self, Algorithm};
-use cpm_sip_core::{Peer, Transmit, TransportKind};
+use cpm_sip_core::{Function, Peer, Transmit};
 use cpm_store::{
     Backend, HistoryQuery, MemoryStore, MessageRecord, OpError, OpId, Outcome, StoreOp,
 };
@@ -118,35 +118,55 @@ pub struct Captured {
     pub payload: Bytes,
 }
 
-/// One domain: SIP/IP Core, Participating Function, memory store, user directory.
-#[derive(Debug)]
+/// One domain: its node (SIP/IP Core and Participating Function, [`cpm_node::Node`], the
+/// same object `cpm serve` drives), memory store, user directory.
 struct Domain {
     name: String,
     core_addr: SocketAddr,
-    pf_addr: SocketAddr,
     config: DomainConfig,
-    proxy: Proxy,
-    pf: ParticipatingFunction,
+    node: cpm_node::Node,
     store: MemoryStore,
-    /// Operations waiting for the next commit, with who asked.
-    queue: Vec<(Requester, OpId, StoreOp)>,
+    /// Operations waiting for the next commit.
+    queue: Vec<(OpId, StoreOp)>,
     commit_at: Option<Instant>,
-    /// The last id given to one of the core's operations (their own numbering: they are
-    /// routed back by position, never by id).
-    next_core_op: u64,
     /// AOR → password.
     users: BTreeMap<String, String>,
 }
 
+impl core::fmt::Debug for Domain {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Domain")
+            .field("name", &self.name)
+            .field("core_addr", &self.core_addr)
+            .field("queued", &self.queue.len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Domain {
-    fn pf_name(&self) -> String {
-        format!("pf.{}", self.name)
+    /// The host name of one of the domain's functions: `a.test` (the core), `pf.a.test`.
+    fn function_name(&self, f: Function) -> String {
+        match f {
+            Function::Core => self.name.clone(),
+            other => format!("{}.{}", other.name(), self.name),
+        }
+    }
+
+    /// Builds the domain's node from its configuration.
+    fn build_node(config: &DomainConfig, core: ProxyConfig, base: Instant) -> cpm_node::Node {
+        let cfg = cpm_node::NodeConfig {
+            core,
+            participating: Some(config.pf.clone()),
+            // The transcript and the capture show the in-node hops too.
+            trace_hops: true,
+        };
+        cpm_node::Node::new(cfg, base, UNIX_BASE_MS)
     }
 
     /// Queues a store operation for the next commit (group commit: the first operation sets
     /// the commit time, later ones join its batch).
-    fn enqueue(&mut self, now: Instant, requester: Requester, id: OpId, op: StoreOp) {
-        self.queue.push((requester, id, op));
+    fn enqueue(&mut self, now: Instant, id: OpId, op: StoreOp) {
+        self.queue.push((id, op));
         if self.commit_at.is_none() {
             self.commit_at = Some(now + self.config.commit_delay);
         }
@@ -172,47 +192,34 @@ impl Domain {
     }
 }
 
-/// Which core of a domain asked for a store operation.
-#[derive(Clone, Copy, Debug, Eq, PartialEq)]
-enum Requester {
-    /// The PF: the outcome goes back as `Input::Stored`.
-    Pf,
-    /// The SIP/IP Core (registrations): fire and forget.
-    Core,
-}
-
-/// What one flush of a domain records: transcript lines, captured messages, and a message
-/// between the core and its PF that did not parse (a bug in the core that sent it).
+/// What one flush of a domain records: transcript lines and captured messages of the hops
+/// inside its node.
 #[derive(Debug)]
 struct Notes {
     stamp: String,
     now: Instant,
     lines: Option<Vec<String>>,
     captured: Option<Vec<Captured>>,
-    broken: Option<String>,
 }
 
 impl Notes {
-    /// A message crossing the lossless hop between a core and its PF: noted, then parsed
-    /// as the receiver would parse it off the wire.
-    fn hop(&mut self, from: &str, to: &str, payload: &Bytes) -> Option<Message> {
+    /// A message handed from one function of a node to another: noted (its bytes are
+    /// made only for the transcript and the capture; the node hands over the value).
+    fn hop(&mut self, from: &str, to: &str, message: &Message) {
+        if self.lines.is_none() && self.captured.is_none() {
+            return;
+        }
+        let payload = message.to_bytes();
         if let Some(lines) = &mut self.lines {
-            lines.push(line(&self.stamp, from, to, payload, ""));
+            lines.push(line(&self.stamp, from, to, &payload, ""));
         }
         if let Some(captured) = &mut self.captured {
             captured.push(Captured {
                 at: self.now,
                 from: from.to_owned(),
                 to: to.to_owned(),
-                payload: payload.clone(),
+                payload,
             });
-        }
-        match Message::parse_datagram(payload.clone(), &Limits::default()) {
-            Ok(m) => Some(m),
-            Err(e) => {
-                self.broken = Some(format!("{from} sent {to} bytes that do not parse: {e}"));
-                None
-            }
         }
     }
 }
@@ -338,7 +345,6 @@ impl Network {
         let i = self.domains.len();
         let net = u8::try_from(i + 1).expect("at most 255 domains");
         let core_addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, net, 1)), 5060);
-        let pf_addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, net, 2)), 5060);
         let mut proxy = ProxyConfig::new(&name, core_addr);
         proxy.rng_seed = derive_seed(self.seed, &format!("proxy {name}"));
         let mut secret = [0u8; 32];
@@ -347,7 +353,7 @@ impl Network {
             chunk.copy_from_slice(&v.to_le_bytes());
         }
         proxy.nonce_secret = secret;
-        let mut pf = PfConfig::new(pf_addr, core_addr);
+        let mut pf = PfConfig::new(core_addr, Peer::local(Function::Core, core_addr));
         pf.rng_seed = derive_seed(self.seed, &format!("pf {name}"));
         let mut config = DomainConfig {
             proxy,
@@ -356,25 +362,14 @@ impl Network {
         };
         configure(&mut config);
         config.proxy.advertised = core_addr;
-        config.proxy.participating_function = Some(pf_addr);
-        config.pf.address = pf_addr;
-        config.pf.core = core_addr;
-        // As in the node: the hop between a core and its PF is lossless and ordered.
-        config.proxy.pf_transport = TransportKind::Tcp;
-        config.proxy.pf_methods = vec![cpm_sip::Method::Message];
-        config.pf.core_transport = TransportKind::Tcp;
-        let unix_s = UNIX_BASE_MS / 1000;
         let domain = Domain {
-            proxy: Proxy::new(config.proxy.clone(), self.base, unix_s),
-            pf: ParticipatingFunction::new(config.pf.clone(), self.base, UNIX_BASE_MS),
+            node: Domain::build_node(&config, config.proxy.clone(), self.base),
             name,
             core_addr,
-            pf_addr,
             config,
             store: MemoryStore::new(),
             queue: Vec::new(),
             commit_at: None,
-            next_core_op: 0,
             users: BTreeMap::new(),
         };
         self.domains.push(domain);
@@ -391,7 +386,6 @@ impl Network {
             .iter()
             .map(|d| (d.name.clone(), d.core_addr))
             .collect();
-        let unix_s = UNIX_BASE_MS / 1000;
         for d in &mut self.domains {
             let mut cfg = d.config.proxy.clone();
             for (name, addr) in all.iter().filter(|(n, _)| *n != d.name) {
@@ -403,8 +397,7 @@ impl Network {
                     });
                 }
             }
-            d.proxy = Proxy::new(cfg, self.base, unix_s);
-            d.pf = ParticipatingFunction::new(d.config.pf.clone(), self.base, UNIX_BASE_MS);
+            d.node = Domain::build_node(&d.config, cfg, self.base);
         }
     }
 
@@ -648,19 +641,11 @@ impl Network {
         }
         for i in 0..self.domains.len() {
             let d = &mut self.domains[i];
-            if d.proxy.poll_timeout().is_some_and(|t| t <= now) {
-                d.proxy.handle_timeout(now);
-                if d.proxy.poll_timeout().is_some_and(|t| t <= now) {
+            if d.node.poll_timeout().is_some_and(|t| t <= now) {
+                d.node.handle_timeout(now);
+                if d.node.poll_timeout().is_some_and(|t| t <= now) {
                     let name = d.name.clone();
-                    self.fail(&format!("busy loop: core {name} is due again at once"));
-                }
-            }
-            let d = &mut self.domains[i];
-            if d.pf.poll_timeout().is_some_and(|t| t <= now) {
-                d.pf.handle_timeout(now);
-                if d.pf.poll_timeout().is_some_and(|t| t <= now) {
-                    let name = d.pf_name();
-                    self.fail(&format!("busy loop: {name} is due again at once"));
+                    self.fail(&format!("busy loop: node {name} is due again at once"));
                 }
             }
             if self.domains[i].commit_at.is_some_and(|t| t <= now) {
@@ -681,8 +666,7 @@ impl Network {
             take(c.client.poll_timeout());
         }
         for d in &self.domains {
-            take(d.proxy.poll_timeout());
-            take(d.pf.poll_timeout());
+            take(d.node.poll_timeout());
             take(d.commit_at);
         }
         next
@@ -731,8 +715,8 @@ impl Network {
         moved
     }
 
-    /// The node's `Cores::flush` for one domain: the core's and the PF's outputs, the hop
-    /// between them, user lookups and store operations.
+    /// Carries out one domain's node outputs: datagrams onto the links, store operations
+    /// into the next batch, user lookups from the directory, hops into the transcript.
     fn flush_domain(&mut self, i: usize) -> bool {
         let now = self.now;
         let mut notes = Notes {
@@ -740,65 +724,47 @@ impl Network {
             now,
             lines: self.transcript.is_some().then(Vec::new),
             captured: self.capture.is_some().then(Vec::new),
-            broken: None,
         };
         let mut out: Vec<Transmit> = Vec::new();
         let mut moved = false;
+        let mut misrouted = None;
         let d = &mut self.domains[i];
-        let (core_addr, pf_addr) = (d.core_addr, d.pf_addr);
-        let (core_name, pf_name) = (d.name.clone(), d.pf_name());
+        let core_addr = d.core_addr;
         for _ in 0..MAX_FLUSH_ROUNDS {
-            let mut round = false;
-            while let Some(o) = d.proxy.poll_output() {
-                round = true;
-                match o {
-                    cpm_proxy::Output::Transmit(x) if x.peer.addr == pf_addr => {
-                        if let Some(message) = notes.hop(&core_name, &pf_name, &x.payload) {
-                            let peer = Peer::tcp(core_addr, None);
-                            let input = cpm_conversation::Input::Message { peer, message };
-                            d.pf.handle_input(now, input);
-                        }
-                    }
-                    cpm_proxy::Output::Transmit(x) => out.push(x),
-                    cpm_proxy::Output::LookupUser {
-                        query,
-                        username,
-                        realm,
-                    } => {
-                        let user = d.lookup(&username, &realm);
-                        d.proxy
-                            .handle_input(now, cpm_proxy::Input::User { query, user });
-                    }
-                    cpm_proxy::Output::Persist(op) => {
-                        d.next_core_op += 1;
-                        let id = OpId(d.next_core_op);
-                        d.enqueue(now, Requester::Core, id, *op);
-                    }
-                    _ => {}
-                }
-            }
-            while let Some(o) = d.pf.poll_output() {
-                round = true;
-                match o {
-                    cpm_conversation::Output::Transmit(x) if x.peer.addr == core_addr => {
-                        if let Some(message) = notes.hop(&pf_name, &core_name, &x.payload) {
-                            let peer = Peer::tcp(pf_addr, None);
-                            let input = cpm_proxy::Input::Message { peer, message };
-                            d.proxy.handle_input(now, input);
-                        }
-                    }
-                    // Anything else leaves from the node's address, as in the node.
-                    cpm_conversation::Output::Transmit(x) => out.push(x),
-                    cpm_conversation::Output::Store { id, op } => {
-                        d.enqueue(now, Requester::Pf, id, op);
-                    }
-                    _ => {}
-                }
-            }
-            if !round {
+            let Some(o) = d.node.poll_output() else {
                 break;
-            }
+            };
             moved = true;
+            match o {
+                cpm_node::Output::Transmit(x) => out.push(x),
+                // UDP only: there is no connection to close.
+                cpm_node::Output::Close(_) => {}
+                cpm_node::Output::LookupUser {
+                    query,
+                    username,
+                    realm,
+                } => {
+                    let user = d.lookup(&username, &realm);
+                    d.node
+                        .handle_input(now, cpm_node::Input::User { query, user });
+                }
+                cpm_node::Output::Store { id, op } => d.enqueue(now, id, op),
+                cpm_node::Output::Event(e) => match e {
+                    cpm_node::Event::Hop { from, to, message } => {
+                        let (from, to) = (d.function_name(from), d.function_name(to));
+                        notes.hop(&from, &to, &message);
+                    }
+                    cpm_node::Event::NoSuchFunction(f) => {
+                        misrouted = Some(format!(
+                            "{} sent to {}, which it does not run",
+                            d.name,
+                            f.name()
+                        ));
+                    }
+                    // Logged by the node's driver in production; nothing to simulate.
+                    cpm_node::Event::Security(_) | cpm_node::Event::PersistFailed(_) => {}
+                },
+            }
         }
         if let (Some(transcript), Some(lines)) = (&mut self.transcript, notes.lines) {
             transcript.extend(lines);
@@ -806,7 +772,7 @@ impl Network {
         if let (Some(capture), Some(captured)) = (&mut self.capture, notes.captured) {
             capture.extend(captured);
         }
-        if let Some(why) = notes.broken {
+        if let Some(why) = misrouted {
             self.fail(&why);
         }
         for x in out {
@@ -827,9 +793,7 @@ impl Network {
             return;
         }
         let n = batch.len();
-        let kinds: Vec<&'static str> = batch.iter().map(|(_, _, op)| op_name(op)).collect();
-        let (requesters, batch): (Vec<Requester>, Vec<(OpId, StoreOp)>) =
-            batch.into_iter().map(|(r, id, op)| (r, (id, op))).unzip();
+        let kinds: Vec<&'static str> = batch.iter().map(|(_, op)| op_name(op)).collect();
         let results = d.store.execute(batch);
         let failed = results
             .iter()
@@ -844,11 +808,9 @@ impl Network {
             },
             kinds.join(", ")
         );
-        // The answers come in the batch's order; the core's operations are fire and forget.
-        for (requester, (id, result)) in requesters.into_iter().zip(results) {
-            if requester == Requester::Pf {
-                d.pf.handle_input(now, cpm_conversation::Input::Stored { id, result });
-            }
+        for (id, result) in results {
+            d.node
+                .handle_input(now, cpm_node::Input::Stored { id, result });
         }
         self.log(text);
     }
@@ -952,14 +914,14 @@ impl Network {
                 }
                 let peer = Peer::udp(f.from_addr);
                 let input = match Message::parse_datagram(f.payload.clone(), &Limits::default()) {
-                    Ok(message) => cpm_proxy::Input::Message { peer, message },
-                    Err(error) => cpm_proxy::Input::ParseError {
+                    Ok(message) => cpm_node::Input::Message { peer, message },
+                    Err(error) => cpm_node::Input::ParseError {
                         peer,
                         error,
                         raw: f.payload,
                     },
                 };
-                self.domains[d.0].proxy.handle_input(now, input);
+                self.domains[d.0].node.handle_input(now, input);
             }
         }
     }
@@ -1030,14 +992,22 @@ impl Network {
         )
     }
 
+    /// The domain's node (its SIP/IP Core and Participating Function).
+    pub fn node(&self, d: DomainId) -> &cpm_node::Node {
+        &self.domains[d.0].node
+    }
+
     /// The domain's SIP/IP Core.
     pub fn proxy(&self, d: DomainId) -> &Proxy {
-        &self.domains[d.0].proxy
+        self.domains[d.0].node.core()
     }
 
     /// The domain's Participating Function.
     pub fn pf(&self, d: DomainId) -> &ParticipatingFunction {
-        &self.domains[d.0].pf
+        self.domains[d.0]
+            .node
+            .participating()
+            .expect("every simulated domain runs its own PF")
     }
 
     /// The domain's store.

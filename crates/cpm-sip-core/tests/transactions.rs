@@ -346,10 +346,7 @@ fn local_peer_gets_values_and_no_retransmissions() {
     let busy = resp(
         "SIP/2.0 486 Busy Here\nVia: SIP/2.0/UDP a.example:5060;branch=z9hG4bKinv1\nFrom: <sip:alice@a.example>;tag=1\nTo: <sip:bob@b.example>;tag=2\nCall-ID: c1\nCSeq: 1 INVITE\nContent-Length: 0\n\n",
     );
-    assert_eq!(
-        l.handle_response(t0, &busy),
-        ResponseDisposition::Pass(key)
-    );
+    assert_eq!(l.handle_response(t0, &busy), ResponseDisposition::Pass(key));
     let ack = l.poll_handoff().expect("the ACK as a value");
     assert!(matches!(&ack.message, Message::Request(r) if r.method == Method::Ack));
 

@@ -9,6 +9,7 @@
 mod api;
 mod client;
 mod config;
+mod directory;
 mod http;
 mod node;
 mod security;

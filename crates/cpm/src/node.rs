@@ -13,15 +13,15 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use cpm_conversation::{ParticipatingFunction, PfConfig};
-use cpm_proxy::{Input, Output, Proxy, ProxyConfig, RegistrarConfig, TrustedPeer, UserRecord};
+use cpm_node::{Event, Input, Node, Output};
+use cpm_proxy::{ApplicationServer, ProxyConfig, RegistrarConfig, Service, TrustedPeer};
 use cpm_runtime::store::StoreExecutor;
 use cpm_runtime::{NetEvent, SipTransport, SipTransportConfig, SipTransportHandle};
-use cpm_sip::{Limits, Message};
+use cpm_sip::Limits;
+use cpm_sip_core::Peer;
 use cpm_sip_core::digest::Algorithm;
-use cpm_sip_core::{Peer, Transmit, TransportKind};
 use cpm_store::{
-    Backend, OpError, OpId, Outcome, SqliteBackend, SqliteOptions, Store, StoreOp, Synchronous,
+    Backend, OpId, Outcome, SqliteBackend, SqliteOptions, Store, StoreOp, Synchronous,
 };
 use tokio::sync::watch;
 
@@ -78,12 +78,10 @@ struct Metrics {
 }
 
 impl Metrics {
-    fn update(&self, cores: &Cores) {
-        let p = &cores.proxy;
-        self.user_lookups.store(cores.lookups, Ordering::Relaxed);
-        if let Some(pf) = &cores.pf {
-            let f = pf.stats();
-            let set = |a: &AtomicU64, v: u64| a.store(v, Ordering::Relaxed);
+    fn update(&self, n: &cpm_node::NodeStats, st: cpm_runtime::store::StoreStats) {
+        let set = |a: &AtomicU64, v: u64| a.store(v, Ordering::Relaxed);
+        set(&self.user_lookups, n.user_lookups);
+        if let Some(f) = &n.participating {
             set(&self.pf_messages_sent, f.messages_sent);
             set(&self.pf_messages_received, f.messages_received);
             set(&self.pf_delivered, f.delivered);
@@ -95,18 +93,14 @@ impl Metrics {
             set(&self.pf_store_failures, f.store_failures);
             set(&self.pf_cpim_from_corrected, f.cpim_from_corrected);
             set(&self.pf_deferred_refused, f.deferred_refused);
-            set(&self.pf_in_progress, pf.in_progress() as u64);
+            set(&self.pf_in_progress, n.pf_in_progress);
         }
-        let st = cores.executor.stats();
-        self.store_batches.store(st.batches, Ordering::Relaxed);
-        self.store_ops.store(st.ops, Ordering::Relaxed);
-        self.store_queue.store(st.queue_depth, Ordering::Relaxed);
-        self.store_execute_nanos
-            .store(st.execute_nanos, Ordering::Relaxed);
-        self.store_failed_batches
-            .store(st.failed_batches, Ordering::Relaxed);
-        let s = p.stats();
-        let set = |a: &AtomicU64, v: u64| a.store(v, Ordering::Relaxed);
+        set(&self.store_batches, st.batches);
+        set(&self.store_ops, st.ops);
+        set(&self.store_queue, st.queue_depth);
+        set(&self.store_execute_nanos, st.execute_nanos);
+        set(&self.store_failed_batches, st.failed_batches);
+        let s = &n.core;
         set(&self.requests_received, s.requests_received);
         set(&self.responses_received, s.responses_received);
         set(&self.parse_errors, s.parse_errors);
@@ -116,7 +110,7 @@ impl Metrics {
         set(&self.registrations_accepted, s.registrations_accepted);
         set(&self.auth_challenges, s.auth_challenges);
         set(&self.local_failures, s.local_failures);
-        set(&self.registrations, p.registrations() as u64);
+        set(&self.registrations, n.registrations);
         set(&self.auth_failures, s.auth_failures);
         set(&self.auth_refused, s.auth_refused);
         set(&self.auth_blocks, s.auth_blocks);
@@ -126,7 +120,7 @@ impl Metrics {
         set(&self.rate_limited, s.rate_limited);
         set(&self.relay_refused, s.relay_refused);
         set(&self.sender_refused, s.sender_refused);
-        set(&self.transactions, p.transactions() as u64);
+        set(&self.transactions, n.transactions);
     }
 
     /// Prometheus text exposition format 0.0.4.
@@ -514,7 +508,6 @@ fn proxy_config(
         .iter()
         .map(|t| TrustedPeer::parse(t).ok_or_else(|| format!("bad trusted peer {t}")))
         .collect::<Result<_, _>>()?;
-    pc.participating_function = cfg.participating_function;
     pc.peer_domains = cfg
         .peer_domains
         .iter()
@@ -570,153 +563,95 @@ fn udp_flood_guard(cfg: &NodeConfig) -> Result<cpm_runtime::UdpFloodGuard, Strin
     })
 }
 
-fn lookup(store: &Store, username: &str, realm: &str) -> Option<UserRecord> {
-    match store.user_credentials(username, realm) {
-        Ok(Some(c)) => Some(UserRecord {
-            aor: c.aor.clone(),
-            ha1_md5: c.ha1(Algorithm::Md5).to_owned(),
-            ha1_sha256: c.ha1(Algorithm::Sha256).to_owned(),
-        }),
-        Ok(None) => None,
-        Err(e) => {
-            // A store failure must not look like "no such user" forever; it is logged, and the
-            // request is answered as for an unknown user (a challenge or 404), never accepted.
-            tracing::error!(error = %e, "user directory read failed");
-            None
-        }
+/// The node's configuration from the file's: the SIP/IP Core, and the node's own
+/// Participating Function unless an external one is configured (then the core's
+/// application-server table names it, over UDP).
+fn node_config(
+    cfg: &NodeConfig,
+    advertised: std::net::SocketAddr,
+    secret: [u8; 32],
+) -> Result<cpm_node::NodeConfig, String> {
+    let mut core = proxy_config(cfg, advertised, secret)?;
+    if let Some(addr) = cfg.participating_function {
+        core.application_servers.push(ApplicationServer {
+            service: Service::Any,
+            server: Peer::udp(addr),
+        });
+        return Ok(cpm_node::NodeConfig {
+            core,
+            participating: None,
+            trace_hops: false,
+        });
     }
+    let mut node = cpm_node::NodeConfig::new(core);
+    node.trace_hops = tracing::enabled!(target: "cpm::hop", tracing::Level::TRACE);
+    if let Some(c) = &mut node.participating {
+        c.delivery_timeout = Duration::from_millis(cfg.pf.delivery_timeout_ms);
+        c.deferred_ttl =
+            (cfg.pf.deferred_ttl_secs > 0).then(|| Duration::from_secs(cfg.pf.deferred_ttl_secs));
+        c.expiry_interval = Duration::from_millis(cfg.pf.expiry_interval_ms);
+        c.max_in_progress = cfg.pf.max_in_progress;
+        c.deferred_quota = Some(cpm_store::DeferredQuota {
+            max_messages: cfg.pf.max_deferred_per_recipient,
+            max_bytes: cfg.pf.max_deferred_bytes_per_recipient,
+            max_per_sender: cfg.pf.max_deferred_per_sender,
+        });
+        c.rng_seed = os_random().map_or(1, |b| {
+            u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+        });
+    }
+    Ok(node)
 }
 
-/// The address of the in-process Participating Function. Port 1 (tcpmux) is never a SIP
-/// peer's source port, so it cannot be mistaken for a real peer; nothing is ever sent to it
-/// on a socket.
-const INTERNAL_PF_ADDR: std::net::SocketAddr =
-    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 1);
-
-/// The cores of one node and the wiring between them: the SIP/IP Core (proxy), the node's
-/// own Participating Function, the user directory and the store executor. It moves messages
-/// and store outcomes between them and decides nothing itself.
-struct Cores {
-    proxy: Proxy,
-    pf: Option<ParticipatingFunction>,
-    pf_addr: std::net::SocketAddr,
-    core_addr: std::net::SocketAddr,
-    store: Store,
-    executor: StoreExecutor,
-    lookups: u64,
-    /// Operation ids of the proxy's registration writes, kept apart from the PF's.
-    next_persist: u64,
+/// What the node's outputs go to: the SIP transport, the store executor, the user
+/// directory. It carries them out and decides nothing.
+struct Io<'a> {
+    net: &'a SipTransportHandle,
+    executor: &'a StoreExecutor,
+    directory: &'a crate::directory::Directory,
 }
 
-/// The proxy's store operations carry this bit in their id (the PF's ids count from 1).
-const PERSIST_OP_BIT: u64 = 1 << 63;
-
-impl Cores {
-    fn poll_timeout(&self) -> Option<Instant> {
-        let p = self.proxy.poll_timeout();
-        let f = self
-            .pf
-            .as_ref()
-            .and_then(ParticipatingFunction::poll_timeout);
-        match (p, f) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-
-    fn handle_timeout(&mut self, now: Instant) {
-        self.proxy.handle_timeout(now);
-        if let Some(pf) = &mut self.pf {
-            pf.handle_timeout(now);
-        }
-    }
-
-    fn stored(&mut self, now: Instant, id: OpId, result: Result<Outcome, OpError>) {
-        if id.0 & PERSIST_OP_BIT != 0 {
-            if let Err(e) = result {
-                // The registration itself stands (it is in memory); only a restart loses it.
-                tracing::warn!(error = %e, "could not store a registration");
-            }
-            return;
-        }
-        if let Some(pf) = &mut self.pf {
-            pf.handle_input(now, cpm_conversation::Input::Stored { id, result });
-        }
-    }
-
-    /// Drains every core's outputs until none has any: the network gets its transmits, the
-    /// store its operations, and messages between the proxy and the PF go straight across.
-    fn flush(&mut self, net: &SipTransportHandle) {
-        let now = Instant::now();
-        loop {
-            let mut moved = false;
-            while let Some(out) = self.proxy.poll_output() {
-                moved = true;
-                match out {
-                    Output::Transmit(t) if self.pf.is_some() && t.peer.addr == self.pf_addr => {
-                        if let Some(message) = internal_message(&t) {
-                            let peer = Peer::tcp(self.core_addr, None);
-                            if let Some(pf) = &mut self.pf {
-                                pf.handle_input(
-                                    now,
-                                    cpm_conversation::Input::Message { peer, message },
-                                );
-                            }
-                        }
+impl Io<'_> {
+    /// Carries out every output the node has (the match is exhaustive on purpose: a new
+    /// output fails to compile here until it is handled).
+    fn drain(&self, node: &mut Node) {
+        while let Some(out) = node.poll_output() {
+            match out {
+                Output::Transmit(t) => self.net.send(t),
+                Output::Close(conn) => self.net.close(conn),
+                Output::Store { id, op } => self.executor.submit(id, op),
+                Output::LookupUser {
+                    query,
+                    username,
+                    realm,
+                } => self.directory.ask(query, username, realm),
+                Output::Event(event) => match event {
+                    Event::Security(e) => crate::security::log(&e, "sip"),
+                    Event::PersistFailed(e) => {
+                        // The registration itself stands (it is in memory); only a restart
+                        // loses it.
+                        tracing::warn!(error = %e, "could not store a registration");
                     }
-                    Output::Transmit(t) => net.send(t),
-                    Output::Close(conn) => net.close(conn),
-                    Output::Persist(op) => {
-                        self.next_persist += 1;
-                        self.executor
-                            .submit(OpId(PERSIST_OP_BIT | self.next_persist), *op);
+                    Event::Hop { from, to, message } => {
+                        tracing::trace!(target: "cpm::hop", from = from.name(), to = to.name(), "{}", first_line(&message));
                     }
-                    Output::LookupUser {
-                        query,
-                        username,
-                        realm,
-                    } => {
-                        self.lookups += 1;
-                        let user = lookup(&self.store, &username, &realm);
-                        self.proxy.handle_input(now, Input::User { query, user });
+                    Event::NoSuchFunction(f) => {
+                        tracing::error!(
+                            function = f.name(),
+                            "a message for a function this node does not run"
+                        );
                     }
-                    Output::Security(event) => crate::security::log(&event, "sip"),
-                    _ => {}
-                }
-            }
-            if let Some(pf) = &mut self.pf {
-                while let Some(out) = pf.poll_output() {
-                    moved = true;
-                    match out {
-                        cpm_conversation::Output::Transmit(t) if t.peer.addr == self.core_addr => {
-                            if let Some(message) = internal_message(&t) {
-                                let peer = Peer::tcp(self.pf_addr, None);
-                                self.proxy
-                                    .handle_input(now, Input::Message { peer, message });
-                            }
-                        }
-                        cpm_conversation::Output::Transmit(t) => net.send(t),
-                        cpm_conversation::Output::Store { id, op } => self.executor.submit(id, op),
-                        _ => {}
-                    }
-                }
-            }
-            if !moved {
-                break;
+                },
             }
         }
     }
 }
 
-/// A message between two cores of this node, parsed again as it would be off the wire.
-fn internal_message(t: &Transmit) -> Option<Message> {
-    match Message::parse_datagram(t.payload.clone(), &Limits::default()) {
-        Ok(m) => Some(m),
-        Err(e) => {
-            // A core produced a message its own parser refuses: a bug, logged, not fatal.
-            tracing::error!(error = %e, "internal message does not parse");
-            None
-        }
+/// The start line of a message, for traces.
+fn first_line(m: &cpm_sip::Message) -> String {
+    match m {
+        cpm_sip::Message::Request(r) => format!("{} {}", r.method, r.uri),
+        cpm_sip::Message::Response(r) => format!("{} {}", r.status.as_u16(), r.reason),
     }
 }
 
@@ -739,7 +674,9 @@ pub(crate) fn serve(cfg: NodeConfig) -> Result<(), String> {
 }
 
 async fn run(cfg: NodeConfig) -> Result<(), String> {
-    let store = Store::open(&cfg.data_dir).map_err(|e| format!("cannot open the store: {e}"))?;
+    // Opening the store first creates and migrates it; this connection reads the user
+    // directory on a thread of its own.
+    let (directory, mut user_answers) = crate::directory::Directory::spawn(&cfg.data_dir)?;
     let secret = nonce_secret(&cfg.data_dir)?;
     let mut tcfg = SipTransportConfig::new(cfg.sip_listen);
     tcfg.tcp_idle_timeout = Duration::from_secs(cfg.transport.tcp_idle_timeout_secs);
@@ -824,37 +761,8 @@ async fn run(cfg: NodeConfig) -> Result<(), String> {
     let unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
-    // The node's own PF, unless an external one is configured. It has an address of its own
-    // that never reaches a socket: the loop below hands what the proxy sends there to the PF,
-    // and what the PF sends to the proxy's address back to the proxy.
-    let in_process_pf = cfg.participating_function.is_none();
-    let mut pcfg = proxy_config(&cfg, advertised, secret)?;
-    if in_process_pf {
-        pcfg.participating_function = Some(INTERNAL_PF_ADDR);
-        pcfg.pf_transport = TransportKind::Tcp;
-        // The PF serves pager mode; CPM sessions (INVITE) are relayed until it anchors them.
-        pcfg.pf_methods = vec![cpm_sip::Method::Message];
-    }
-    let proxy = Proxy::new(pcfg, start, unix / 1000);
-    let pf = in_process_pf.then(|| {
-        let mut c = PfConfig::new(INTERNAL_PF_ADDR, advertised);
-        // The link to the proxy is a hand-off inside this loop: lossless and ordered.
-        c.core_transport = TransportKind::Tcp;
-        c.delivery_timeout = Duration::from_millis(cfg.pf.delivery_timeout_ms);
-        c.deferred_ttl =
-            (cfg.pf.deferred_ttl_secs > 0).then(|| Duration::from_secs(cfg.pf.deferred_ttl_secs));
-        c.expiry_interval = Duration::from_millis(cfg.pf.expiry_interval_ms);
-        c.max_in_progress = cfg.pf.max_in_progress;
-        c.deferred_quota = Some(cpm_store::DeferredQuota {
-            max_messages: cfg.pf.max_deferred_per_recipient,
-            max_bytes: cfg.pf.max_deferred_bytes_per_recipient,
-            max_per_sender: cfg.pf.max_deferred_per_sender,
-        });
-        c.rng_seed = os_random().map_or(1, |b| {
-            u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
-        });
-        ParticipatingFunction::new(c, start, unix)
-    });
+    let node_cfg = node_config(&cfg, advertised, secret)?;
+    let in_process_pf = node_cfg.participating.is_some();
     let sync = if cfg.store.synchronous == "normal" {
         Synchronous::Normal
     } else {
@@ -874,20 +782,15 @@ async fn run(cfg: NodeConfig) -> Result<(), String> {
         _ => Vec::new(),
     };
     let (executor, mut results) = StoreExecutor::spawn(Box::new(backend), cfg.store.max_batch);
-    let mut proxy = proxy;
-    let restored = proxy.restore_bindings(start, unix, &records);
+    let mut node = Node::new(node_cfg, start, unix);
+    let restored = node.restore_bindings(start, unix, &records);
     if restored > 0 {
         tracing::info!(bindings = restored, "registrations restored from the store");
     }
-    let mut cores = Cores {
-        proxy,
-        pf,
-        pf_addr: INTERNAL_PF_ADDR,
-        core_addr: advertised,
-        store,
-        executor,
-        lookups: 0,
-        next_persist: 0,
+    let io = Io {
+        net: &handle,
+        executor: &executor,
+        directory: &directory,
     };
     tracing::info!(
         sip = %sip_addr, http = %http_addr, domains = ?cfg.domains, data_dir = %cfg.data_dir.display(),
@@ -896,9 +799,9 @@ async fn run(cfg: NodeConfig) -> Result<(), String> {
     );
     let mut send_failures = 0u64;
     // What the restore produced (third-party REGISTERs to the PF) goes out now.
-    cores.flush(&handle);
+    io.drain(&mut node);
     loop {
-        let deadline = cores.poll_timeout();
+        let deadline = node.poll_timeout();
         let sleep = async {
             match deadline {
                 Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
@@ -907,14 +810,14 @@ async fn run(cfg: NodeConfig) -> Result<(), String> {
         };
         tokio::select! {
             ev = transport.recv() => {
-                // Handle the whole burst that is already queued before flushing: fewer
+                // Handle the whole burst that is already queued before draining: fewer
                 // wake-ups per message under load.
                 let mut next = Some(ev);
                 let mut budget = 256;
                 while let Some(ev) = next.take() {
                     let now = Instant::now();
                     if let Some(input) = to_input(ev, &mut send_failures) {
-                        cores.proxy.handle_input(now, input);
+                        node.handle_input(now, input);
                     }
                     budget -= 1;
                     if budget > 0 {
@@ -926,27 +829,34 @@ async fn run(cfg: NodeConfig) -> Result<(), String> {
                 let mut next = res;
                 let mut budget = 4096;
                 while let Some((id, result)) = next.take() {
-                    cores.stored(Instant::now(), id, result);
+                    node.handle_input(Instant::now(), Input::Stored { id, result });
                     budget -= 1;
                     if budget > 0 {
                         next = results.try_recv();
                     }
                 }
             }
+            Some((query, user)) = user_answers.recv() => {
+                node.handle_input(Instant::now(), Input::User { query, user });
+                while let Ok((query, user)) = user_answers.try_recv() {
+                    node.handle_input(Instant::now(), Input::User { query, user });
+                }
+            }
             () = sleep => {
                 // Decide expiry by the clock, not by trusting the wake-up (STYLE 3.4).
-                cores.handle_timeout(Instant::now());
+                node.handle_timeout(Instant::now());
             }
             _ = stop_rx.wait_for(|s| *s) => break,
         }
-        cores.flush(&handle);
-        metrics.update(&cores);
+        io.drain(&mut node);
+        metrics.update(&node.stats(), executor.stats());
         metrics
             .send_failures
             .store(send_failures, Ordering::Relaxed);
     }
-    // Let the store finish what the cores asked for before the process ends.
-    drop(cores);
+    // Let the store finish what the node asked for before the process ends.
+    drop(node);
+    drop(executor);
     tracing::info!("cpm serve: shutting down");
     handle.shutdown();
     let _ = tokio::time::timeout(Duration::from_secs(5), http).await;

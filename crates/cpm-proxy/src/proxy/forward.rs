@@ -5,11 +5,11 @@
 use std::time::{Duration, Instant};
 
 use cpm_sip::{Header, HeaderName, Method, Request, Response, StatusCode, Uri};
+use cpm_sip_core::Peer;
 use cpm_sip_core::transaction::{ClientKey, ResponseDisposition, ServerKey, response_to};
-use cpm_sip_core::{Peer, Transmit};
 
 use super::routing::RouteCtx;
-use super::{BRANCH_PREFIX, DIALOG_PARAM, Output, Proxy, pop_top_via};
+use super::{BRANCH_PREFIX, DIALOG_PARAM, Proxy, pop_top_via};
 
 /// One forwarded request and what its branches answered.
 #[derive(Debug)]
@@ -319,9 +319,8 @@ impl Proxy {
         let Ok((_, _, dialog)) = self.pop_own_routes(&mut req) else {
             return;
         };
-        let allowed = dialog
-            || self.cfg.is_trusted(peer.addr.ip())
-            || self.cfg.participating_function == Some(peer.addr);
+        let allowed =
+            dialog || self.cfg.is_trusted(peer.addr.ip()) || self.cfg.is_application_server(&peer);
         let dest = match req.headers.route().ok().and_then(|r| r.into_iter().next()) {
             Some(next) => self
                 .resolve(&next.uri)
@@ -359,10 +358,7 @@ impl Proxy {
         );
         req.headers.push_front(Header::new(HeaderName::Via, &via));
         self.stats.requests_forwarded += 1;
-        self.outputs.push_back(Output::Transmit(Transmit {
-            peer: dest,
-            payload: req.to_bytes(),
-        }));
+        self.send_message(dest, cpm_sip::Message::Request(req));
     }
 }
 

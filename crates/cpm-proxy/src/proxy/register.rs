@@ -202,16 +202,18 @@ impl Proxy {
     /// Tells the Participating Function that a user registered (3GPP TS 24.229 5.4.1.7,
     /// third-party REGISTER from the S-CSCF to the AS): the PF then delivers the user's deferred
     /// messages. Sent on every successful registration or refresh that leaves the user with a
-    /// binding; its answer only ends the client transaction.
+    /// binding, to the application server of pager mode (the one holding deferred messages);
+    /// its answer only ends the client transaction.
     fn third_party_register(&mut self, now: Instant, aor: &str, expires: u64) {
-        let Some(pf) = self.cfg.participating_function else {
+        let Some(dest) = self.cfg.application_server_for(&cpm_sip::Method::Message) else {
             return;
         };
+        let pf = dest.addr;
         let branch = format!("{BRANCH_PREFIX}3p-{:016x}", self.random());
         let tag = self.tag();
         let call_id = format!("{:016x}-3p@{}", self.random(), self.cfg.advertised);
         let me = self.cfg.advertised;
-        let transport = self.cfg.pf_transport.as_via_token();
+        let transport = dest.transport.as_via_token();
         let text = format!(
             "REGISTER sip:{pf} SIP/2.0\r\n\
              Via: SIP/2.0/{transport} {me};branch={branch}\r\n\
@@ -230,11 +232,6 @@ impl Proxy {
             // Only an AOR that does not fit a SIP URI gets here; the PF then learns of the
             // user at its next registration.
             return;
-        };
-        let dest = Peer {
-            transport: self.cfg.pf_transport,
-            addr: pf,
-            conn: None,
         };
         if self.tx.send_request(now, req, dest).is_ok() {
             self.stats.third_party_registers += 1;

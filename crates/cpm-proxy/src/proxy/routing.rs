@@ -7,6 +7,7 @@ use core::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use bytes::Bytes;
+use cpm_sip::cpm::Phase;
 use cpm_sip::{
     Header, HeaderName, Method, NameAddr, Request, SipUri, StatusCode, Uri, feature_list,
 };
@@ -22,13 +23,14 @@ use super::security::SenderVerdict;
 use super::{BRANCH_PREFIX, Proxy, replace_first};
 
 /// The CPM ICSI prefix (PROTOCOL.md row 5): every CPM service identifier starts with it.
-pub const CPM_ICSI_PREFIX: &str = "urn:urn-7:3gpp-service.ims.icsi.oma.cpm";
+pub use cpm_sip::cpm::ICSI_PREFIX as CPM_ICSI_PREFIX;
 
 /// What route processing learned about a request.
 #[derive(Clone, Debug, Default)]
 pub(super) struct RouteCtx {
-    /// The `cpm` parameter of our own Route that was popped: `orig` or `term` done.
-    pub(super) phase: Option<String>,
+    /// The `cpm` parameter of our own Route that was popped: that side's application
+    /// server has served the request.
+    pub(super) phase: Option<Phase>,
     /// The request's originator was authenticated as this local address-of-record.
     pub(super) origin: Option<String>,
     /// The request came from a trusted peer.
@@ -176,7 +178,7 @@ impl Proxy {
     pub(super) fn pop_own_routes(
         &self,
         req: &mut Request,
-    ) -> Result<(usize, Option<String>, bool), ()> {
+    ) -> Result<(usize, Option<Phase>, bool), ()> {
         let mut popped = 0;
         let mut phase = None;
         let mut dialog = false;
@@ -199,7 +201,7 @@ impl Proxy {
             if !self.is_us(u) {
                 break;
             }
-            if let Some(p) = u.param("cpm").and_then(|p| p.value.clone()) {
+            if let Some(p) = Phase::of_uri(u) {
                 phase = Some(p);
             }
             dialog |= self.has_dialog_token(u, &call_id);
@@ -266,9 +268,9 @@ impl Proxy {
             }
         }
         let mut ctx = RouteCtx {
-            // The Participating Function is our own application server: inside the trust domain.
-            trusted: self.cfg.is_trusted(peer.addr.ip())
-                || self.cfg.participating_function == Some(peer.addr),
+            // An application server (the Participating Function) is ours: inside the trust
+            // domain.
+            trusted: self.cfg.is_trusted(peer.addr.ip()) || self.cfg.is_application_server(&peer),
             ..RouteCtx::default()
         };
         // Loose routing: pop every Route that names us.
@@ -342,7 +344,7 @@ impl Proxy {
         // for the PF itself, whose requests are already served.
         if initial
             && ctx.trusted
-            && self.cfg.participating_function != Some(peer.addr)
+            && !self.cfg.is_application_server(&peer)
             && let Some(aor) = req.headers.p_asserted_identity().ok().and_then(|ids| {
                 ids.into_iter()
                     .find_map(|a| a.uri.as_sip().and_then(|u| self.local_aor(u)))
@@ -424,7 +426,7 @@ impl Proxy {
             from_tag.as_bytes(),
             call_id.as_bytes(),
             cseq.as_bytes(),
-            ctx.phase.as_deref().unwrap_or("").as_bytes(),
+            ctx.phase.map_or("", Phase::as_str).as_bytes(),
         ]);
         parts.extend(routes.iter().map(|r| &r[..]));
         fnv(&parts)
@@ -476,12 +478,13 @@ impl Proxy {
             _ => None,
         };
         // CPM enabler usage indication routing (outline 5.2.3.2).
-        if let Some(pf) = self.cfg.participating_function
+        // The application-server table says which function serves the request's service.
+        if let Some(server) = self.cfg.application_server_for(&req.method)
             && initial
             && !routed
-            // A new request the PF itself originates (no phase of ours) is already served.
-            && (pf != peer.addr || ctx.phase.is_some())
-            && (self.cfg.pf_methods.is_empty() || self.cfg.pf_methods.contains(&req.method))
+            // A new request an application server originates (no phase of ours) is already
+            // served.
+            && (!self.cfg.is_application_server(&peer) || ctx.phase.is_some())
             && is_cpm(&req)
         {
             // RFC 6050: the network asserts the service the user asked for.
@@ -494,15 +497,15 @@ impl Proxy {
                 }
             }
             let phase = if ctx.origin.is_some() && ctx.phase.is_none() {
-                Some("orig")
-            } else if local_target.is_some() && ctx.phase.as_deref() != Some("term") {
-                Some("term")
+                Some(Phase::Orig)
+            } else if local_target.is_some() && ctx.phase != Some(Phase::Term) {
+                Some(Phase::Term)
             } else {
                 None
             };
             if let Some(phase) = phase {
                 // Only an existing user has a PF to serve it; a user with a binding exists.
-                if phase == "term"
+                if phase == Phase::Term
                     && !ctx.target_exists
                     && let Some(aor) = &local_target
                     && self.registrar.lookup(aor, now).next().is_none()
@@ -523,17 +526,18 @@ impl Proxy {
                         realm,
                     );
                 }
+                // Our own Route, with the phase, brings the request back to us once served;
+                // a server on the network gets a Route of its own on top (a function of the
+                // node is handed the request directly).
+                let back = self.our_uri(&format!(";{}={}", Phase::PARAM, phase.as_str()));
+                let routes = match server.function() {
+                    Some(_) => vec![back],
+                    None => vec![format!("<sip:{};lr>", server.addr), back],
+                };
                 let target = Target {
                     ruri: req.uri.clone(),
-                    dest: Peer {
-                        transport: self.cfg.pf_transport,
-                        addr: pf,
-                        conn: None,
-                    },
-                    routes: vec![
-                        format!("<sip:{pf};lr>"),
-                        self.our_uri(&format!(";cpm={phase}")),
-                    ],
+                    dest: server,
+                    routes,
                 };
                 return self.forward(now, key, req, vec![target], &ctx);
             }

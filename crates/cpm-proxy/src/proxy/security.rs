@@ -88,7 +88,7 @@ impl Proxy {
     pub(super) fn admit(&mut self, now: Instant, req: &Request, peer: Peer) -> bool {
         let ip = peer.addr.ip();
         if self.cfg.is_trusted(ip)
-            || self.cfg.participating_function == Some(peer.addr)
+            || self.cfg.is_application_server(&peer)
             || self.cfg.is_peer_core(&peer)
             || self.carries_dialog_token(req)
         {

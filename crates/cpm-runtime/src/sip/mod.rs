@@ -370,7 +370,10 @@ impl SipTransportHandle {
             TransportKind::Tcp => tcp::send(&self.shared, transmit),
             // In-node hops are values between cores (`Handoff`); one here is a driver bug.
             TransportKind::Local(f) => {
-                error!(function = f.name(), "an in-node hop reached the SIP transport");
+                error!(
+                    function = f.name(),
+                    "an in-node hop reached the SIP transport"
+                );
             }
         }
     }

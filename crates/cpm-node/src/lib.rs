@@ -1,0 +1,459 @@
+//! One CPM network node as a sans-IO core: the SIP/IP Core ([`cpm_proxy::Proxy`]) and the
+//! Conversation Server functions it routes through (the node's Participating Function today;
+//! the Controlling Function and the MSRP relay next), composed in one object that `cpm serve`
+//! and the simulator drive the same way.
+//!
+//! The functions talk SIP to each other as the outline draws them (client → core → PF → core
+//! → …, OMA CPM Conversation Functions 5.2.3.2, the ISC interface between the S-CSCF and its
+//! application servers), but a hop inside the node is a value: a function sends to a
+//! [`Peer::local`] address, its transaction layer hands the parsed [`Message`] over
+//! ([`cpm_sip_core::Handoff`]), and the node gives it to the receiving function at once. Nothing
+//! is serialised, parsed again, or put on a socket; a peer of kind
+//! [`TransportKind::Local`](cpm_sip_core::TransportKind::Local) cannot come from the network,
+//! so it also proves the sender is one of the node's functions. Which function serves which
+//! requests is the core's application-server table ([`cpm_proxy::ApplicationServer`]).
+//!
+//! # Driver loop
+//!
+//! The same contract as every core of the project (STYLE.md, "one driver contract"):
+//!
+//! 1. Build the node with [`Node::new`], then restore what the store kept
+//!    ([`Node::restore_bindings`], read before anything else runs).
+//! 2. Feed what the network delivers — messages, parse errors, keep-alives, closed
+//!    connections — to [`Node::handle_input`] with the current time; feed every answer the
+//!    driver owes the node as input too: [`Input::Stored`] for each [`Output::Store`] and
+//!    [`Input::User`] for each [`Output::LookupUser`] (in any order, whenever they are ready).
+//! 3. Drain [`Node::poll_output`] until `None`. [`Output`] is exhaustive on purpose: a driver
+//!    matches every variant, so a new one fails to compile until the driver handles it.
+//!    - [`Output::Transmit`]: send the bytes; [`Output::Close`]: close that connection;
+//!    - [`Output::Store`]: run the operation (the store commits in batches) and answer with
+//!      [`Input::Stored`] carrying the same id. Every id comes from the node's one
+//!      allocator; no acknowledgement leaves the node before its commit was answered;
+//!    - [`Output::LookupUser`]: read the user directory off the loop and answer with
+//!      [`Input::User`] (the request waits in the core meanwhile);
+//!    - [`Output::Event`]: log it or count it.
+//! 4. Sleep until [`Node::poll_timeout`] (or until input arrives), then call
+//!    [`Node::handle_timeout`] with the current time, and drain again (step 3).
+//!
+//! Time only comes in as `now`; the node never reads a clock, a socket or a file.
+
+#![forbid(unsafe_code)]
+#![warn(clippy::unwrap_used)]
+
+use core::net::SocketAddr;
+use std::collections::{HashMap, VecDeque};
+use std::time::Instant;
+
+use bytes::Bytes;
+use cpm_conversation::{ParticipatingFunction, PfConfig, PfStats};
+use cpm_proxy::{
+    ApplicationServer, Proxy, ProxyConfig, QueryId, SecurityEvent, Service, Stats as CoreStats,
+    UserRecord,
+};
+use cpm_sip::{Message, ParseError};
+use cpm_sip_core::{ConnId, Function, Handoff, Peer, Transmit};
+use cpm_store::{BindingRecord, OpError, OpId, Outcome, StoreOp};
+use foldhash::fast::FixedState;
+
+/// How one node is set up.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// The SIP/IP Core. Its `advertised` address is the node's SIP address; its
+    /// application-server table says which requests go to which function (the node adds
+    /// the entries for its own functions).
+    pub core: ProxyConfig,
+    /// The node's own Participating Function, or `None` when the core's table names an
+    /// external one (on the network) instead. Its addressing fields are set by the node.
+    pub participating: Option<PfConfig>,
+    /// Report every in-node hop as an [`Event::Hop`] (traces, the simulator's transcript).
+    pub trace_hops: bool,
+}
+
+impl NodeConfig {
+    /// A node with its own Participating Function serving CPM pager mode.
+    pub fn new(core: ProxyConfig) -> Self {
+        let pf = PfConfig::new(
+            core.advertised,
+            Peer::local(Function::Core, core.advertised),
+        );
+        Self {
+            core,
+            participating: Some(pf),
+            trace_hops: false,
+        }
+    }
+}
+
+/// What the driver feeds the node.
+#[derive(Debug)]
+pub enum Input {
+    /// A message received from the network.
+    Message {
+        /// Where it came from.
+        peer: Peer,
+        /// The message.
+        message: Message,
+    },
+    /// A message that could not be parsed.
+    ParseError {
+        /// Where it came from.
+        peer: Peer,
+        /// The parse error.
+        error: ParseError,
+        /// The received bytes (the head at least).
+        raw: Bytes,
+    },
+    /// One CRLF keep-alive between messages on a stream.
+    KeepAlive {
+        /// The connection.
+        peer: Peer,
+    },
+    /// A stream connection closed.
+    ConnectionClosed {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// The outcome of an [`Output::Store`] operation.
+    Stored {
+        /// The operation's id.
+        id: OpId,
+        /// What the store did.
+        result: Result<Outcome, OpError>,
+    },
+    /// The answer to an [`Output::LookupUser`].
+    User {
+        /// The query answered.
+        query: QueryId,
+        /// The user, if the directory knows that username in that realm.
+        user: Option<UserRecord>,
+    },
+}
+
+/// What the node asks the driver to do. Exhaustive: see the driver loop in the crate docs.
+#[derive(Debug)]
+pub enum Output {
+    /// Send bytes to the network.
+    Transmit(Transmit),
+    /// Close a stream connection (its framing was lost).
+    Close(ConnId),
+    /// Run a store operation and answer with [`Input::Stored`] (the same id).
+    Store {
+        /// Echo it in the answer.
+        id: OpId,
+        /// The operation.
+        op: StoreOp,
+    },
+    /// Look up a digest username in a realm; answer with [`Input::User`].
+    LookupUser {
+        /// Echo it in the answer.
+        query: QueryId,
+        /// The digest username, or an address-of-record.
+        username: String,
+        /// The realm.
+        realm: String,
+    },
+    /// Something to log or count.
+    Event(Event),
+}
+
+/// Something that happened in the node, for logs and metrics.
+#[derive(Debug)]
+pub enum Event {
+    /// A security rule acted (see [`SecurityEvent`]).
+    Security(SecurityEvent),
+    /// The core's registration write failed: the registration stands in memory, only a
+    /// restart would lose it.
+    PersistFailed(OpError),
+    /// A message went from one function of the node to another (only with
+    /// [`NodeConfig::trace_hops`]).
+    Hop {
+        /// The sending function.
+        from: Function,
+        /// The receiving function.
+        to: Function,
+        /// The message (shared with the receiver's copy where the type allows).
+        message: Box<Message>,
+    },
+    /// A function sent to a function this node does not run (a configuration error,
+    /// reported once per message; the message is answered by the sender's timers).
+    NoSuchFunction(Function),
+}
+
+/// The node's counters, for `/metrics`.
+#[derive(Clone, Copy, Debug, Default, Eq, PartialEq)]
+pub struct NodeStats {
+    /// The SIP/IP Core's counters.
+    pub core: CoreStats,
+    /// Live registration bindings.
+    pub registrations: u64,
+    /// Live SIP transactions in the core.
+    pub transactions: u64,
+    /// The node's Participating Function's counters, if it has one.
+    pub participating: Option<PfStats>,
+    /// Message requests in progress in the node's PF.
+    pub pf_in_progress: u64,
+    /// Messages handed from one function to another inside the node.
+    pub hops: u64,
+    /// User-directory lookups asked of the driver.
+    pub user_lookups: u64,
+}
+
+/// Whose store operation an id is.
+#[derive(Clone, Copy, Debug)]
+enum OpOwner {
+    /// A registration write of the core (fire and forget).
+    Core,
+    /// The PF's operation, under its own id.
+    Participating(OpId),
+}
+
+/// One CPM node: see the crate docs.
+pub struct Node {
+    addr: SocketAddr,
+    core: Proxy,
+    pf: Option<ParticipatingFunction>,
+    trace_hops: bool,
+    /// The one allocator of store operation ids, and whose each one is.
+    next_op: u64,
+    ops: HashMap<OpId, OpOwner, FixedState>,
+    /// In-node messages not yet delivered (a hop can cause more hops).
+    hops: VecDeque<(Function, Handoff)>,
+    outputs: VecDeque<Output>,
+    hop_count: u64,
+    user_lookups: u64,
+}
+
+impl Node {
+    /// A node with no state. `unix_ms` is the wall clock at `now`.
+    pub fn new(mut cfg: NodeConfig, now: Instant, unix_ms: u64) -> Self {
+        let addr = cfg.core.advertised;
+        let pf = cfg.participating.take().map(|mut pf| {
+            pf.address = addr;
+            pf.core = Peer::local(Function::Core, addr);
+            let server = Peer::local(Function::Participating, addr);
+            if !cfg
+                .core
+                .application_servers
+                .iter()
+                .any(|a| a.server == server)
+            {
+                cfg.core.application_servers.push(ApplicationServer {
+                    service: Service::Pager,
+                    server,
+                });
+            }
+            ParticipatingFunction::new(pf, now, unix_ms)
+        });
+        Self {
+            addr,
+            core: Proxy::new(cfg.core, now, unix_ms / 1000),
+            pf,
+            trace_hops: cfg.trace_hops,
+            next_op: 0,
+            ops: HashMap::with_hasher(FixedState::with_seed(0)),
+            hops: VecDeque::new(),
+            outputs: VecDeque::new(),
+            hop_count: 0,
+            user_lookups: 0,
+        }
+    }
+
+    /// Restores registrations the store kept (before anything else runs). Returns how many
+    /// bindings were restored; the third-party REGISTERs they cause go out with the next
+    /// drain.
+    pub fn restore_bindings(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        records: &[BindingRecord],
+    ) -> usize {
+        let n = self.core.restore_bindings(now, unix_ms, records);
+        self.run(now);
+        n
+    }
+
+    /// Feeds one input (see the driver loop).
+    pub fn handle_input(&mut self, now: Instant, input: Input) {
+        match input {
+            Input::Message { peer, message } => self
+                .core
+                .handle_input(now, cpm_proxy::Input::Message { peer, message }),
+            Input::ParseError { peer, error, raw } => self
+                .core
+                .handle_input(now, cpm_proxy::Input::ParseError { peer, error, raw }),
+            Input::KeepAlive { peer } => self
+                .core
+                .handle_input(now, cpm_proxy::Input::KeepAlive { peer }),
+            Input::ConnectionClosed { conn } => self
+                .core
+                .handle_input(now, cpm_proxy::Input::ConnectionClosed { conn }),
+            Input::User { query, user } => self
+                .core
+                .handle_input(now, cpm_proxy::Input::User { query, user }),
+            Input::Stored { id, result } => match self.ops.remove(&id) {
+                Some(OpOwner::Core) => {
+                    if let Err(e) = result {
+                        self.outputs
+                            .push_back(Output::Event(Event::PersistFailed(e)));
+                    }
+                }
+                Some(OpOwner::Participating(id)) => {
+                    if let Some(pf) = &mut self.pf {
+                        pf.handle_input(now, cpm_conversation::Input::Stored { id, result });
+                    }
+                }
+                // Not ours (answered twice, or after a restart of the node object): nothing
+                // waits for it.
+                None => {}
+            },
+        }
+        self.run(now);
+    }
+
+    /// Runs every function's timers due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.core.handle_timeout(now);
+        if let Some(pf) = &mut self.pf {
+            pf.handle_timeout(now);
+        }
+        self.run(now);
+    }
+
+    /// The next output for the driver.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// The earliest deadline of any function.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let core = self.core.poll_timeout();
+        let pf = self
+            .pf
+            .as_ref()
+            .and_then(ParticipatingFunction::poll_timeout);
+        match (core, pf) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The node's counters.
+    pub fn stats(&self) -> NodeStats {
+        NodeStats {
+            core: self.core.stats(),
+            registrations: self.core.registrations() as u64,
+            transactions: self.core.transactions() as u64,
+            participating: self.pf.as_ref().map(ParticipatingFunction::stats),
+            pf_in_progress: self.pf.as_ref().map_or(0, |pf| pf.in_progress() as u64),
+            hops: self.hop_count,
+            user_lookups: self.user_lookups,
+        }
+    }
+
+    /// The node's SIP address (the core's advertised address).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The SIP/IP Core, for inspection (tests, metrics).
+    pub fn core(&self) -> &Proxy {
+        &self.core
+    }
+
+    /// The node's Participating Function, if it runs one.
+    pub fn participating(&self) -> Option<&ParticipatingFunction> {
+        self.pf.as_ref()
+    }
+
+    /// Moves outputs until no function has any: what leaves the node is queued for the
+    /// driver, what goes to another function is handed to it at once.
+    fn run(&mut self, now: Instant) {
+        loop {
+            while let Some(out) = self.core.poll_output() {
+                match out {
+                    cpm_proxy::Output::Transmit(t) => self.outputs.push_back(Output::Transmit(t)),
+                    cpm_proxy::Output::Handoff(h) => self.hops.push_back((Function::Core, h)),
+                    cpm_proxy::Output::Close(c) => self.outputs.push_back(Output::Close(c)),
+                    cpm_proxy::Output::Persist(op) => {
+                        let id = self.allocate(OpOwner::Core);
+                        self.outputs.push_back(Output::Store { id, op: *op });
+                    }
+                    cpm_proxy::Output::LookupUser {
+                        query,
+                        username,
+                        realm,
+                    } => {
+                        self.user_lookups += 1;
+                        self.outputs.push_back(Output::LookupUser {
+                            query,
+                            username,
+                            realm,
+                        });
+                    }
+                    cpm_proxy::Output::Security(e) => {
+                        self.outputs.push_back(Output::Event(Event::Security(e)));
+                    }
+                }
+            }
+            if let Some(pf) = &mut self.pf {
+                while let Some(out) = pf.poll_output() {
+                    match out {
+                        cpm_conversation::Output::Transmit(t) => {
+                            self.outputs.push_back(Output::Transmit(t));
+                        }
+                        cpm_conversation::Output::Handoff(h) => {
+                            self.hops.push_back((Function::Participating, h));
+                        }
+                        cpm_conversation::Output::Store { id, op } => {
+                            self.next_op += 1;
+                            let node_id = OpId(self.next_op);
+                            self.ops.insert(node_id, OpOwner::Participating(id));
+                            self.outputs.push_back(Output::Store { id: node_id, op });
+                        }
+                    }
+                }
+            }
+            let Some((from, hop)) = self.hops.pop_front() else {
+                return;
+            };
+            self.deliver(now, from, hop);
+        }
+    }
+
+    /// One in-node hop: `from` handed `hop.message` to `hop.to`.
+    fn deliver(&mut self, now: Instant, from: Function, hop: Handoff) {
+        self.hop_count += 1;
+        if self.trace_hops {
+            self.outputs.push_back(Output::Event(Event::Hop {
+                from,
+                to: hop.to,
+                message: Box::new(hop.message.clone()),
+            }));
+        }
+        let peer = Peer::local(from, self.addr);
+        let message = hop.message;
+        match hop.to {
+            Function::Core => self
+                .core
+                .handle_input(now, cpm_proxy::Input::Message { peer, message }),
+            Function::Participating => match &mut self.pf {
+                Some(pf) => {
+                    pf.handle_input(now, cpm_conversation::Input::Message { peer, message })
+                }
+                None => self
+                    .outputs
+                    .push_back(Output::Event(Event::NoSuchFunction(hop.to))),
+            },
+            Function::Controlling => self
+                .outputs
+                .push_back(Output::Event(Event::NoSuchFunction(hop.to))),
+        }
+    }
+
+    fn allocate(&mut self, owner: OpOwner) -> OpId {
+        self.next_op += 1;
+        let id = OpId(self.next_op);
+        self.ops.insert(id, owner);
+        id
+    }
+}
