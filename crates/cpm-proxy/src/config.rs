@@ -99,6 +99,10 @@ pub struct ProxyConfig {
     /// originating side and again on the terminating side. Empty: CPM requests are routed
     /// like any other.
     pub application_servers: Vec<ApplicationServer>,
+    /// At most this many requests wait for the user directory at once; more are answered
+    /// `503` with `Retry-After` (the directory is read off the driver's loop, so its answers
+    /// can fall behind).
+    pub max_pending_lookups: usize,
     /// Other domains and the address of their core (inter-domain routing); requests for a
     /// domain that is neither ours nor here get 404 (no open relay).
     pub peer_domains: HashMap<String, SocketAddr>,
@@ -139,6 +143,7 @@ impl ProxyConfig {
             own_addresses: Vec::new(),
             trusted_peers: Vec::new(),
             application_servers: Vec::new(),
+            max_pending_lookups: 10_000,
             peer_domains: HashMap::new(),
             registrar: RegistrarConfig::default(),
             nonce_ttl: Duration::from_secs(300),

@@ -1252,3 +1252,46 @@ fn pf_for(service: Service) -> cpm_proxy::ApplicationServer {
         server: Peer::udp(addr(PF)),
     }
 }
+
+/// The user directory is read off the loop, so its answers can fall behind: past
+/// `max_pending_lookups` waiting requests, a new one is refused at once with 503 and
+/// Retry-After instead of joining an unbounded queue.
+#[test]
+fn requests_waiting_for_the_directory_are_bounded() {
+    let now = Instant::now();
+    let mut c = ProxyConfig::new("localhost", addr(CORE));
+    c.trusted_peers
+        .push(TrustedPeer::parse("127.0.0.9").unwrap());
+    c.max_pending_lookups = 2;
+    let mut proxy = Proxy::new(c, now, 1_800_000_000);
+    let mut lookups = 0;
+    let mut refused = Vec::new();
+    for i in 0..3 {
+        // bob has no binding: the core asks the directory whether he exists (480 or 404).
+        let raw = format!(
+            "MESSAGE sip:bob@localhost SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.9:5060;branch=z9hG4bKq{i}\r\nMax-Forwards: 70\r\nFrom: <sip:carol@peer.test>;tag={i}\r\nTo: <sip:bob@localhost>\r\nCall-ID: q{i}\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n"
+        );
+        let message = Message::parse(raw.into_bytes()).unwrap();
+        proxy.handle_input(
+            now,
+            Input::Message {
+                peer: udp("127.0.0.9:5060"),
+                message,
+            },
+        );
+        while let Some(o) = proxy.poll_output() {
+            match o {
+                Output::LookupUser { .. } => lookups += 1,
+                Output::Transmit(t) => match Message::parse(t.payload).unwrap() {
+                    Message::Response(r) => refused.push(r),
+                    Message::Request(r) => panic!("nothing is forwarded: {r:?}"),
+                },
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    assert_eq!(lookups, 2, "two requests wait for the directory");
+    assert_eq!(refused.len(), 1, "the third is answered at once");
+    assert_eq!(refused[0].status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(refused[0].headers.contains(&HeaderName::RetryAfter));
+}

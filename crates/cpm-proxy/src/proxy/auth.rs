@@ -118,7 +118,19 @@ impl Proxy {
         Err(false)
     }
 
-    pub(super) fn park(&mut self, parked: Parked, username: String, realm: String) {
+    pub(super) fn park(&mut self, now: Instant, parked: Parked, username: String, realm: String) {
+        if self.parked.len() >= self.cfg.max_pending_lookups {
+            // The directory answers slower than requests come: refuse at once (RFC 3261
+            // 21.5.4) instead of holding an unbounded queue of waiting requests.
+            let tag = self.tag();
+            let mut resp = response_to(
+                &parked.req,
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some(tag.as_str()),
+            );
+            resp.headers.push(Header::new(HeaderName::RetryAfter, "1"));
+            return self.reply(now, &parked.key, resp);
+        }
         let query = QueryId(self.next_query);
         self.next_query += 1;
         self.parked.insert(query, parked);
@@ -149,6 +161,7 @@ impl Proxy {
         };
         let (username, realm) = (creds.username.clone(), creds.realm.clone());
         self.park(
+            now,
             Parked {
                 key,
                 req,

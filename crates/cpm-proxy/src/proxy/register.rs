@@ -59,6 +59,7 @@ impl Proxy {
                 None => {
                     let realm = self.realm_for(&req);
                     return self.park(
+                        now,
                         Parked {
                             key,
                             req,
@@ -89,6 +90,7 @@ impl Proxy {
                 None => {
                     let (username, realm) = (creds.username.clone(), creds.realm.clone());
                     return self.park(
+                        now,
                         Parked {
                             key,
                             req,

@@ -515,6 +515,7 @@ impl Proxy {
                         .map_or_else(String::new, |(_, d)| d.to_owned());
                     let aor = aor.clone();
                     return self.park(
+                        now,
                         Parked {
                             key,
                             req,
@@ -585,6 +586,7 @@ impl Proxy {
                     .rsplit_once('@')
                     .map_or_else(String::new, |(_, d)| d.to_owned());
                 return self.park(
+                    now,
                     Parked {
                         key,
                         req,
