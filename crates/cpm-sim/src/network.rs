@@ -64,7 +64,7 @@ impl From<ClientId> for Node {
 
 /// How one domain is set up. [`Network::add_domain_with`] hands it to the test with the
 /// simulator's defaults filled in; afterwards the simulator sets the addressing fields again
-/// (`proxy.advertised`, `proxy.participating_function`, `pf.address`, `pf.core`) and adds
+/// (`proxy.advertised`; the node sets `pf.address`, `pf.core` and the core's application-server row) and adds
 /// every other domain to `proxy.peer_domains` (unless the test named it) and to
 /// `proxy.trusted_peers`.
 #[derive(Clone, Debug)]
