@@ -131,6 +131,7 @@ pub enum Input {
 
 /// What the node asks the driver to do. Exhaustive: see the driver loop in the crate docs.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // Built and consumed at once, never stored in bulk.
 pub enum Output {
     /// Send bytes to the network.
     Transmit(Transmit),

@@ -5,13 +5,9 @@
 use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
 use axum::routing::get;
 use cpm_node::{Event, Input, Node, Output};
 use cpm_proxy::{ApplicationServer, ProxyConfig, RegistrarConfig, Service, TrustedPeer};
@@ -26,455 +22,6 @@ use cpm_store::{
 use tokio::sync::watch;
 
 use crate::config::NodeConfig;
-
-/// Counters and gauges shared with the HTTP endpoint; written by the core loop.
-#[derive(Default)]
-struct Metrics {
-    requests_received: AtomicU64,
-    responses_received: AtomicU64,
-    parse_errors: AtomicU64,
-    transactions_started: AtomicU64,
-    requests_forwarded: AtomicU64,
-    messages_forwarded: AtomicU64,
-    registrations_accepted: AtomicU64,
-    auth_challenges: AtomicU64,
-    local_failures: AtomicU64,
-    registrations: AtomicU64,
-    transactions: AtomicU64,
-    user_lookups: AtomicU64,
-    send_failures: AtomicU64,
-    pf_messages_sent: AtomicU64,
-    pf_messages_received: AtomicU64,
-    pf_delivered: AtomicU64,
-    pf_deferred: AtomicU64,
-    pf_deferred_delivered: AtomicU64,
-    pf_expired: AtomicU64,
-    pf_imdns: AtomicU64,
-    pf_duplicates: AtomicU64,
-    pf_store_failures: AtomicU64,
-    pf_in_progress: AtomicU64,
-    pf_cpim_from_corrected: AtomicU64,
-    pf_deferred_refused: AtomicU64,
-    store_batches: AtomicU64,
-    store_ops: AtomicU64,
-    store_queue: AtomicU64,
-    store_execute_nanos: AtomicU64,
-    store_failed_batches: AtomicU64,
-    auth_failures: AtomicU64,
-    auth_refused: AtomicU64,
-    auth_blocks: AtomicU64,
-    auth_blocked_sources: AtomicU64,
-    auth_blocked_users: AtomicU64,
-    replays_refused: AtomicU64,
-    rate_limited: AtomicU64,
-    relay_refused: AtomicU64,
-    sender_refused: AtomicU64,
-    /// The HTTP API's guards, read when `/metrics` is rendered.
-    http_guard: Option<Arc<std::sync::Mutex<crate::api::HttpGuard>>>,
-    /// The SIP transport, whose counters are read when `/metrics` is rendered.
-    transport: Option<SipTransportHandle>,
-    /// The HTTP server's connection counters.
-    http: Arc<crate::http::HttpStats>,
-}
-
-impl Metrics {
-    fn update(&self, n: &cpm_node::NodeStats, st: cpm_runtime::store::StoreStats) {
-        let set = |a: &AtomicU64, v: u64| a.store(v, Ordering::Relaxed);
-        set(&self.user_lookups, n.user_lookups);
-        if let Some(f) = &n.participating {
-            set(&self.pf_messages_sent, f.messages_sent);
-            set(&self.pf_messages_received, f.messages_received);
-            set(&self.pf_delivered, f.delivered);
-            set(&self.pf_deferred, f.deferred);
-            set(&self.pf_deferred_delivered, f.deferred_delivered);
-            set(&self.pf_expired, f.expired);
-            set(&self.pf_imdns, f.imdns);
-            set(&self.pf_duplicates, f.duplicates);
-            set(&self.pf_store_failures, f.store_failures);
-            set(&self.pf_cpim_from_corrected, f.cpim_from_corrected);
-            set(&self.pf_deferred_refused, f.deferred_refused);
-            set(&self.pf_in_progress, n.pf_in_progress);
-        }
-        set(&self.store_batches, st.batches);
-        set(&self.store_ops, st.ops);
-        set(&self.store_queue, st.queue_depth);
-        set(&self.store_execute_nanos, st.execute_nanos);
-        set(&self.store_failed_batches, st.failed_batches);
-        let s = &n.core;
-        set(&self.requests_received, s.requests_received);
-        set(&self.responses_received, s.responses_received);
-        set(&self.parse_errors, s.parse_errors);
-        set(&self.transactions_started, s.transactions_started);
-        set(&self.requests_forwarded, s.requests_forwarded);
-        set(&self.messages_forwarded, s.messages_forwarded);
-        set(&self.registrations_accepted, s.registrations_accepted);
-        set(&self.auth_challenges, s.auth_challenges);
-        set(&self.local_failures, s.local_failures);
-        set(&self.registrations, n.registrations);
-        set(&self.auth_failures, s.auth_failures);
-        set(&self.auth_refused, s.auth_refused);
-        set(&self.auth_blocks, s.auth_blocks);
-        set(&self.auth_blocked_sources, s.auth_blocked_sources);
-        set(&self.auth_blocked_users, s.auth_blocked_users);
-        set(&self.replays_refused, s.replays_refused);
-        set(&self.rate_limited, s.rate_limited);
-        set(&self.relay_refused, s.relay_refused);
-        set(&self.sender_refused, s.sender_refused);
-        set(&self.transactions, n.transactions);
-    }
-
-    /// Prometheus text exposition format 0.0.4.
-    fn render(&self) -> String {
-        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let mut out = String::new();
-        let mut metric = |name: &str, kind: &str, help: &str, v: u64| {
-            out.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
-            ));
-        };
-        metric(
-            "cpm_sip_requests_received_total",
-            "counter",
-            "SIP requests received and parsed.",
-            g(&self.requests_received),
-        );
-        metric(
-            "cpm_sip_responses_received_total",
-            "counter",
-            "SIP responses received and parsed.",
-            g(&self.responses_received),
-        );
-        metric(
-            "cpm_sip_parse_errors_total",
-            "counter",
-            "Messages that failed to parse.",
-            g(&self.parse_errors),
-        );
-        metric(
-            "cpm_sip_transactions_started_total",
-            "counter",
-            "Server transactions created.",
-            g(&self.transactions_started),
-        );
-        metric(
-            "cpm_sip_transactions",
-            "gauge",
-            "Live SIP transactions.",
-            g(&self.transactions),
-        );
-        metric(
-            "cpm_sip_requests_forwarded_total",
-            "counter",
-            "Requests forwarded (each fork counts).",
-            g(&self.requests_forwarded),
-        );
-        metric(
-            "cpm_messages_forwarded_total",
-            "counter",
-            "SIP MESSAGE requests forwarded.",
-            g(&self.messages_forwarded),
-        );
-        metric(
-            "cpm_registrations",
-            "gauge",
-            "Live registration bindings.",
-            g(&self.registrations),
-        );
-        metric(
-            "cpm_registrations_accepted_total",
-            "counter",
-            "REGISTER requests accepted.",
-            g(&self.registrations_accepted),
-        );
-        metric(
-            "cpm_auth_challenges_total",
-            "counter",
-            "401/407 digest challenges sent.",
-            g(&self.auth_challenges),
-        );
-        metric(
-            "cpm_sip_local_failures_total",
-            "counter",
-            "4xx-6xx responses generated by the node.",
-            g(&self.local_failures),
-        );
-        metric(
-            "cpm_user_lookups_total",
-            "counter",
-            "User directory reads.",
-            g(&self.user_lookups),
-        );
-        metric(
-            "cpm_sip_send_failures_total",
-            "counter",
-            "Messages the transport could not send.",
-            g(&self.send_failures),
-        );
-        for (name, kind, help, v) in [
-            (
-                "cpm_pf_messages_sent_total",
-                "counter",
-                "Messages stored in a sender's history.",
-                &self.pf_messages_sent,
-            ),
-            (
-                "cpm_pf_messages_received_total",
-                "counter",
-                "Messages stored in a recipient's history.",
-                &self.pf_messages_received,
-            ),
-            (
-                "cpm_pf_delivered_total",
-                "counter",
-                "Messages a device accepted at once.",
-                &self.pf_delivered,
-            ),
-            (
-                "cpm_pf_deferred_total",
-                "counter",
-                "Messages answered 202 and queued for deferred delivery.",
-                &self.pf_deferred,
-            ),
-            (
-                "cpm_pf_deferred_delivered_total",
-                "counter",
-                "Deferred messages delivered after a registration.",
-                &self.pf_deferred_delivered,
-            ),
-            (
-                "cpm_pf_expired_total",
-                "counter",
-                "Deferred messages that expired.",
-                &self.pf_expired,
-            ),
-            (
-                "cpm_pf_imdns_total",
-                "counter",
-                "IMDNs passed through the PF.",
-                &self.pf_imdns,
-            ),
-            (
-                "cpm_pf_duplicates_total",
-                "counter",
-                "Messages recognised as already stored.",
-                &self.pf_duplicates,
-            ),
-            (
-                "cpm_pf_store_failures_total",
-                "counter",
-                "Store operations that failed.",
-                &self.pf_store_failures,
-            ),
-            (
-                "cpm_pf_deferred_refused_total",
-                "counter",
-                "Messages refused because the recipient's deferred queue was full.",
-                &self.pf_deferred_refused,
-            ),
-            (
-                "cpm_pf_cpim_from_corrected_total",
-                "counter",
-                "CPIM bodies whose From named another than the sender, set to the sender.",
-                &self.pf_cpim_from_corrected,
-            ),
-            (
-                "cpm_pf_in_progress",
-                "gauge",
-                "Message requests in progress in the PF.",
-                &self.pf_in_progress,
-            ),
-            (
-                "cpm_store_batches_total",
-                "counter",
-                "Store transactions committed (group commit).",
-                &self.store_batches,
-            ),
-            (
-                "cpm_store_ops_total",
-                "counter",
-                "Store operations executed.",
-                &self.store_ops,
-            ),
-            (
-                "cpm_store_queue_depth",
-                "gauge",
-                "Store operations waiting for the writer.",
-                &self.store_queue,
-            ),
-        ] {
-            metric(name, kind, help, g(v));
-        }
-        // The guards of SIP (the core's counters) and of the HTTP API, labelled by protocol.
-        let http = self
-            .http_guard
-            .as_ref()
-            .map(|g| {
-                g.lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .stats()
-            })
-            .unwrap_or_default();
-        let mut labelled = |name: &str, kind: &str, help: &str, sip: u64, http: u64| {
-            out.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{proto=\"sip\"}} {sip}\n{name}{{proto=\"http\"}} {http}\n"
-            ));
-        };
-        labelled(
-            "cpm_auth_failures_total",
-            "counter",
-            "Failed authentications (wrong password or unknown user).",
-            g(&self.auth_failures),
-            http.failures,
-        );
-        labelled(
-            "cpm_auth_refused_total",
-            "counter",
-            "Requests refused because their source or user was blocked after failures.",
-            g(&self.auth_refused),
-            http.refused,
-        );
-        labelled(
-            "cpm_auth_blocks_total",
-            "counter",
-            "Blocks started after failed authentications (sources and users).",
-            g(&self.auth_blocks),
-            http.blocks,
-        );
-        labelled(
-            "cpm_auth_blocked_sources",
-            "gauge",
-            "Source addresses blocked now (updated every few seconds).",
-            g(&self.auth_blocked_sources),
-            http.blocked_sources,
-        );
-        labelled(
-            "cpm_auth_blocked_users",
-            "gauge",
-            "Users blocked now for new devices (updated every few seconds).",
-            g(&self.auth_blocked_users),
-            http.blocked_users,
-        );
-        for (name, help, v) in [
-            (
-                "cpm_auth_replays_refused_total",
-                "SIP credentials refused as replays (RFC 7616 nonce count).",
-                &self.replays_refused,
-            ),
-            (
-                "cpm_sip_rate_limited_total",
-                "Out-of-dialog SIP requests over their source's rate (dropped or 503).",
-                &self.rate_limited,
-            ),
-            (
-                "cpm_sip_relay_refused_total",
-                "Requests refused by the relay rule (preloaded Route, foreign target, no dialog of ours).",
-                &self.relay_refused,
-            ),
-            (
-                "cpm_sip_sender_refused_total",
-                "Requests refused because their sender could not be who it said.",
-                &self.sender_refused,
-            ),
-        ] {
-            out.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
-                g(v)
-            ));
-        }
-        // The transports' connections (read now: the table lock is not taken per loop turn).
-        let (tcp, udp_dropped) = self
-            .transport
-            .as_ref()
-            .map(|t| (t.tcp_stats(), t.udp_flood_dropped()))
-            .unwrap_or_default();
-        let h = &self.http;
-        for (name, kind, help, v) in [
-            (
-                "cpm_udp_flood_dropped_total",
-                "counter",
-                "UDP datagrams dropped unparsed for their source's datagram budget.",
-                udp_dropped,
-            ),
-            (
-                "cpm_tcp_connections",
-                "gauge",
-                "SIP TCP connections open.",
-                tcp.open,
-            ),
-            (
-                "cpm_tcp_refused_per_source_total",
-                "counter",
-                "SIP TCP connections closed at once: their address had its limit open.",
-                tcp.refused_per_source,
-            ),
-            (
-                "cpm_tcp_refused_full_total",
-                "counter",
-                "SIP TCP connections closed at once: the total limit, nothing to evict.",
-                tcp.refused_full,
-            ),
-            (
-                "cpm_tcp_evicted_total",
-                "counter",
-                "SIP TCP connections closed to make room (silent or longest idle first).",
-                tcp.evicted,
-            ),
-            (
-                "cpm_tcp_message_timeouts_total",
-                "counter",
-                "SIP TCP connections closed: a message (or the first) did not arrive in time.",
-                tcp.message_timeouts,
-            ),
-            (
-                "cpm_tcp_idle_closed_total",
-                "counter",
-                "SIP TCP connections closed by the idle timeout.",
-                tcp.idle_closed,
-            ),
-            (
-                "cpm_http_connections",
-                "gauge",
-                "HTTP connections open.",
-                g(&h.open),
-            ),
-            (
-                "cpm_http_refused_full_total",
-                "counter",
-                "HTTP connections closed at once: the total limit.",
-                g(&h.refused_full),
-            ),
-            (
-                "cpm_http_refused_per_source_total",
-                "counter",
-                "HTTP connections closed at once: their address had its limit open.",
-                g(&h.refused_per_source),
-            ),
-            (
-                "cpm_http_connection_errors_total",
-                "counter",
-                "HTTP connections that ended with an error (header timeouts among them).",
-                g(&h.errors),
-            ),
-        ] {
-            out.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
-            ));
-        }
-        // Seconds as a float: the time the writer spent in transactions (with the batch count
-        // this gives the commit latency).
-        let secs = g(&self.store_execute_nanos) as f64 / 1e9;
-        out.push_str(&format!(
-            "# HELP cpm_store_commit_seconds_total Time spent running store transactions.\n\
-             # TYPE cpm_store_commit_seconds_total counter\ncpm_store_commit_seconds_total {secs}\n"
-        ));
-        out.push_str(&format!(
-            "# HELP cpm_store_failed_batches_total Store transactions that failed (nothing acknowledged).\n\
-             # TYPE cpm_store_failed_batches_total counter\ncpm_store_failed_batches_total {}\n",
-            g(&self.store_failed_batches)
-        ));
-        out
-    }
-}
 
 /// Reads 32 random bytes from the OS.
 fn os_random() -> std::io::Result<[u8; 32]> {
@@ -703,11 +250,10 @@ async fn run(cfg: NodeConfig) -> Result<(), String> {
             u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
         }),
     )));
-    let metrics = Arc::new(Metrics {
-        http_guard: Some(http_guard.clone()),
-        transport: Some(handle.clone()),
-        ..Metrics::default()
-    });
+    let metrics = Arc::new(crate::metrics::Metrics::new(
+        Some(http_guard.clone()),
+        Some(handle.clone()),
+    ));
     let listener = tokio::net::TcpListener::bind(cfg.http_listen)
         .await
         .map_err(|e| format!("cannot listen for HTTP on {}: {e}", cfg.http_listen))?;
@@ -732,7 +278,7 @@ async fn run(cfg: NodeConfig) -> Result<(), String> {
     };
     let app = Router::new()
         .route("/health", get(|| async { "ok\n" }))
-        .route("/metrics", get(metrics_handler))
+        .route("/metrics", get(crate::metrics::handler))
         .with_state(metrics.clone())
         .merge(
             Router::new()
@@ -849,10 +395,16 @@ async fn run(cfg: NodeConfig) -> Result<(), String> {
             _ = stop_rx.wait_for(|s| *s) => break,
         }
         io.drain(&mut node);
-        metrics.update(&node.stats(), executor.stats());
-        metrics
-            .send_failures
-            .store(send_failures, Ordering::Relaxed);
+        let stats = node.stats();
+        metrics.update(&crate::metrics::Snapshot {
+            proxy: stats.core,
+            registrations: stats.registrations,
+            transactions: stats.transactions,
+            pf: stats.participating.map(|pf| (pf, stats.pf_in_progress)),
+            store: executor.stats(),
+            user_lookups: stats.user_lookups,
+            send_failures,
+        });
     }
     // Let the store finish what the node asked for before the process ends.
     drop(node);
@@ -891,14 +443,6 @@ fn to_input(ev: NetEvent, send_failures: &mut u64) -> Option<Input> {
             return None;
         }
     })
-}
-
-async fn metrics_handler(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        m.render(),
-    )
 }
 
 async fn wait_for_signal() {
