@@ -118,6 +118,15 @@ impl Proxy {
         Err(false)
     }
 
+    /// Parks a request until the directory says whether the user `aor` exists (asked in
+    /// the realm of its domain).
+    pub(super) fn park_for_user(&mut self, now: Instant, parked: Parked, aor: String) {
+        let realm = aor
+            .rsplit_once('@')
+            .map_or_else(String::new, |(_, d)| d.to_owned());
+        self.park(now, parked, aor, realm);
+    }
+
     pub(super) fn park(&mut self, now: Instant, parked: Parked, username: String, realm: String) {
         if self.parked.len() >= self.cfg.max_pending_lookups {
             // The directory answers slower than requests come: refuse at once (RFC 3261

@@ -510,11 +510,8 @@ impl Proxy {
                     && let Some(aor) = &local_target
                     && self.registrar.lookup(aor, now).next().is_none()
                 {
-                    let realm = aor
-                        .rsplit_once('@')
-                        .map_or_else(String::new, |(_, d)| d.to_owned());
                     let aor = aor.clone();
-                    return self.park(
+                    return self.park_for_user(
                         now,
                         Parked {
                             key,
@@ -524,7 +521,6 @@ impl Proxy {
                             ctx,
                         },
                         aor,
-                        realm,
                     );
                 }
                 // Our own Route, with the phase, brings the request back to us once served;
@@ -582,10 +578,7 @@ impl Proxy {
                 })
                 .collect();
             if targets.is_empty() {
-                let realm = aor
-                    .rsplit_once('@')
-                    .map_or_else(String::new, |(_, d)| d.to_owned());
-                return self.park(
+                return self.park_for_user(
                     now,
                     Parked {
                         key,
@@ -595,7 +588,6 @@ impl Proxy {
                         ctx,
                     },
                     aor,
-                    realm,
                 );
             }
             return self.forward(now, key, req, targets, &ctx);
