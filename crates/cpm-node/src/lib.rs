@@ -406,6 +406,7 @@ impl Node {
                             self.hops.push_back((Function::Participating, h));
                         }
                         cpm_conversation::Output::Store { id, op } => {
+                            // Allocated here, not in `allocate`: `pf` borrows `self.pf`.
                             self.next_op += 1;
                             let node_id = OpId(self.next_op);
                             self.ops.insert(node_id, OpOwner::Participating(id));
