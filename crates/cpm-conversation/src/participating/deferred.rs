@@ -11,6 +11,7 @@ use cpm_store::{MessageRecord, StoreOp};
 
 use super::{
     BRANCH_PREFIX, ClientPurpose, DEFERRED_BATCH, DeferredRun, OpPurpose, ParticipatingFunction,
+    Refusal,
 };
 use crate::ids::{ICSI_DEFERRED, accept_contact, aor_of, derived_uuid};
 
@@ -18,13 +19,10 @@ impl ParticipatingFunction {
     pub(super) fn on_third_party_register(&mut self, now: Instant, key: &ServerKey, req: &Request) {
         let aor = req.headers.to().ok().flatten().and_then(|t| aor_of(&t.uri));
         let expires = req.headers.expires().ok().flatten().unwrap_or(3600);
-        let tag = self.tag();
         let Some(aor) = aor else {
-            let mut resp = response_to(req, StatusCode::BAD_REQUEST, Some(&tag));
-            resp.reason = "To Must Be A SIP AOR".to_owned();
-            let _ = self.tx.respond(now, key, &resp);
-            return;
+            return self.refuse(now, key, req, Refusal::RegisterToNotAor);
         };
+        let tag = self.tag();
         let resp = response_to(req, StatusCode::OK, Some(&tag));
         let _ = self.tx.respond(now, key, &resp);
         if expires > 0 {

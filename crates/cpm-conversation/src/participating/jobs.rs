@@ -6,10 +6,10 @@ use std::time::Instant;
 
 use cpm_sip::{Request, StatusCode};
 use cpm_sip_core::transaction::{ClientKey, ServerKey, response_to};
-use cpm_store::{DeliveryState, Direction, OpError, OpId, Outcome, QuotaExceeded, StoreOp};
+use cpm_store::{DeliveryState, Direction, OpError, OpId, Outcome, StoreOp};
 
 use super::message::{MessageBody, asserted_identity};
-use super::{ClientPurpose, EXPIRY_BATCH, Job, JobKind, OpPurpose, ParticipatingFunction};
+use super::{ClientPurpose, EXPIRY_BATCH, Job, JobKind, OpPurpose, ParticipatingFunction, Refusal};
 use crate::ids::aor_of;
 
 impl ParticipatingFunction {
@@ -72,7 +72,7 @@ impl ParticipatingFunction {
                         job.receipt = Some(receipt);
                     }
                     Ok(Outcome::Updated { receipt, .. }) => job.receipt = Some(receipt),
-                    Err(OpError::QuotaExceeded(q)) => job.refused = Some(quota_answer(q)),
+                    Err(OpError::QuotaExceeded(q)) => job.refused = Some(q.into()),
                     Ok(_) | Err(_) => job.failed = true,
                 }
                 if job.waiting == 0 {
@@ -110,24 +110,20 @@ impl ParticipatingFunction {
         let Some(job) = self.jobs.get_mut(&job_id) else {
             return;
         };
-        if let Some((status, reason)) = job.refused.filter(|_| !job.failed) {
+        if job.refused.is_some() && !job.failed {
             // Nothing was written: the sender is told the queue is full, and may try later.
             self.stats.deferred_refused += 1;
-            if let Some(job) = self.jobs.remove(&job_id) {
-                self.reject(now, &job.server, &job.req, status, reason);
+            if let Some(job) = self.jobs.remove(&job_id)
+                && let Some(refusal) = job.refused
+            {
+                self.refuse(now, &job.server, &job.req, refusal);
             }
             return;
         }
         if job.failed || (job.receipt.is_none() && !matches!(job.kind, JobKind::Imdn { .. })) {
             let job = self.jobs.remove(&job_id);
             if let Some(job) = job {
-                self.reject(
-                    now,
-                    &job.server,
-                    &job.req,
-                    StatusCode::SERVER_INTERNAL_ERROR,
-                    "Storage Failure",
-                );
+                self.refuse(now, &job.server, &job.req, Refusal::StorageFailure);
             }
             return;
         }
@@ -355,16 +351,6 @@ impl ParticipatingFunction {
         }
     }
 
-    fn relay_failure(&mut self, now: Instant, job: &Job, status: StatusCode, reason: &str) {
-        // RFC 3261 16.7 step 6 spirit: 503 from downstream is not passed on as 503.
-        let status = if status == StatusCode::SERVICE_UNAVAILABLE {
-            StatusCode::SERVER_INTERNAL_ERROR
-        } else {
-            status
-        };
-        self.reject(now, &job.server, &job.req, status, reason);
-    }
-
     pub(super) fn mark(
         &mut self,
         owner: &str,
@@ -385,22 +371,6 @@ impl ParticipatingFunction {
                 at_ms,
             },
         );
-    }
-}
-
-/// The answer to a message the deferred queue has no room for (the store's refusal).
-fn quota_answer(q: QuotaExceeded) -> (StatusCode, &'static str) {
-    match q {
-        QuotaExceeded::MessageTooLarge => (
-            StatusCode::REQUEST_ENTITY_TOO_LARGE,
-            "Message Too Large For The Deferred Queue",
-        ),
-        QuotaExceeded::SenderMessages => {
-            (StatusCode::BUSY_HERE, "Too Many Deferred Messages From You")
-        }
-        QuotaExceeded::RecipientMessages | QuotaExceeded::RecipientBytes => {
-            (StatusCode::BUSY_HERE, "Recipient Deferred Queue Full")
-        }
     }
 }
 

@@ -6,12 +6,12 @@
 use std::time::Instant;
 
 use cpm_content::{Multipart, ResourceList, mime};
-use cpm_sip::{HeaderName, Request, StatusCode, Uri};
+use cpm_sip::{HeaderName, Request, Uri};
 use cpm_sip_core::transaction::ServerKey;
 use cpm_store::{DeliveryState, Direction, MessageRecord, StoreOp};
 
-use super::message::{ConversationIds, MessageBody, status_of};
-use super::{JobKind, OpPurpose, ParticipatingFunction};
+use super::message::{ConversationIds, MessageBody};
+use super::{JobKind, OpPurpose, ParticipatingFunction, Refusal};
 use crate::ids::{ICSI_MSG, accept_contact, aor_of, derived_uuid};
 
 impl ParticipatingFunction {
@@ -33,9 +33,7 @@ impl ParticipatingFunction {
             .unwrap_or_default();
         let multipart = match Multipart::parse_with_content_type(&ct, req.body.clone()) {
             Ok(m) => m,
-            Err(e) => {
-                return self.reject(now, &key, &req, status_of(e.status()), e.reason_phrase());
-            }
+            Err(e) => return self.refuse(now, &key, &req, e.into()),
         };
         let mut list = None;
         let mut message = None;
@@ -51,72 +49,40 @@ impl ParticipatingFunction {
             }
         }
         let (Some(list), Some(message)) = (list, message) else {
-            return self.reject(
-                now,
-                &key,
-                &req,
-                StatusCode::BAD_REQUEST,
-                "Recipient List And Message Required",
-            );
+            return self.refuse(now, &key, &req, Refusal::ListAndMessageRequired);
         };
         let list = match list {
             Ok(l) => l,
-            Err(e) => {
-                return self.reject(now, &key, &req, status_of(e.status()), e.reason_phrase());
-            }
+            Err(e) => return self.refuse(now, &key, &req, e.into()),
         };
         let message_ct = message.content_type().unwrap_or("text/plain").to_owned();
         let mut single = req.clone();
         single.body = message.body;
         single.headers.set(HeaderName::ContentType, &message_ct);
         let Ok(single) = self.vouch_cpim_from(single, sender_uri) else {
-            return self.refuse_unvouchable(now, &key, &req);
+            return self.refuse(now, &key, &req, Refusal::CpimFromNotSender);
         };
         let body = match MessageBody::parse(&single) {
             Ok(b) => b,
-            Err((status, reason)) => return self.reject(now, &key, &req, status, reason),
+            Err(r) => return self.refuse(now, &key, &req, r),
         };
         let mut recipients: Vec<(String, Uri)> = Vec::new();
         for e in &list.entries {
             let Ok(uri) = Uri::parse(&e.uri) else {
-                return self.reject(
-                    now,
-                    &key,
-                    &req,
-                    StatusCode::BAD_REQUEST,
-                    "Bad Recipient URI",
-                );
+                return self.refuse(now, &key, &req, Refusal::BadRecipientUri);
             };
             let Some(aor) = aor_of(&uri) else {
-                return self.reject(
-                    now,
-                    &key,
-                    &req,
-                    StatusCode::BAD_REQUEST,
-                    "Bad Recipient URI",
-                );
+                return self.refuse(now, &key, &req, Refusal::BadRecipientUri);
             };
             if !recipients.iter().any(|(a, _)| *a == aor) {
                 recipients.push((aor, uri));
             }
         }
         if recipients.is_empty() {
-            return self.reject(
-                now,
-                &key,
-                &req,
-                StatusCode::BAD_REQUEST,
-                "Empty Recipient List",
-            );
+            return self.refuse(now, &key, &req, Refusal::EmptyRecipientList);
         }
         if self.jobs.len() >= self.cfg.max_in_progress {
-            return self.reject(
-                now,
-                &key,
-                &req,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Overloaded",
-            );
+            return self.refuse(now, &key, &req, Refusal::Overloaded);
         }
         let message_id = body.message_id(&req);
         let mut outs = Vec::with_capacity(recipients.len());

@@ -2,8 +2,9 @@
 //! 2.1): the asserted identity (RFC 3325), the CPM identifiers, and the body's kind.
 
 use cpm_content::{Cpim, Disposition, Imdn, mime};
-use cpm_sip::{HeaderName, Request, StatusCode, Uri};
+use cpm_sip::{HeaderName, Request, Uri};
 
+use super::Refusal;
 use crate::ids::{aor_of, derived_uuid};
 
 /// Whether a CPIM body names `aor` as its sender and nobody else: exactly one header line
@@ -23,10 +24,6 @@ pub(super) fn names_only(cpim: &Cpim, aor: &str) -> bool {
             .and_then(|a| Uri::parse(&a.uri).ok())
             .and_then(|u| aor_of(&u))
             .is_some_and(|n| n.eq_ignore_ascii_case(aor))
-}
-
-pub(super) fn status_of(code: u16) -> StatusCode {
-    StatusCode::new(code).unwrap_or(StatusCode::BAD_REQUEST)
 }
 
 /// The first P-Asserted-Identity SIP URI (set by the core, RFC 3325).
@@ -99,28 +96,24 @@ pub(super) struct MessageBody {
 impl MessageBody {
     /// Parses the body as far as the PF needs: a CPIM body must be valid CPIM (400), an IMDN
     /// inside must be valid IMDN (400).
-    pub(super) fn parse(req: &Request) -> Result<Self, (StatusCode, &'static str)> {
+    pub(super) fn parse(req: &Request) -> Result<Self, Refusal> {
         let content_type = req
             .headers
             .get(&HeaderName::ContentType)
             .and_then(|h| h.value().ok().map(|v| v.trim().to_owned()))
             .unwrap_or_default();
         if req.body.is_empty() {
-            return Err((StatusCode::BAD_REQUEST, "Empty Message"));
+            return Err(Refusal::EmptyMessage);
         }
         let media = mime::media_type(&content_type);
         if media == mime::MESSAGE_CPIM {
-            let cpim = Cpim::parse(req.body.clone())
-                .map_err(|e| (status_of(e.status()), e.reason_phrase()))?;
+            let cpim = Cpim::parse(req.body.clone())?;
             let inner = cpim
                 .content_type()
                 .map(mime::media_type)
                 .unwrap_or_default();
             let imdn = if inner == mime::MESSAGE_IMDN_XML {
-                Some(
-                    Imdn::parse(&cpim.body)
-                        .map_err(|e| (status_of(e.status()), e.reason_phrase()))?,
-                )
+                Some(Imdn::parse(&cpim.body)?)
             } else {
                 None
             };
@@ -137,8 +130,7 @@ impl MessageBody {
                 imdn,
             })
         } else if media == mime::MESSAGE_IMDN_XML {
-            let imdn =
-                Imdn::parse(&req.body).map_err(|e| (status_of(e.status()), e.reason_phrase()))?;
+            let imdn = Imdn::parse(&req.body)?;
             Ok(Self {
                 content_type,
                 message_id: None,

@@ -36,7 +36,8 @@
 //! `handle_timeout`, `poll_output`, `poll_timeout`) and the transaction and store plumbing;
 //! each flow has its own submodule: `pager` (1-1 originating and terminating), `list` (1-N,
 //! RFC 5365), `deferred` (the deferred queue), `imdn` (notifications), with `jobs` (the job
-//! lifecycle they share) and `message` (what the PF reads from a request).
+//! lifecycle they share), `message` (what the PF reads from a request) and `error` (every
+//! [`Refusal`] and its answer on the wire).
 
 use core::net::SocketAddr;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -57,11 +58,14 @@ use cpm_store::{DeferredQuota, MessageRecord, OpError, OpId, Outcome, Receipt, S
 use foldhash::fast::FixedState;
 
 mod deferred;
+mod error;
 mod imdn;
 mod jobs;
 mod list;
 mod message;
 mod pager;
+
+pub use error::Refusal;
 
 /// Our Via branch prefix (RFC 3261 magic cookie, then a PF marker).
 const BRANCH_PREFIX: &str = "z9hG4bK-pf-";
@@ -69,6 +73,8 @@ const BRANCH_PREFIX: &str = "z9hG4bK-pf-";
 const DEFERRED_BATCH: usize = 64;
 /// How many expired messages one expiry pass handles.
 const EXPIRY_BATCH: usize = 256;
+/// The methods the PF serves (the `Allow` header).
+const ALLOW: &str = "MESSAGE, OPTIONS, REGISTER";
 
 /// How the PF is set up.
 #[derive(Clone, Debug)]
@@ -204,7 +210,7 @@ struct Job {
     /// A store operation failed: answer 500, never 2xx.
     failed: bool,
     /// The store refused to queue the message (its deferred queue is full): this answer.
-    refused: Option<(StatusCode, &'static str)>,
+    refused: Option<Refusal>,
 }
 
 #[derive(Debug)]
@@ -500,13 +506,7 @@ impl ParticipatingFunction {
                 if let ClientPurpose::Job(job) = purpose
                     && let Some(j) = self.jobs.remove(&job)
                 {
-                    self.reject(
-                        now,
-                        &j.server,
-                        &j.req,
-                        StatusCode::SERVER_INTERNAL_ERROR,
-                        "Cannot Send",
-                    );
+                    self.refuse(now, &j.server, &j.req, Refusal::CannotSend);
                 }
             }
         }
@@ -514,24 +514,6 @@ impl ParticipatingFunction {
 
     fn tag(&mut self) -> String {
         format!("pf{:x}", self.random())
-    }
-
-    fn reject(
-        &mut self,
-        now: Instant,
-        key: &ServerKey,
-        req: &Request,
-        status: StatusCode,
-        reason: &str,
-    ) {
-        self.stats.rejected += 1;
-        let tag = self.tag();
-        let mut resp = response_to(req, status, Some(&tag));
-        resp.reason = reason.to_owned();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            resp.headers.push(Header::new(HeaderName::RetryAfter, "5"));
-        }
-        let _ = self.tx.respond(now, key, &resp);
     }
 
     /// The only way a MESSAGE gets a 2xx: with the receipt of its stored record.
@@ -566,43 +548,30 @@ impl ParticipatingFunction {
         match req.method {
             Method::Register => self.on_third_party_register(now, &key, &req),
             Method::Message => {
-                let Ok(phase) = self.pop_own_route(&mut req) else {
-                    return self.reject(now, &key, &req, StatusCode::BAD_REQUEST, "Bad Route");
+                let phase = match self.pop_own_route(&mut req) {
+                    Ok(phase) => phase,
+                    Err(r) => return self.refuse(now, &key, &req, r),
                 };
                 match phase {
                     Some(Phase::Orig) => self.on_orig(now, key, req),
                     Some(Phase::Term) => self.on_term(now, key, req),
-                    None => self.reject(
-                        now,
-                        &key,
-                        &req,
-                        StatusCode::FORBIDDEN,
-                        "Not Routed By The SIP/IP Core",
-                    ),
+                    None => self.refuse(now, &key, &req, Refusal::NotRoutedByCore),
                 }
             }
             Method::Options => {
                 let tag = self.tag();
                 let mut resp = response_to(&req, StatusCode::OK, Some(&tag));
-                resp.headers
-                    .push(Header::new(HeaderName::Allow, "MESSAGE, OPTIONS, REGISTER"));
+                resp.headers.push(Header::new(HeaderName::Allow, ALLOW));
                 let _ = self.tx.respond(now, &key, &resp);
             }
-            _ => {
-                let tag = self.tag();
-                let mut resp = response_to(&req, StatusCode::METHOD_NOT_ALLOWED, Some(&tag));
-                resp.headers
-                    .push(Header::new(HeaderName::Allow, "MESSAGE, OPTIONS, REGISTER"));
-                self.stats.rejected += 1;
-                let _ = self.tx.respond(now, &key, &resp);
-            }
+            _ => self.refuse(now, &key, &req, Refusal::MethodNotAllowed),
         }
     }
 
     /// Pops the Route entries that name the PF and returns the phase the core asked for (the
     /// `cpm` parameter of the next Route, which names the core itself).
-    fn pop_own_route(&self, req: &mut Request) -> Result<Option<Phase>, ()> {
-        let routes = req.headers.route().map_err(|_| ())?;
+    fn pop_own_route(&self, req: &mut Request) -> Result<Option<Phase>, Refusal> {
+        let routes = req.headers.route().map_err(|_| Refusal::BadRoute)?;
         let mut rest: Vec<NameAddr> = Vec::with_capacity(routes.len());
         let mut popped = false;
         for r in routes {

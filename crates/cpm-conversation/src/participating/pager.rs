@@ -11,43 +11,25 @@ use cpm_sip_core::transaction::ServerKey;
 use cpm_store::{DeliveryState, Direction, MessageRecord, StoreOp};
 
 use super::message::{ConversationIds, MessageBody, asserted_identity, names_only};
-use super::{BRANCH_PREFIX, ClientPurpose, JobKind, OpPurpose, ParticipatingFunction};
+use super::{BRANCH_PREFIX, ClientPurpose, JobKind, OpPurpose, ParticipatingFunction, Refusal};
 use crate::ids::{aor_of, derived_uuid};
 
 impl ParticipatingFunction {
     pub(super) fn on_orig(&mut self, now: Instant, key: ServerKey, req: Request) {
         if self.jobs.len() >= self.cfg.max_in_progress {
-            return self.reject(
-                now,
-                &key,
-                &req,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Overloaded",
-            );
+            return self.refuse(now, &key, &req, Refusal::Overloaded);
         }
         // The core asserted the served user (RFC 3325); without it the request did not come
         // through authentication.
         let Some(sender_uri) = asserted_identity(&req) else {
-            return self.reject(
-                now,
-                &key,
-                &req,
-                StatusCode::FORBIDDEN,
-                "No Asserted Identity",
-            );
+            return self.refuse(now, &key, &req, Refusal::NoAssertedIdentity);
         };
         let Some(sender) = aor_of(&sender_uri) else {
-            return self.reject(
-                now,
-                &key,
-                &req,
-                StatusCode::FORBIDDEN,
-                "No Asserted Identity",
-            );
+            return self.refuse(now, &key, &req, Refusal::NoAssertedIdentity);
         };
         let req = match self.vouch_cpim_from(req, &sender_uri) {
             Ok(r) => r,
-            Err(req) => return self.refuse_unvouchable(now, &key, &req),
+            Err(req) => return self.refuse(now, &key, &req, Refusal::CpimFromNotSender),
         };
         let list = req
             .headers
@@ -62,16 +44,10 @@ impl ParticipatingFunction {
         }
         let body = match MessageBody::parse(&req) {
             Ok(b) => b,
-            Err((status, reason)) => return self.reject(now, &key, &req, status, reason),
+            Err(r) => return self.refuse(now, &key, &req, r),
         };
         let Some(recipient) = aor_of(&req.uri) else {
-            return self.reject(
-                now,
-                &key,
-                &req,
-                StatusCode::NOT_FOUND,
-                "Recipient Is Not A SIP AOR",
-            );
+            return self.refuse(now, &key, &req, Refusal::RecipientNotAor);
         };
         let out = self.onward(&req, &ids, req.uri.clone(), None);
         if let Some(imdn) = body.imdn {
@@ -218,43 +194,26 @@ impl ParticipatingFunction {
         Ok(req)
     }
 
-    /// 403 for a CPIM body whose sender cannot be set (see [`Self::vouch_cpim_from`]).
-    pub(super) fn refuse_unvouchable(&mut self, now: Instant, key: &ServerKey, req: &Request) {
-        self.reject(
-            now,
-            key,
-            req,
-            StatusCode::FORBIDDEN,
-            "CPIM From Is Not The Sender",
-        );
-    }
-
     pub(super) fn on_term(&mut self, now: Instant, key: ServerKey, req: Request) {
         if self.jobs.len() >= self.cfg.max_in_progress {
-            return self.reject(
-                now,
-                &key,
-                &req,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Overloaded",
-            );
+            return self.refuse(now, &key, &req, Refusal::Overloaded);
         }
         let Some(owner) = aor_of(&req.uri) else {
-            return self.reject(now, &key, &req, StatusCode::NOT_FOUND, "Not A SIP AOR");
+            return self.refuse(now, &key, &req, Refusal::UserNotAor);
         };
         let sender_uri =
             asserted_identity(&req).or_else(|| req.headers.from().ok().flatten().map(|f| f.uri));
         let Some(sender_uri) = sender_uri else {
-            return self.reject(now, &key, &req, StatusCode::BAD_REQUEST, "No Sender");
+            return self.refuse(now, &key, &req, Refusal::NoSender);
         };
         let sender = aor_of(&sender_uri).unwrap_or_else(|| sender_uri.to_string());
         let req = match self.vouch_cpim_from(req, &sender_uri) {
             Ok(r) => r,
-            Err(req) => return self.refuse_unvouchable(now, &key, &req),
+            Err(req) => return self.refuse(now, &key, &req, Refusal::CpimFromNotSender),
         };
         let body = match MessageBody::parse(&req) {
             Ok(b) => b,
-            Err((status, reason)) => return self.reject(now, &key, &req, status, reason),
+            Err(r) => return self.refuse(now, &key, &req, r),
         };
         let ids = ConversationIds::of(&req);
         // To the core with no CPM phase: the core forks it to the owner's devices.
