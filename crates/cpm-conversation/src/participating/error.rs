@@ -144,10 +144,7 @@ impl ParticipatingFunction {
     /// Refuses the request of server transaction `key`: the one place a [`Refusal`] becomes
     /// a response.
     pub(super) fn refuse(&mut self, now: Instant, key: &ServerKey, req: &Request, r: Refusal) {
-        // `rejected` has never counted the answer to a third-party REGISTER.
-        if !matches!(r, Refusal::RegisterToNotAor) {
-            self.stats.rejected += 1;
-        }
+        self.stats.rejected += 1;
         let (status, reason) = r.status();
         let tag = self.tag();
         let mut resp = response_to(req, status, Some(&tag));
