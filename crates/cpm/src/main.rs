@@ -10,6 +10,7 @@ mod api;
 mod client;
 mod config;
 mod http;
+mod lock;
 mod node;
 mod security;
 
