@@ -18,7 +18,7 @@
 //!
 //! The loop is [`Driver::step`]: flush every transmit, hand out one event if there is one,
 //! otherwise wait for a datagram/stream read, the core's deadline, the caller's deadline or the
-//! stop signal (SIGINT/SIGTERM for `listen`). The commands (`listen`, `send`) are small
+//! stop signal (SIGINT/SIGTERM/SIGHUP for `listen`). The commands (`listen`, `send`) are small
 //! programs over `step`; `history` is a plain HTTP GET with digest authentication.
 
 use std::io::Write as _;
@@ -98,9 +98,9 @@ pub(crate) struct ClientArgs {
 
 #[derive(Subcommand)]
 enum ClientCommand {
-    /// Register and print every message, notification and event until SIGINT/SIGTERM (then
-    /// unregister, waiting at most 3 s for the answer). Delivery notifications are sent
-    /// automatically. Exits 1 when the server does not answer the first REGISTER within
+    /// Register and print every message, notification and event until SIGINT, SIGTERM or
+    /// SIGHUP (then unregister, waiting at most 3 s for the answer). Delivery notifications
+    /// are sent automatically. Exits 1 when the server does not answer the first REGISTER within
     /// --timeout or refuses the credentials; once it has answered, failed refreshes (the
     /// node restarting, the network down) are retried with back-off, each reported on stderr.
     Listen {
@@ -750,7 +750,7 @@ impl Driver {
     }
 }
 
-/// A watch that turns true on SIGINT or SIGTERM. The handlers are installed before this
+/// A watch that turns true on SIGINT, SIGTERM or SIGHUP (the terminal closed). The handlers are installed before this
 /// returns (not when a task first runs), so a signal that comes at once is not the default
 /// one that kills the process without de-registering.
 fn stop_signal() -> watch::Receiver<bool> {
@@ -758,6 +758,7 @@ fn stop_signal() -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(false);
     let mut term = signal(SignalKind::terminate()).ok();
     let mut int = signal(SignalKind::interrupt()).ok();
+    let mut hup = signal(SignalKind::hangup()).ok();
     tokio::spawn(async move {
         let wait = |s: Option<tokio::signal::unix::Signal>| async move {
             match s {
@@ -770,6 +771,7 @@ fn stop_signal() -> watch::Receiver<bool> {
         tokio::select! {
             () = wait(term.take()) => {}
             () = wait(int.take()) => {}
+            () = wait(hup.take()) => {}
         }
         let _ = tx.send(true);
     });

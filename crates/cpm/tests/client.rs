@@ -725,13 +725,13 @@ fn failed_authentication_hints_at_the_credentials() {
     }
 }
 
-/// `listen` stopped by SIGTERM or SIGINT removes its binding first: the next message to the
+/// `listen` stopped by SIGTERM, SIGINT or SIGHUP removes its binding first: the next message to the
 /// user is deferred at once (202), not after the Participating Function's 8 s wait for a
 /// device that is gone.
 #[test]
-fn listen_unregisters_on_sigterm_and_sigint() {
+fn listen_unregisters_on_sigterm_sigint_and_sighup() {
     let node = Node::start(USERS, &[]);
-    for (signal, transport) in [("TERM", "udp"), ("INT", "tcp"), ("INT", "udp")] {
+    for (signal, transport) in [("TERM", "udp"), ("INT", "tcp"), ("HUP", "udp")] {
         let bob = Listener::start(&node, "bob@localhost", "bobpw", transport, "phone");
         let (status, lines) = bob.stop_with(signal);
         assert!(
