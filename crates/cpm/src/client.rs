@@ -18,7 +18,7 @@
 //!
 //! The loop is [`Driver::step`]: flush every transmit, hand out one event if there is one,
 //! otherwise wait for a datagram/stream read, the core's deadline, the caller's deadline or the
-//! stop signal (SIGINT/SIGTERM for `listen`). The commands (`listen`, `send`) are small
+//! stop signal (SIGINT/SIGTERM/SIGHUP for `listen`). The commands (`listen`, `send`) are small
 //! programs over `step`; `history` is a plain HTTP GET with digest authentication.
 
 use std::io::Write as _;
@@ -39,8 +39,10 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::watch;
 
-/// How long a TCP connect may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The SIP port of `--server HOST` without one.
+const SIP_PORT: u16 = 5060;
+/// The HTTP port of `--http HOST` without one (and of the default `--http`).
+const HTTP_PORT: u16 = 8080;
 /// How long `send --wait-imdn` waits for its registration.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest wait for a final response (the core's Timer F is 32 s; this is a backstop).
@@ -63,8 +65,8 @@ pub(crate) enum Transport {
 /// Flags of `cpm client`; each is also accepted after the subcommand.
 #[derive(Args)]
 pub(crate) struct ClientArgs {
-    /// The SIP server (the node), HOST:PORT.
-    #[arg(long, global = true, value_name = "HOST:PORT")]
+    /// The SIP server (the node), HOST[:PORT] (port 5060 when left out).
+    #[arg(long, global = true, value_name = "HOST[:PORT]", value_parser = sip_server)]
     server: Option<String>,
     /// The user's address of record, user@domain (also the digest username).
     #[arg(long, global = true, value_name = "AOR")]
@@ -82,17 +84,25 @@ pub(crate) struct ClientArgs {
     /// Print one JSON object per line.
     #[arg(long, global = true)]
     json: bool,
-    /// The node's admin HTTP API, HOST:PORT (default: the server's host, port 8080).
-    #[arg(long, global = true, value_name = "HOST:PORT")]
+    /// The node's admin HTTP API, HOST[:PORT] (default: the server's host; port 8080 when
+    /// left out).
+    #[arg(long, global = true, value_name = "HOST[:PORT]", value_parser = http_server)]
     http: Option<String>,
+    /// Give up when the server has not answered anything (nor accepted the TCP connection)
+    /// within SECS: nothing is listening there, or it does not take us.
+    #[arg(long, global = true, value_name = "SECS", default_value = "5", value_parser = seconds)]
+    timeout: Duration,
     #[command(subcommand)]
     command: ClientCommand,
 }
 
 #[derive(Subcommand)]
 enum ClientCommand {
-    /// Register and print every message, notification and event until SIGINT/SIGTERM (then
-    /// unregister). Delivery notifications are sent automatically.
+    /// Register and print every message, notification and event until SIGINT, SIGTERM or
+    /// SIGHUP (then unregister, waiting at most 3 s for the answer). Delivery notifications
+    /// are sent automatically. Exits 1 when the server does not answer the first REGISTER within
+    /// --timeout or refuses the credentials; once it has answered, failed refreshes (the
+    /// node restarting, the network down) are retried with back-off, each reported on stderr.
     Listen {
         /// Also send a display notification for every message that asks for one.
         #[arg(long)]
@@ -126,8 +136,63 @@ enum ClientCommand {
     },
 }
 
+/// `HOST[:PORT]` (a host name, an IPv4 address, an IPv6 address with or without brackets)
+/// as `host:port`, the port `default_port` when left out.
+fn host_port(s: &str, default_port: u16) -> Result<String, String> {
+    let bad = || format!("{s:?} is not HOST or HOST:PORT");
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return if a.port() == 0 {
+            Err(bad())
+        } else {
+            Ok(a.to_string())
+        };
+    }
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, default_port).to_string());
+    }
+    if let Some(inner) = s.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+        let ip: Ipv6Addr = inner.parse().map_err(|_| bad())?;
+        return Ok(SocketAddr::new(ip.into(), default_port).to_string());
+    }
+    let (host, port) = match s.rsplit_once(':') {
+        Some((h, p)) => (
+            h,
+            p.parse::<u16>().ok().filter(|&p| p != 0).ok_or_else(bad)?,
+        ),
+        None => (s, default_port),
+    };
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && !l.starts_with('-')
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if host.len() > 253 || !host.trim_end_matches('.').split('.').all(label_ok) {
+        return Err(bad());
+    }
+    Ok(format!("{host}:{port}"))
+}
+
+fn sip_server(s: &str) -> Result<String, String> {
+    host_port(s, SIP_PORT)
+}
+
+fn http_server(s: &str) -> Result<String, String> {
+    host_port(s, HTTP_PORT)
+}
+
+/// A positive number of seconds (fractions allowed).
+fn seconds(s: &str) -> Result<Duration, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v > 0.0 && *v < 1e9)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| format!("{s:?} is not a positive number of seconds"))
+}
+
 /// What every command needs, checked.
 struct Common {
+    /// `host:port`.
     server: String,
     user: String,
     password: String,
@@ -135,6 +200,7 @@ struct Common {
     transport: TransportKind,
     json: bool,
     http: Option<String>,
+    timeout: Duration,
 }
 
 /// A usage error in clap's format (exit status 2).
@@ -159,7 +225,9 @@ pub(crate) fn run(args: ClientArgs) -> ExitCode {
         )
     };
     let common = Common {
-        server: args.server.unwrap_or_else(|| missing("server <HOST:PORT>")),
+        server: args
+            .server
+            .unwrap_or_else(|| missing("server <HOST[:PORT]>")),
         user: args.user.unwrap_or_else(|| missing("user <AOR>")),
         password: args.password.unwrap_or_else(|| missing("password <PW>")),
         device: args.device,
@@ -169,6 +237,7 @@ pub(crate) fn run(args: ClientArgs) -> ExitCode {
         },
         json: args.json,
         http: args.http,
+        timeout: args.timeout,
     };
     if !common.user.contains('@') {
         usage_error(
@@ -381,6 +450,13 @@ struct Driver {
     net: Net,
     buf: Vec<u8>,
     stop: Option<watch::Receiver<bool>>,
+    /// Whether anything came back from the server yet (a datagram, stream bytes).
+    heard: bool,
+    /// `--timeout`: the TCP connect timeout, and how long the commands wait for the first
+    /// answer.
+    timeout: Duration,
+    /// What `--server` named, for the messages (`host:port`, and the address if different).
+    server_name: String,
 }
 
 /// Resolves HOST:PORT (the first address).
@@ -405,12 +481,24 @@ fn local_ip_towards(server: SocketAddr) -> IpAddr {
         .map_or_else(|_| any.ip(), |a| a.ip())
 }
 
-async fn connect(server: SocketAddr) -> std::io::Result<TcpStream> {
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(server))
+async fn connect(server: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
+    let stream = tokio::time::timeout(timeout, TcpStream::connect(server))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
     let _ = stream.set_nodelay(true);
     Ok(stream)
+}
+
+/// The hint after an error that suggests nothing (of ours) listens there.
+const NOT_RUNNING: &str = "is cpm serve running there?";
+
+/// The hint after a 401 or 407 that the client could not answer.
+fn auth_hint(status: u16) -> &'static str {
+    if matches!(status, 401 | 407) {
+        " (wrong user or password?)"
+    } else {
+        ""
+    }
 }
 
 /// 8 random bytes from the OS for the core's seed; the time and PID if that fails.
@@ -441,6 +529,11 @@ impl Driver {
     /// [`ClientConfig::deferred`]).
     async fn open(c: &Common, device: &str, expires: u32, deferred: bool) -> Result<Self, String> {
         let server = resolve(&c.server).await?;
+        let server_name = if server.to_string() == c.server {
+            c.server.clone()
+        } else {
+            format!("{} ({server})", c.server)
+        };
         let (net, local) = match c.transport {
             TransportKind::Udp => {
                 let sock = UdpSocket::bind((local_ip_towards(server), 0))
@@ -450,9 +543,9 @@ impl Driver {
                 (Net::Udp(sock), local)
             }
             TransportKind::Tcp | TransportKind::Local(_) => {
-                let stream = connect(server)
+                let stream = connect(server, c.timeout)
                     .await
-                    .map_err(|e| format!("cannot connect to {server}: {e}"))?;
+                    .map_err(|e| format!("cannot connect to {server_name}: {e} ({NOT_RUNNING})"))?;
                 let local = stream.local_addr().map_err(|e| e.to_string())?;
                 (
                     Net::Tcp {
@@ -475,7 +568,29 @@ impl Driver {
             net,
             buf: vec![0; 65_536],
             stop: None,
+            heard: false,
+            timeout: c.timeout,
+            server_name,
         })
+    }
+
+    /// The error when nothing answered within `--timeout`.
+    fn no_answer(&self) -> String {
+        format!(
+            "no answer from {} within {} s ({NOT_RUNNING})",
+            self.server_name,
+            self.timeout.as_secs_f64()
+        )
+    }
+
+    /// `deadline`, or the end of the wait for a first answer if that is earlier and nothing
+    /// was heard yet (from `start`).
+    fn answer_deadline(&self, start: Instant, deadline: Option<Instant>) -> Option<Instant> {
+        if self.heard {
+            return deadline;
+        }
+        let first = start + self.timeout;
+        Some(deadline.map_or(first, |d| d.min(first)))
     }
 
     /// Sends everything the core has queued; opens the TCP connection if needed.
@@ -496,7 +611,7 @@ impl Driver {
                 }
                 Net::Tcp { server, conn } => {
                     if conn.is_none() {
-                        match connect(*server).await {
+                        match connect(*server, self.timeout).await {
                             Ok(s) => {
                                 if let Ok(local) = s.local_addr() {
                                     self.client.handle_connected(Instant::now(), local);
@@ -599,10 +714,14 @@ impl Driver {
             let now = Instant::now();
             match got {
                 Got::Datagram(n, from) => {
+                    self.heard = true;
                     let data = Bytes::copy_from_slice(&self.buf[..n]);
                     self.client.handle_datagram(now, from, data);
                 }
-                Got::Stream(n) => self.client.handle_stream_data(now, &self.buf[..n]),
+                Got::Stream(n) => {
+                    self.heard = true;
+                    self.client.handle_stream_data(now, &self.buf[..n]);
+                }
                 Got::Closed => self.closed(),
                 Got::Nothing => {}
                 Got::Stop => {
@@ -615,34 +734,44 @@ impl Driver {
     }
 
     /// Unregisters and waits (bounded) for the answer; the events meanwhile go to `on_event`.
-    async fn shutdown(&mut self, mut on_event: impl FnMut(&Event)) {
+    /// Returns the de-registration's status (0: nothing was registered), `None` when it got
+    /// no answer in time.
+    async fn shutdown(&mut self, mut on_event: impl FnMut(&Event)) -> Option<u16> {
         self.stop = None;
         self.client.unregister(Instant::now());
         let deadline = Instant::now() + UNREGISTER_TIMEOUT;
         while let Step::Event(ev) = self.step(Some(deadline)).await {
             on_event(&ev);
-            if matches!(ev, Event::Unregistered { .. }) {
-                return;
+            if let Event::Unregistered { status } = ev {
+                return Some(status);
             }
         }
+        None
     }
 }
 
-/// A watch that turns true on SIGINT or SIGTERM.
+/// A watch that turns true on SIGINT, SIGTERM or SIGHUP (the terminal closed). The handlers are installed before this
+/// returns (not when a task first runs), so a signal that comes at once is not the default
+/// one that kills the process without de-registering.
 fn stop_signal() -> watch::Receiver<bool> {
+    use tokio::signal::unix::{SignalKind, signal};
     let (tx, rx) = watch::channel(false);
+    let mut term = signal(SignalKind::terminate()).ok();
+    let mut int = signal(SignalKind::interrupt()).ok();
+    let mut hup = signal(SignalKind::hangup()).ok();
     tokio::spawn(async move {
-        let term = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut s) => {
+        let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+            match s {
+                Some(mut s) => {
                     s.recv().await;
                 }
-                Err(_) => std::future::pending().await,
+                None => std::future::pending().await,
             }
         };
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            () = term => {}
+            () = wait(term.take()) => {}
+            () = wait(int.take()) => {}
+            () = wait(hup.take()) => {}
         }
         let _ = tx.send(true);
     });
@@ -659,9 +788,13 @@ async fn listen(c: &Common, auto_display: bool, expires: u32) -> Result<ExitCode
     let stop = stop_signal();
     let mut d = Driver::open(c, &device, expires, true).await?;
     d.stop = Some(stop);
-    d.client.register(Instant::now());
+    let start = Instant::now();
+    d.client.register(start);
     loop {
-        match d.step(None).await {
+        // Until the server has answered once, wait for it at most --timeout: nothing
+        // listening there is a mistake to report, not a reason to wait forever. Later
+        // failures (the node restarted, a network outage) are retried with back-off.
+        match d.step(d.answer_deadline(start, None)).await {
             Step::Event(ev) => {
                 if let Some(line) = event_line(&ev, c, &device, c.json) {
                     emit(&line);
@@ -672,8 +805,18 @@ async fn listen(c: &Common, auto_display: bool, expires: u32) -> Result<ExitCode
                         reason,
                         will_retry: false,
                     } => {
-                        eprintln!("cpm: registration failed: {status} {reason}");
+                        eprintln!(
+                            "cpm: registration failed: {status} {reason}{}",
+                            auth_hint(status)
+                        );
                         return Ok(ExitCode::from(1));
+                    }
+                    Event::RegistrationFailed {
+                        status,
+                        reason,
+                        will_retry: true,
+                    } => {
+                        eprintln!("cpm: registration failed: {status} {reason}; retrying");
                     }
                     Event::Message(m) if auto_display && m.display_requested => {
                         d.client.send_displayed(Instant::now(), &m.message_id);
@@ -682,15 +825,30 @@ async fn listen(c: &Common, auto_display: bool, expires: u32) -> Result<ExitCode
                 }
             }
             Step::Stop => break,
-            Step::Deadline => {}
+            Step::Deadline => {
+                if !d.heard {
+                    return Err(d.no_answer());
+                }
+            }
         }
     }
-    d.shutdown(|ev| {
-        if let Some(line) = event_line(ev, c, &device, c.json) {
-            emit(&line);
+    let unregistered = d
+        .shutdown(|ev| {
+            if let Some(line) = event_line(ev, c, &device, c.json) {
+                emit(&line);
+            }
+        })
+        .await;
+    match unregistered {
+        Some(0 | 200..=299) => {}
+        Some(status) => {
+            eprintln!("cpm: de-registration refused ({status}); the binding stays until it expires")
         }
-    })
-    .await;
+        None => eprintln!(
+            "cpm: de-registration got no answer within {} s; the binding stays until it expires",
+            UNREGISTER_TIMEOUT.as_secs()
+        ),
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -714,17 +872,24 @@ async fn send(
     let mut d = Driver::open(c, &device, 600, c.device.is_some()).await?;
     if wait_imdn.is_some() {
         // Register first, so that the notifications can reach this device.
-        d.client.register(Instant::now());
-        let deadline = Instant::now() + REGISTER_TIMEOUT;
+        let start = Instant::now();
+        d.client.register(start);
+        let deadline = start + REGISTER_TIMEOUT;
         loop {
-            match d.step(Some(deadline)).await {
+            match d.step(d.answer_deadline(start, Some(deadline))).await {
                 Step::Event(Event::Registered { .. }) => break,
                 Step::Event(Event::RegistrationFailed {
                     status,
                     reason,
                     will_retry: false,
-                }) => return Err(format!("registration failed: {status} {reason}")),
+                }) => {
+                    return Err(format!(
+                        "registration failed: {status} {reason}{}",
+                        auth_hint(status)
+                    ));
+                }
                 Step::Event(_) => {}
+                Step::Deadline | Step::Stop if !d.heard => return Err(d.no_answer()),
                 Step::Deadline | Step::Stop => {
                     d.shutdown(|_| {}).await;
                     return Err("registration timed out".into());
@@ -739,9 +904,10 @@ async fn send(
     let message_id = d.client.message_id(id).unwrap_or_default().to_owned();
     // Notifications can overtake the final response: keep them for after it.
     let mut early: Vec<ReceivedImdn> = Vec::new();
-    let deadline = Instant::now() + RESPONSE_TIMEOUT;
+    let start = Instant::now();
+    let deadline = start + RESPONSE_TIMEOUT;
     let (status, reason) = loop {
-        match d.step(Some(deadline)).await {
+        match d.step(d.answer_deadline(start, Some(deadline))).await {
             Step::Event(Event::SendResult {
                 id: i,
                 status,
@@ -750,6 +916,7 @@ async fn send(
             }) if i == id => break (status, reason),
             Step::Event(Event::Imdn(i)) if i.message_id == message_id => early.push(*i),
             Step::Event(_) => {}
+            Step::Deadline | Step::Stop if !d.heard => return Err(d.no_answer()),
             Step::Deadline | Step::Stop => {
                 break (408, "Request Timeout (no final response)".to_owned());
             }
@@ -757,7 +924,7 @@ async fn send(
     };
     response_line(c.json, status, &reason, &message_id);
     if !(200..300).contains(&status) {
-        eprintln!("cpm: send failed: {status} {reason}");
+        eprintln!("cpm: send failed: {status} {reason}{}", auth_hint(status));
         if wait_imdn.is_some() {
             d.shutdown(|_| {}).await;
         }
@@ -840,13 +1007,14 @@ struct HttpAnswer {
 /// for that.
 async fn http_get(
     addr: SocketAddr,
+    timeout: Duration,
     host: &str,
     path: &str,
     authorization: Option<&str>,
 ) -> Result<HttpAnswer, String> {
-    let mut s = connect(addr)
+    let mut s = connect(addr, timeout)
         .await
-        .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+        .map_err(|e| format!("cannot connect to {addr}: {e} (is the node's HTTP API there?)"))?;
     let mut req = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: cpm-client\r\nAccept: application/json\r\nConnection: close\r\n"
     );
@@ -962,12 +1130,12 @@ async fn history(c: &Common, with: Option<String>, limit: Option<u32>) -> Result
     let http = match &c.http {
         Some(h) => h.clone(),
         None => {
-            // The server's host, port 8080 (an IPv6 literal keeps its brackets).
-            let host = match c.server.rsplit_once(':') {
-                Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
-                _ => c.server.as_str(),
-            };
-            format!("{host}:8080")
+            // The server's host (`host:port`; an IPv6 literal keeps its brackets), port 8080.
+            let host = c
+                .server
+                .rsplit_once(':')
+                .map_or(c.server.as_str(), |(h, _)| h);
+            format!("{host}:{HTTP_PORT}")
         }
     };
     let addr = resolve(&http).await?;
@@ -983,7 +1151,7 @@ async fn history(c: &Common, with: Option<String>, limit: Option<u32>) -> Result
     } else {
         format!("/api/v1/history?{}", query.join("&"))
     };
-    let mut answer = http_get(addr, &http, &path, None).await?;
+    let mut answer = http_get(addr, c.timeout, &http, &path, None).await?;
     let mut nc = 0;
     let mut stale_retry = true;
     while answer.status == 401 && nc < 2 {
@@ -998,7 +1166,7 @@ async fn history(c: &Common, with: Option<String>, limit: Option<u32>) -> Result
         nc += 1;
         let cnonce = format!("{:016x}", seed());
         let auth = digest::respond(&ch, "GET", &path, &c.user, &c.password, &cnonce, 1);
-        answer = http_get(addr, &http, &path, Some(&auth)).await?;
+        answer = http_get(addr, c.timeout, &http, &path, Some(&auth)).await?;
     }
     if answer.status != 200 {
         let hint = if answer.status == 401 {
@@ -1061,6 +1229,43 @@ mod tests {
         .unwrap();
         assert_eq!(&a.body[..], b"abcde");
         assert!(parse_http(b"garbage").is_none());
+    }
+
+    #[test]
+    fn server_addresses() {
+        let sip = |s: &str| host_port(s, SIP_PORT);
+        assert_eq!(sip("127.0.0.1").as_deref(), Ok("127.0.0.1:5060"));
+        assert_eq!(sip("127.0.0.1:5070").as_deref(), Ok("127.0.0.1:5070"));
+        assert_eq!(sip("localhost").as_deref(), Ok("localhost:5060"));
+        assert_eq!(
+            sip("sip.example.org.:5080").as_deref(),
+            Ok("sip.example.org.:5080")
+        );
+        assert_eq!(sip("::1").as_deref(), Ok("[::1]:5060"));
+        assert_eq!(sip("[::1]").as_deref(), Ok("[::1]:5060"));
+        assert_eq!(
+            sip("[2001:db8::1]:5062").as_deref(),
+            Ok("[2001:db8::1]:5062")
+        );
+        assert_eq!(host_port("node", HTTP_PORT).as_deref(), Ok("node:8080"));
+        for bad in [
+            "",
+            ":5060",
+            "host:",
+            "host:sip",
+            "host:0",
+            "host:65536",
+            "a b",
+            "[::1",
+            "[x]",
+            "-h",
+            "h..x",
+            "1.2.3.4:5:6",
+        ] {
+            assert!(sip(bad).is_err(), "{bad:?}");
+        }
+        assert!(seconds("0").is_err() && seconds("-1").is_err() && seconds("inf").is_err());
+        assert_eq!(seconds("0.5"), Ok(Duration::from_millis(500)));
     }
 
     #[test]

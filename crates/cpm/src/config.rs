@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 /// Everything `cpm serve` reads. `cpm serve --print-config` prints the effective values.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct NodeConfig {
     /// The domains served (registrar, location service, digest realm); the first is the
@@ -51,7 +51,7 @@ pub(crate) struct NodeConfig {
 }
 
 /// `[pf]`.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct PfSection {
     /// How long a message waits for a device to accept it before the sender gets
@@ -74,7 +74,7 @@ pub(crate) struct PfSection {
 }
 
 /// `[store]`.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct StoreSection {
     /// `full` (fsync at every commit: durable against power loss) or `normal` (durable
@@ -108,7 +108,7 @@ impl Default for StoreSection {
 }
 
 /// `[registrar]`.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RegistrarSection {
     pub(crate) min_expires: u32,
@@ -118,7 +118,7 @@ pub(crate) struct RegistrarSection {
 }
 
 /// `[auth]`.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct AuthSection {
     /// Lifetime of a digest nonce; older ones are answered with `stale=true`.
@@ -145,7 +145,7 @@ pub(crate) struct AuthSection {
 }
 
 /// `[limits]`.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct LimitsSection {
     /// Out-of-dialog SIP requests per second one source address may send (on average);
@@ -178,7 +178,7 @@ impl Default for LimitsSection {
 }
 
 /// `[transport]`.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct TransportSection {
     /// A TCP connection with no traffic either way for this long is closed.
@@ -196,7 +196,7 @@ pub(crate) struct TransportSection {
 }
 
 /// `[http]`: the admin and history HTTP server.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct HttpSection {
     /// Most HTTP connections open at once; more are closed at once.
@@ -219,7 +219,7 @@ impl Default for HttpSection {
 }
 
 /// `[log]`.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct LogSection {
     /// `info`, `debug`, ... or any `tracing` filter (`RUST_LOG` wins when set).
@@ -394,9 +394,32 @@ impl NodeConfig {
         Ok(())
     }
 
-    /// The effective configuration as TOML.
+    /// The effective configuration as TOML, every key: TOML has no null, so an unset optional
+    /// key is printed commented out, with an example value, where it would stand (the output
+    /// reads back as the same configuration).
     pub(crate) fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
+        let body =
+            toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot print: {e}\n"));
+        let mut unset = String::new();
+        if self.advertise.is_none() {
+            unset.push_str(
+                "# advertise = \"203.0.113.10:5060\"    # unset: the sip_listen address\n",
+            );
+        }
+        if self.participating_function.is_none() {
+            unset.push_str(
+                "# participating_function = \"127.0.0.1:5090\"    # unset: the node's own, in process\n",
+            );
+        }
+        // The top-level keys come before the first table; the unset ones go last among them.
+        let split = body
+            .match_indices('\n')
+            .map(|(i, _)| i + 1)
+            .find(|&i| body[i..].starts_with('['))
+            .unwrap_or(body.len());
+        let (top, tables) = body.split_at(split);
+        let top = top.trim_end_matches('\n');
+        format!("{top}\n{unset}\n{tables}")
     }
 }
 
@@ -413,5 +436,127 @@ impl AuthSection {
             max_block: Duration::from_secs(self.max_block_secs),
             ..cpm_sip_core::guard::ThrottleConfig::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every key of the configuration, dotted (`auth.block_secs`); `peer_domains` is one key
+    /// (its keys are the user's domains).
+    fn all_keys() -> Vec<String> {
+        let full = NodeConfig {
+            advertise: Some(SocketAddr::from(([192, 0, 2, 1], 5060))),
+            participating_function: Some(SocketAddr::from(([127, 0, 0, 1], 5090))),
+            ..NodeConfig::default()
+        };
+        let table = toml::Table::try_from(&full).expect("the configuration is a TOML table");
+        let mut keys = Vec::new();
+        for (k, v) in &table {
+            match v {
+                toml::Value::Table(t) if k != "peer_domains" => {
+                    keys.extend(t.keys().map(|sub| format!("{k}.{sub}")));
+                }
+                _ => keys.push(k.clone()),
+            }
+        }
+        keys.sort();
+        keys
+    }
+
+    /// The keys a TOML text names, set (`key = v`) or commented out (`# key = v`), dotted by
+    /// their `[table]`; a `[peer_domains]` header names `peer_domains`.
+    fn keys_named(text: &str) -> Vec<String> {
+        let mut keys = Vec::new();
+        let mut table = String::new();
+        for line in text.lines() {
+            let line = line.trim();
+            if let Some(name) = line.strip_prefix('[') {
+                table = name.split(']').next().unwrap_or_default().to_owned();
+                if table == "peer_domains" {
+                    keys.push(table.clone());
+                }
+                continue;
+            }
+            let line = line.strip_prefix("# ").unwrap_or(line);
+            let Some((key, _)) = line.split_once(" = ") else {
+                continue;
+            };
+            if key.is_empty() || !key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+                continue;
+            }
+            keys.push(if table.is_empty() {
+                key.to_owned()
+            } else {
+                format!("{table}.{key}")
+            });
+        }
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+
+    fn missing(text: &str) -> Vec<String> {
+        let named = keys_named(text);
+        all_keys()
+            .into_iter()
+            .filter(|k| !named.contains(k))
+            .collect()
+    }
+
+    #[test]
+    fn print_config_names_every_key_and_reads_back() {
+        let default = NodeConfig::default();
+        let text = default.to_toml();
+        assert_eq!(missing(&text), Vec::<String>::new(), "{text}");
+        assert!(text.contains("\n# advertise = \""), "{text}");
+        assert!(text.contains("\n# participating_function = \""), "{text}");
+        let back: NodeConfig = toml::from_str(&text).expect("print-config parses");
+        assert_eq!(back, default);
+        let mut set = NodeConfig {
+            advertise: Some(SocketAddr::from(([192, 0, 2, 1], 5060))),
+            participating_function: Some(SocketAddr::from(([127, 0, 0, 1], 5090))),
+            ..NodeConfig::default()
+        };
+        set.peer_domains.insert(
+            "example.net".into(),
+            SocketAddr::from(([192, 0, 2, 2], 5060)),
+        );
+        let text = set.to_toml();
+        assert!(text.contains("\nadvertise = \"192.0.2.1:5060\""), "{text}");
+        assert!(!text.contains("# advertise"), "{text}");
+        assert_eq!(toml::from_str::<NodeConfig>(&text).expect("parses"), set);
+        // The commented-out examples are valid values.
+        let uncommented = NodeConfig::default()
+            .to_toml()
+            .replace("# advertise", "advertise")
+            .replace("# participating_function", "participating_function");
+        let c: NodeConfig = toml::from_str(&uncommented).expect("uncommented parses");
+        assert!(c.advertise.is_some() && c.participating_function.is_some());
+    }
+
+    #[test]
+    fn example_config_is_the_defaults_and_names_every_key() {
+        let text = include_str!("../../../cpm.example.toml");
+        let c: NodeConfig = toml::from_str(text).expect("cpm.example.toml parses");
+        assert_eq!(c, NodeConfig::default());
+        c.validate().expect("the defaults are valid");
+        assert_eq!(missing(text), Vec::<String>::new());
+    }
+
+    /// The sample in the README's "Run a node" section (the `toml` block with `[registrar]`).
+    #[test]
+    fn readme_config_sample_is_the_defaults_and_names_every_key() {
+        let readme = include_str!("../../../README.md");
+        let sample = readme
+            .split("```toml\n")
+            .skip(1)
+            .filter_map(|rest| rest.split_once("```").map(|(block, _)| block))
+            .find(|block| block.contains("[registrar]"))
+            .expect("the README has the configuration sample");
+        let c: NodeConfig = toml::from_str(sample).expect("the README sample parses");
+        assert_eq!(c, NodeConfig::default());
+        assert_eq!(missing(sample), Vec::<String>::new());
     }
 }

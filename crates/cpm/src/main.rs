@@ -11,6 +11,7 @@ mod client;
 mod config;
 mod directory;
 mod http;
+mod lock;
 mod metrics;
 mod node;
 mod security;

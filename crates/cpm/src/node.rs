@@ -207,6 +207,7 @@ pub(crate) fn serve(cfg: NodeConfig) -> Result<(), String> {
     cfg.validate()?;
     std::fs::create_dir_all(&cfg.data_dir)
         .map_err(|e| format!("cannot create {}: {e}", cfg.data_dir.display()))?;
+    let _lock = crate::lock::DataDirLock::acquire(&cfg.data_dir)?;
     let threads = if cfg.threads == 0 {
         std::thread::available_parallelism().map_or(2, usize::from)
     } else {

@@ -10,7 +10,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{Node, cpm_bin, run_client};
+use common::{Node, cpm_bin, free_port, run_client};
 use cpm_sip_core::digest::{self, Algorithm, Credentials};
 use serde_json::Value;
 
@@ -78,9 +78,16 @@ impl Listener {
     }
 
     /// SIGTERM, then a bounded wait for the exit; the lines printed meanwhile.
-    fn stop(mut self) -> (Option<ExitStatus>, Vec<String>) {
+    fn stop(self) -> (Option<ExitStatus>, Vec<String>) {
+        self.stop_with("TERM")
+    }
+
+    /// `kill -SIGNAL`, then a bounded wait for the exit; the lines printed meanwhile.
+    fn stop_with(mut self, signal: &str) -> (Option<ExitStatus>, Vec<String>) {
         let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let _ = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status();
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut status = None;
         while Instant::now() < deadline {
@@ -90,7 +97,16 @@ impl Listener {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let lines = self.lines.try_iter().collect();
+        // The reader thread may still be forwarding the last lines: read until it sees the
+        // end of the pipe (bounded).
+        let mut lines = Vec::new();
+        if status.is_some() {
+            while let Ok(l) = self.lines.recv_timeout(Duration::from_secs(5)) {
+                lines.push(l);
+            }
+        } else {
+            lines.extend(self.lines.try_iter());
+        }
         (status, lines)
     }
 }
@@ -317,6 +333,15 @@ fn bad_arguments_exit_2() {
             "p",
             "listen",
         ],
+        // Servers that are not HOST[:PORT], timeouts that are not seconds.
+        [&common[..], &["--server", "127.0.0.1:sip", "listen"]].concat(),
+        [&common[..], &["--server", "127.0.0.1:0", "listen"]].concat(),
+        [&common[..], &["--server", "127.0.0.1:65536", "listen"]].concat(),
+        [&common[..], &["--server", "", "listen"]].concat(),
+        [&common[..], &["--server", "bad host", "listen"]].concat(),
+        [&common[..], &["--http", "localhost:http", "history"]].concat(),
+        [&common[..], &["--timeout", "0", "listen"]].concat(),
+        [&common[..], &["--timeout", "soon", "listen"]].concat(),
     ];
     for args in cases {
         let (code, out, err) = run_client(&args);
@@ -564,6 +589,170 @@ fn offline_user_gets_deferred_messages_in_order_on_register() {
         assert!(
             states.iter().all(|v| v["state"] == "delivered"),
             "{user}: {out}"
+        );
+    }
+}
+
+/// Nothing listening at `--server`: `send` and `listen` (UDP) say so on stderr and exit 1
+/// after `--timeout` (5 s by default), not after the 32 s of a SIP transaction timeout or
+/// never; over TCP the refused connection says the same at once.
+#[test]
+fn nothing_listening_is_reported_on_stderr_within_the_timeout() {
+    let port = free_port();
+    let server = format!("127.0.0.1:{port}");
+    let base = vec![
+        "--server".to_owned(),
+        server.clone(),
+        "--user".to_owned(),
+        "alice@localhost".to_owned(),
+        "--password".to_owned(),
+        "alicepw".to_owned(),
+    ];
+    let timed = |args: Vec<String>| {
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            let r = run(&args);
+            (r, start.elapsed())
+        })
+    };
+    let send = timed(with(&base, &["send", "bob@localhost", "hi"]));
+    let listen = timed(with(&base, &["listen"]));
+    let tcp = timed(with(&base, &["--transport", "tcp", "listen"]));
+    let want = format!("no answer from {server} within 5 s (is cpm serve running there?)");
+    for (what, t) in [("send", send), ("listen", listen)] {
+        let ((code, out, err), took) = t.join().expect("client thread");
+        assert_eq!(code, 1, "{what}: stdout {out} stderr {err}");
+        assert!(err.contains(&want), "{what}: {err}");
+        assert!(out.is_empty(), "{what}: nothing on stdout: {out}");
+        assert!(
+            took >= Duration::from_secs(4) && took < Duration::from_secs(10),
+            "{what}: gave up after {took:?}"
+        );
+    }
+    let ((code, _, err), took) = tcp.join().expect("client thread");
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!("cannot connect to {server}"))
+            && err.contains("(is cpm serve running there?)"),
+        "{err}"
+    );
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    // --timeout sets the wait.
+    let start = Instant::now();
+    let (code, _, err) = run(&with(&base, &["--timeout", "0.5", "--json", "listen"]));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("within 0.5 s"), "{err}");
+    assert!(start.elapsed() < Duration::from_secs(4));
+}
+
+/// `--server HOST` means port 5060: the client's first datagram arrives there (checked only
+/// when the test can take 127.0.0.1:5060 itself).
+#[test]
+fn server_without_a_port_is_port_5060() {
+    let Ok(sock) = std::net::UdpSocket::bind("127.0.0.1:5060") else {
+        eprintln!("127.0.0.1:5060 is taken: skipping");
+        return;
+    };
+    sock.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let client = std::thread::spawn(|| {
+        run_client(&[
+            "--server",
+            "127.0.0.1",
+            "--user",
+            "alice@localhost",
+            "--password",
+            "alicepw",
+            "--timeout",
+            "1",
+            "send",
+            "bob@localhost",
+            "hi",
+        ])
+    });
+    let mut buf = [0u8; 65_536];
+    let got = sock.recv_from(&mut buf).map(|(n, _)| buf[..n].to_vec());
+    let (code, out, err) = client.join().expect("client thread");
+    let got = got.unwrap_or_else(|e| panic!("nothing arrived on 5060 ({e}); stderr {err}"));
+    assert!(got.starts_with(b"MESSAGE sip:bob@localhost SIP/2.0\r\n"));
+    assert_eq!(code, 1, "stdout {out} stderr {err}");
+    assert!(
+        err.contains("no answer from 127.0.0.1:5060 within 1 s"),
+        "{err}"
+    );
+}
+
+/// A wrong password and an unknown user get the same challenge (no user enumeration); the
+/// client says what is likely wrong.
+#[test]
+fn failed_authentication_hints_at_the_credentials() {
+    let node = Node::start(USERS, &[]);
+    let server = node.sip.to_string();
+    for (user, pw) in [("alice@localhost", "wrong"), ("nobody@localhost", "pw")] {
+        let (code, out, err) = run_client(&[
+            "--server",
+            &server,
+            "--user",
+            user,
+            "--password",
+            pw,
+            "send",
+            "bob@localhost",
+            "hi",
+        ]);
+        assert_eq!(code, 1, "{user}: {out}{err}");
+        assert_eq!(out.trim(), "407 Proxy Authentication Required", "{user}");
+        assert!(
+            err.contains(
+                "send failed: 407 Proxy Authentication Required (wrong user or password?)"
+            ),
+            "{user}: {err}"
+        );
+        let (code, _, err) = run_client(&[
+            "--server",
+            &server,
+            "--user",
+            user,
+            "--password",
+            pw,
+            "listen",
+        ]);
+        assert_eq!(code, 1, "{user}: {err}");
+        assert!(
+            err.contains("registration failed: 401 Unauthorized (wrong user or password?)"),
+            "{user}: {err}"
+        );
+    }
+}
+
+/// `listen` stopped by SIGTERM, SIGINT or SIGHUP removes its binding first: the next message to the
+/// user is deferred at once (202), not after the Participating Function's 8 s wait for a
+/// device that is gone.
+#[test]
+fn listen_unregisters_on_sigterm_sigint_and_sighup() {
+    let node = Node::start(USERS, &[]);
+    for (signal, transport) in [("TERM", "udp"), ("INT", "tcp"), ("HUP", "udp")] {
+        let bob = Listener::start(&node, "bob@localhost", "bobpw", transport, "phone");
+        let (status, lines) = bob.stop_with(signal);
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "SIG{signal} {transport}: {status:?}"
+        );
+        assert!(
+            lines.iter().any(|l| l.contains("\"unregistered\"")),
+            "SIG{signal} {transport}: {lines:?}"
+        );
+        let start = Instant::now();
+        let (code, out, err) = run(&with(
+            &alice(&node),
+            &["send", "bob@localhost", &format!("after SIG{signal}")],
+        ));
+        let took = start.elapsed();
+        assert_eq!(code, 0, "{out}{err}");
+        assert_eq!(out.trim(), "202 Accepted", "SIG{signal} {transport}");
+        assert!(
+            took < Duration::from_secs(4),
+            "SIG{signal} {transport}: 202 after {took:?}: the binding was left behind"
         );
     }
 }

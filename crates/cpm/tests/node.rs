@@ -1,15 +1,16 @@
 //! End-to-end tests of `cpm serve` with a minimal SIP user agent written with our own codec:
-//! users added while the node runs, UDP and TCP, keep-alives, metrics, configuration, shutdown.
+//! users added while the node runs, UDP and TCP, keep-alives, metrics, configuration, shutdown,
+//! one node per data directory.
 
 mod common;
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, UdpSocket};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use common::{Node, TempDir, cpm_bin};
+use common::{Node, TempDir, cpm_bin, free_port};
 use cpm_sip::{Frame, HeaderName, Message, Response, StreamFramer};
 use cpm_sip_core::digest::{self, Challenge};
 
@@ -284,4 +285,52 @@ fn config_file_and_print_config() {
         .expect("run");
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen for SIP"));
+}
+
+/// A second `cpm serve` on a data directory a node is using stops at once with a clear
+/// message and exit status 1 (its own ports are free: the lock is what refuses it); the lock
+/// goes with its holder, even one killed with SIGKILL.
+#[test]
+fn second_node_on_one_data_directory_is_refused() {
+    let mut node = Node::start(&[], &[]);
+    let mut second = Command::new(cpm_bin())
+        .arg("serve")
+        .args(["--sip-listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--http-listen", "127.0.0.1:0", "--data-dir"])
+        .arg(node.data.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the second cpm serve");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Ok(Some(st)) = second.try_wait() {
+            break Some(st);
+        }
+        if Instant::now() >= deadline {
+            let _ = second.kill();
+            let _ = second.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    if let Some(mut e) = second.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(1),
+        "the second node must stop with status 1; stderr: {err}"
+    );
+    let pid = node.child.id().to_string();
+    assert!(
+        err.contains("is in use by another cpm serve") && err.contains(&pid),
+        "{err}"
+    );
+    assert!(err.contains("cpm.lock"), "{err}");
+    // The first node is unaffected, and after a SIGKILL the lock is free again.
+    assert!(node.http_get("/health").is_some_and(|b| b.contains("ok")));
+    node.kill9_and_restart();
+    assert!(node.stop(), "log:\n{}", node.log());
 }

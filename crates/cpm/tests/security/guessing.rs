@@ -4,11 +4,11 @@
 //! while the user's registered devices keep working; each refusal is logged (rate-limited)
 //! with `source=ADDR` for fail2ban, and the counts are in `/metrics`.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cpm_sip::HeaderName;
 
-use crate::common::Node;
+use crate::common::{Node, TempDir};
 use crate::ua::{self, Tcp, Udp, status};
 
 /// Default limits (see `cpm serve --print-config`).
@@ -157,5 +157,88 @@ fn http_guessing_is_answered_429_and_the_real_user_still_reads() {
     assert!(
         node.log()
             .contains("cpm::security: auth blocked source=127.0.0.8 seconds=60 proto=http")
+    );
+}
+
+/// The node's cap on security lines of one kind (`cpm::security::LINES_PER_SEC`).
+const LINES_PER_SEC: usize = 20;
+
+/// A guessing run faster than the log's budget (the per-source block raised so one source
+/// can play a botnet): each failure is on one line while the budget lasts, the rest are
+/// counted and their number written once the second is over, so every failure is accounted
+/// for and the log grows by at most the budget per second.
+#[test]
+fn security_lines_are_capped_per_second_and_the_rest_counted() {
+    let _g = ua::shared();
+    let dir = TempDir::new("log-budget");
+    let cfg = dir.path().join("cpm.toml");
+    std::fs::write(
+        &cfg,
+        "[auth]\nmax_failures_per_source = 100000\nmax_failures_per_user = 100000\n",
+    )
+    .expect("config");
+    let node = Node::start(
+        &[("bob@localhost", "bobpw")],
+        &["--config", cfg.to_str().expect("path")],
+    );
+    let n = 200;
+    let attacker = ua::udp_from("127.0.0.7");
+    let start = Instant::now();
+    let answers = guess(&attacker, &node, n, 1);
+    let took = start.elapsed();
+    assert!(answers.iter().all(|&s| s == 401), "{answers:?}");
+    assert_eq!(
+        node.metric("cpm_auth_failures_total{proto=\"sip\"}"),
+        Some(u64::from(n)),
+        "the metrics count every failure"
+    );
+    let count = |log: &str| {
+        let written = log
+            .lines()
+            .filter(|l| l.contains("cpm::security: auth failure source=127.0.0.7 "))
+            .count();
+        let suppressed: u64 = log
+            .lines()
+            .filter(|l| l.contains("cpm::security: lines suppressed kind=\"auth failure\""))
+            .filter_map(|l| {
+                l.split("suppressed=")
+                    .nth(1)?
+                    .split(' ')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum();
+        (written, suppressed)
+    };
+    // The last count is written a second after the window's first suppressed line.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let (written, suppressed) = loop {
+        let (w, s) = count(&node.log());
+        if w as u64 + s == u64::from(n) || Instant::now() >= deadline {
+            break (w, s);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(
+        written as u64 + suppressed,
+        u64::from(n),
+        "every failure is written or counted; log:\n{}",
+        node.log()
+    );
+    let windows = took.as_secs() as usize + 1;
+    assert!(
+        written <= LINES_PER_SEC * windows,
+        "{written} lines in {took:?}: the budget is {LINES_PER_SEC} a second"
+    );
+    assert!(suppressed > 0, "{n} failures in {took:?} exceed the budget");
+    // One line each, no colour.
+    let log = node.log();
+    assert!(!log.contains('\u{1b}'), "no colour codes in the log file");
+    assert!(
+        log.lines()
+            .filter(|l| l.contains("cpm::security:"))
+            .all(|l| l.contains(" WARN cpm::security: ")),
+        "{log}"
     );
 }
