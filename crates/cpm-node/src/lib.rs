@@ -20,9 +20,11 @@
 //! 1. Build the node with [`Node::new`], then restore what the store kept
 //!    ([`Node::restore_bindings`], read before anything else runs).
 //! 2. Feed what the network delivers — messages, parse errors, keep-alives, closed
-//!    connections — to [`Node::handle_input`] with the current time; feed every answer the
-//!    driver owes the node as input too: [`Input::Stored`] for each [`Output::Store`] and
-//!    [`Input::User`] for each [`Output::LookupUser`] (in any order, whenever they are ready).
+//!    connections — to [`Node::handle_input`] with the current time, as [`Input::Core`]: every
+//!    message from the network enters through the SIP/IP Core. Feed every answer the driver
+//!    owes the node as input too: [`Input::Stored`] for each [`Output::Store`] and
+//!    `Input::Core(cpm_proxy::Input::User { .. })` for each [`Output::LookupUser`] (in any
+//!    order, whenever they are ready).
 //! 3. Drain [`Node::poll_output`] until `None`. [`Output`] is exhaustive on purpose: a driver
 //!    matches every variant, so a new one fails to compile until the driver handles it.
 //!    - [`Output::Transmit`]: send the bytes; [`Output::Close`]: close that connection;
@@ -30,7 +32,8 @@
 //!      [`Input::Stored`] carrying the same id. Every id comes from the node's one
 //!      allocator; no acknowledgement leaves the node before its commit was answered;
 //!    - [`Output::LookupUser`]: read the user directory off the loop and answer with
-//!      [`Input::User`] (the request waits in the core meanwhile);
+//!      `Input::Core(cpm_proxy::Input::User { .. })` (the request waits in the core
+//!      meanwhile);
 //!    - [`Output::Event`]: log it or count it.
 //! 4. Sleep until [`Node::poll_timeout`] (or until input arrives), then call
 //!    [`Node::handle_timeout`] with the current time, and drain again (step 3).
@@ -44,13 +47,11 @@ use core::net::SocketAddr;
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
-use bytes::Bytes;
 use cpm_conversation::{ParticipatingFunction, PfConfig, PfStats};
 use cpm_proxy::{
     ApplicationServer, Proxy, ProxyConfig, QueryId, SecurityEvent, Service, Stats as CoreStats,
-    UserRecord,
 };
-use cpm_sip::{Message, ParseError};
+use cpm_sip::Message;
 use cpm_sip_core::{ConnId, Function, Handoff, Peer, Transmit};
 use cpm_store::{BindingRecord, OpError, OpId, Outcome, StoreOp};
 use foldhash::fast::FixedState;
@@ -86,46 +87,18 @@ impl NodeConfig {
 
 /// What the driver feeds the node.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // Built and consumed at once, never stored in bulk.
 pub enum Input {
-    /// A message received from the network.
-    Message {
-        /// Where it came from.
-        peer: Peer,
-        /// The message.
-        message: Message,
-    },
-    /// A message that could not be parsed.
-    ParseError {
-        /// Where it came from.
-        peer: Peer,
-        /// The parse error.
-        error: ParseError,
-        /// The received bytes (the head at least).
-        raw: Bytes,
-    },
-    /// One CRLF keep-alive between messages on a stream.
-    KeepAlive {
-        /// The connection.
-        peer: Peer,
-    },
-    /// A stream connection closed.
-    ConnectionClosed {
-        /// The connection.
-        conn: ConnId,
-    },
+    /// For the SIP/IP Core, the node's entry point: what the network delivered (messages,
+    /// parse errors, keep-alives, closed connections) and the answers to
+    /// [`Output::LookupUser`] ([`cpm_proxy::Input::User`]).
+    Core(cpm_proxy::Input),
     /// The outcome of an [`Output::Store`] operation.
     Stored {
         /// The operation's id.
         id: OpId,
         /// What the store did.
         result: Result<Outcome, OpError>,
-    },
-    /// The answer to an [`Output::LookupUser`].
-    User {
-        /// The query answered.
-        query: QueryId,
-        /// The user, if the directory knows that username in that realm.
-        user: Option<UserRecord>,
     },
 }
 
@@ -144,7 +117,8 @@ pub enum Output {
         /// The operation.
         op: StoreOp,
     },
-    /// Look up a digest username in a realm; answer with [`Input::User`].
+    /// Look up a digest username in a realm; answer with
+    /// `Input::Core(cpm_proxy::Input::User { .. })`.
     LookupUser {
         /// Echo it in the answer.
         query: QueryId,
@@ -276,21 +250,7 @@ impl Node {
     /// Feeds one input (see the driver loop).
     pub fn handle_input(&mut self, now: Instant, input: Input) {
         match input {
-            Input::Message { peer, message } => self
-                .core
-                .handle_input(now, cpm_proxy::Input::Message { peer, message }),
-            Input::ParseError { peer, error, raw } => self
-                .core
-                .handle_input(now, cpm_proxy::Input::ParseError { peer, error, raw }),
-            Input::KeepAlive { peer } => self
-                .core
-                .handle_input(now, cpm_proxy::Input::KeepAlive { peer }),
-            Input::ConnectionClosed { conn } => self
-                .core
-                .handle_input(now, cpm_proxy::Input::ConnectionClosed { conn }),
-            Input::User { query, user } => self
-                .core
-                .handle_input(now, cpm_proxy::Input::User { query, user }),
+            Input::Core(input) => self.core.handle_input(now, input),
             Input::Stored { id, result } => match self.ops.remove(&id) {
                 Some(OpOwner::Core) => {
                     if let Err(e) = result {

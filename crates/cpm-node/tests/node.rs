@@ -8,7 +8,7 @@
 use std::time::Instant;
 
 use cpm_node::{Event, Input, Node, NodeConfig, Output};
-use cpm_proxy::{ProxyConfig, TrustedPeer};
+use cpm_proxy::{Input as CoreInput, ProxyConfig, TrustedPeer};
 use cpm_sip::{Message, StatusCode};
 use cpm_sip_core::{Function, Peer, Transmit};
 use cpm_store::{Backend, BindingRecord, MemoryStore, OpId, StoreOp};
@@ -67,7 +67,7 @@ impl Harness {
                 Output::Store { id, op } => self.held.push((id, op)),
                 Output::LookupUser { query, .. } => {
                     self.node
-                        .handle_input(self.now, Input::User { query, user: None });
+                        .handle_input(self.now, Input::Core(CoreInput::User { query, user: None }));
                 }
                 Output::Event(Event::Hop { from, to, message }) => {
                     let line = match *message {
@@ -101,7 +101,7 @@ impl Harness {
     fn receive_message(&mut self, from: &str, message: Message) {
         let peer = Peer::udp(from.parse().unwrap());
         self.node
-            .handle_input(self.now, Input::Message { peer, message });
+            .handle_input(self.now, Input::Core(CoreInput::Message { peer, message }));
         self.drain();
     }
 

@@ -745,8 +745,10 @@ impl Network {
                     realm,
                 } => {
                     let user = d.lookup(&username, &realm);
-                    d.node
-                        .handle_input(now, cpm_node::Input::User { query, user });
+                    d.node.handle_input(
+                        now,
+                        cpm_node::Input::Core(cpm_proxy::Input::User { query, user }),
+                    );
                 }
                 cpm_node::Output::Store { id, op } => d.enqueue(now, id, op),
                 cpm_node::Output::Event(e) => match e {
@@ -914,14 +916,16 @@ impl Network {
                 }
                 let peer = Peer::udp(f.from_addr);
                 let input = match Message::parse_datagram(f.payload.clone(), &Limits::default()) {
-                    Ok(message) => cpm_node::Input::Message { peer, message },
-                    Err(error) => cpm_node::Input::ParseError {
+                    Ok(message) => cpm_proxy::Input::Message { peer, message },
+                    Err(error) => cpm_proxy::Input::ParseError {
                         peer,
                         error,
                         raw: f.payload,
                     },
                 };
-                self.domains[d.0].node.handle_input(now, input);
+                self.domains[d.0]
+                    .node
+                    .handle_input(now, cpm_node::Input::Core(input));
             }
         }
     }

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use axum::Router;
 use axum::routing::get;
 use cpm_node::{Event, Input, Node, Output};
-use cpm_proxy::{ApplicationServer, ProxyConfig, RegistrarConfig, Service, TrustedPeer};
+use cpm_proxy::{
+    ApplicationServer, Input as CoreInput, ProxyConfig, RegistrarConfig, Service, TrustedPeer,
+};
 use cpm_runtime::store::StoreExecutor;
 use cpm_runtime::{NetEvent, SipTransport, SipTransportConfig, SipTransportHandle};
 use cpm_sip::Limits;
@@ -364,7 +366,7 @@ async fn run(cfg: NodeConfig) -> Result<(), String> {
                 while let Some(ev) = next.take() {
                     let now = Instant::now();
                     if let Some(input) = to_input(ev, &mut send_failures) {
-                        node.handle_input(now, input);
+                        node.handle_input(now, Input::Core(input));
                     }
                     budget -= 1;
                     if budget > 0 {
@@ -384,9 +386,9 @@ async fn run(cfg: NodeConfig) -> Result<(), String> {
                 }
             }
             Some((query, user)) = user_answers.recv() => {
-                node.handle_input(Instant::now(), Input::User { query, user });
+                node.handle_input(Instant::now(), Input::Core(CoreInput::User { query, user }));
                 while let Ok((query, user)) = user_answers.try_recv() {
-                    node.handle_input(Instant::now(), Input::User { query, user });
+                    node.handle_input(Instant::now(), Input::Core(CoreInput::User { query, user }));
                 }
             }
             () = sleep => {
@@ -418,23 +420,23 @@ async fn run(cfg: NodeConfig) -> Result<(), String> {
 
 /// A transport event as a core input (a failed send is only counted: the transaction timers
 /// cover the loss).
-fn to_input(ev: NetEvent, send_failures: &mut u64) -> Option<Input> {
+fn to_input(ev: NetEvent, send_failures: &mut u64) -> Option<CoreInput> {
     Some(match ev {
-        NetEvent::Message { peer, message } => Input::Message { peer, message },
+        NetEvent::Message { peer, message } => CoreInput::Message { peer, message },
         NetEvent::ParseError {
             peer,
             error,
             raw_head,
         } => {
             tracing::debug!(%error, peer = %peer.addr, "unparsable message");
-            Input::ParseError {
+            CoreInput::ParseError {
                 peer,
                 error,
                 raw: raw_head,
             }
         }
-        NetEvent::KeepAlive { peer } => Input::KeepAlive { peer },
-        NetEvent::ConnectionClosed { conn, .. } => Input::ConnectionClosed { conn },
+        NetEvent::KeepAlive { peer } => CoreInput::KeepAlive { peer },
+        NetEvent::ConnectionClosed { conn, .. } => CoreInput::ConnectionClosed { conn },
         NetEvent::SendFailed {
             transmit_peer,
             reason,
