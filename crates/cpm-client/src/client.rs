@@ -94,7 +94,6 @@ pub struct ReceivedImdn {
 
 /// What the client reports to its application.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum Event {
     /// A REGISTER (first or refresh) succeeded; the binding lives `expires` seconds.
     Registered {

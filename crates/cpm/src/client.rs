@@ -419,7 +419,7 @@ fn event_line(ev: &Event, c: &Common, device: &str, json_out: bool) -> Option<St
             }
         }
         // Send results are printed by `send` itself.
-        _ => return None,
+        Event::SendResult { .. } => return None,
     })
 }
 
@@ -821,7 +821,14 @@ async fn listen(c: &Common, auto_display: bool, expires: u32) -> Result<ExitCode
                     Event::Message(m) if auto_display && m.display_requested => {
                         d.client.send_displayed(Instant::now(), &m.message_id);
                     }
-                    _ => {}
+                    // Printed above; nothing else to do (listed, so a new event is a compile
+                    // error here until it is handled).
+                    Event::Registered { .. }
+                    | Event::Unregistered { .. }
+                    | Event::SendResult { .. }
+                    | Event::Message(_)
+                    | Event::Imdn(_)
+                    | Event::NotificationSent { .. } => {}
                 }
             }
             Step::Stop => break,
