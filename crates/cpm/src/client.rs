@@ -65,7 +65,7 @@ pub(crate) enum Transport {
 /// Flags of `cpm client`; each is also accepted after the subcommand.
 #[derive(Args)]
 pub(crate) struct ClientArgs {
-    /// The SIP server (the node), HOST[:PORT] (port 5060 when left out).
+    /// The SIP server (the node), HOST:PORT, or HOST for port 5060.
     #[arg(long, global = true, value_name = "HOST[:PORT]", value_parser = sip_server)]
     server: Option<String>,
     /// The user's address of record, user@domain (also the digest username).
@@ -84,8 +84,8 @@ pub(crate) struct ClientArgs {
     /// Print one JSON object per line.
     #[arg(long, global = true)]
     json: bool,
-    /// The node's admin HTTP API, HOST[:PORT] (default: the server's host; port 8080 when
-    /// left out).
+    /// The node's admin HTTP API, HOST:PORT, or HOST for port 8080 (default: the server's
+    /// host).
     #[arg(long, global = true, value_name = "HOST[:PORT]", value_parser = http_server)]
     http: Option<String>,
     /// Give up when the server has not answered anything (nor accepted the TCP connection)

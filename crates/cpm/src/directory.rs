@@ -1,6 +1,7 @@
 //! The user directory, read off the node's loop: a thread with its own read connection to
 //! the store answers the core's lookups ([`cpm_node::Output::LookupUser`]); the answers come
-//! back to the loop as [`cpm_node::Input::User`]. The loop never waits on SQLite.
+//! back to the loop as `cpm_node::Input::Core(cpm_proxy::Input::User { .. })`. The loop never
+//! waits on SQLite.
 
 use std::path::Path;
 use std::sync::mpsc;
