@@ -506,7 +506,7 @@ impl Proxy {
             self.stats.local_failures += 1;
         }
         // The transaction may already be gone (e.g. CANCEL raced a final): nothing to send.
-        let _ = self.tx.respond(now, key, &resp);
+        let _ = self.tx.respond_owned(now, key, resp);
     }
 
     fn reply_status(

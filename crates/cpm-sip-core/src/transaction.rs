@@ -23,6 +23,7 @@
 //! deadline (B, D, F, H, I, J, K, L, M), indexed in one ordered set. A spurious
 //! `handle_timeout` does nothing.
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use foldhash::fast::FixedState;
@@ -432,6 +433,26 @@ impl TransactionLayer {
         key: &ServerKey,
         resp: &Response,
     ) -> Result<(), NoTransaction> {
+        self.respond_cow(now, key, Cow::Borrowed(resp))
+    }
+
+    /// [`TransactionLayer::respond`] with a response the caller is done with: towards a
+    /// function of this node it is handed over without a copy.
+    pub fn respond_owned(
+        &mut self,
+        now: Instant,
+        key: &ServerKey,
+        resp: Response,
+    ) -> Result<(), NoTransaction> {
+        self.respond_cow(now, key, Cow::Owned(resp))
+    }
+
+    fn respond_cow(
+        &mut self,
+        now: Instant,
+        key: &ServerKey,
+        resp: Cow<'_, Response>,
+    ) -> Result<(), NoTransaction> {
         let id = *self.servers.get(key).ok_or(NoTransaction)?;
         let t = self.config;
         let tx = self.txs.get_mut(&id).ok_or(NoTransaction)?;
@@ -477,7 +498,7 @@ impl TransactionLayer {
             (Some(wire), _) => self.transmit(peer, wire),
             (None, TransportKind::Local(to)) => self.handoffs.push_back(Handoff {
                 to,
-                message: Message::Response(resp.clone()),
+                message: Message::Response(resp.into_owned()),
             }),
             (None, _) => {}
         }
@@ -500,20 +521,32 @@ impl TransactionLayer {
             branch,
             method: KeyMethod::of(&req.method),
         };
-        // The bytes a retransmission sends again, or the value for a function of this node.
-        let (wire, handoff) = match dest.transport {
+        let invite = req.method == Method::Invite;
+        // The bytes a retransmission sends again, or the value for a function of this node;
+        // and the request kept for the transaction (an INVITE's ACK and CANCEL are built from
+        // it; a non-INVITE's is never needed again, so towards a function it goes without a
+        // copy).
+        let (wire, handoff, request) = match dest.transport {
+            TransportKind::Local(to) if !invite => (
+                None,
+                Some(Handoff {
+                    to,
+                    message: Message::Request(req),
+                }),
+                None,
+            ),
             TransportKind::Local(to) => (
                 None,
                 Some(Handoff {
                     to,
                     message: Message::Request(req.clone()),
                 }),
+                Some(req),
             ),
-            TransportKind::Udp | TransportKind::Tcp => (Some(req.to_bytes()), None),
+            TransportKind::Udp | TransportKind::Tcp => (Some(req.to_bytes()), None, Some(req)),
         };
         let t = self.config;
         let reliable = dest.transport.is_reliable();
-        let invite = req.method == Method::Invite;
         let id = self.next_id;
         self.next_id += 1;
         self.txs.insert(
@@ -527,7 +560,7 @@ impl TransactionLayer {
                     State::Trying
                 },
                 peer: dest,
-                request: Some(req),
+                request,
                 wire: wire.clone(),
                 ack: None,
                 // Timer A / E: UDP only.
@@ -760,7 +793,9 @@ impl TransactionLayer {
         self.events.pop_front()
     }
 
-    /// The request a client transaction sent (for the TU that forwards responses).
+    /// The request a client transaction sent, while it may still be needed: an INVITE until
+    /// its final response, a non-INVITE sent over the network until then too (one handed to
+    /// a function of this node is not kept).
     pub fn client_request(&self, key: &ClientKey) -> Option<&Request> {
         self.clients
             .get(key)

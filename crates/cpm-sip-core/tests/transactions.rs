@@ -362,3 +362,28 @@ fn local_peer_gets_values_and_no_retransmissions() {
     assert_eq!(h.to, Function::Core);
     assert!(matches!(&h.message, Message::Response(r) if r.status == StatusCode::OK));
 }
+
+/// A non-INVITE request handed to a function of the node is moved, not copied: the
+/// transaction keeps no request it would never use again (an INVITE keeps its own, for the
+/// ACK and CANCEL).
+#[test]
+fn a_non_invite_handed_over_is_not_kept() {
+    use cpm_sip_core::Function;
+    let t0 = origin();
+    let mut l = TransactionLayer::new(TimerConfig::default());
+    let pf = Peer::local(Function::Participating, "192.0.2.9:5060".parse().unwrap());
+    let msg = l.send_request(t0, req(MESSAGE), pf).unwrap();
+    assert!(l.client_request(&msg).is_none());
+    assert!(l.poll_handoff().is_some());
+    let inv = l.send_request(t0, req(INVITE), pf).unwrap();
+    assert!(l.client_request(&inv).is_some());
+    // Over the network the request stays until the final response, as before.
+    let net = l
+        .send_request(
+            t0,
+            req(&MESSAGE.replace("msg1", "msg2")),
+            peer(TransportKind::Udp),
+        )
+        .unwrap();
+    assert!(l.client_request(&net).is_some());
+}

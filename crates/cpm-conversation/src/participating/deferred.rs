@@ -24,7 +24,7 @@ impl ParticipatingFunction {
         };
         let tag = self.tag();
         let resp = response_to(req, StatusCode::OK, Some(&tag));
-        let _ = self.tx.respond(now, key, &resp);
+        let _ = self.tx.respond_owned(now, key, resp);
         if expires > 0 {
             *self.reg_epoch.entry(aor.clone()).or_insert(0) += 1;
             self.start_deferred_run(aor);

@@ -154,7 +154,7 @@ impl ParticipatingFunction {
             Refusal::MethodNotAllowed => resp.headers.push(Header::new(HeaderName::Allow, ALLOW)),
             _ => {}
         }
-        let _ = self.tx.respond(now, key, &resp);
+        let _ = self.tx.respond_owned(now, key, resp);
     }
     /// Passes the failure a downstream leg answered back upstream: the downstream status and
     /// reason, not a refusal of ours (no headers added), but counted with them.
@@ -175,6 +175,6 @@ impl ParticipatingFunction {
         let tag = self.tag();
         let mut resp = response_to(&job.req, status, Some(&tag));
         resp.reason = reason.to_owned();
-        let _ = self.tx.respond(now, &job.server, &resp);
+        let _ = self.tx.respond_owned(now, &job.server, resp);
     }
 }

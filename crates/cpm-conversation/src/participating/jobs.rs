@@ -313,7 +313,7 @@ impl ParticipatingFunction {
                         // acknowledges no message of ours.
                         let tag = self.tag();
                         let resp = response_to(&job.req, status, Some(&tag));
-                        let _ = self.tx.respond(now, &job.server, &resp);
+                        let _ = self.tx.respond_owned(now, &job.server, resp);
                     }
                 } else if let Some(receipt) = job.receipt.take() {
                     // The state is recorded in the history even if no device took the

@@ -528,7 +528,7 @@ impl ParticipatingFunction {
         debug_assert!(status.is_success());
         let tag = self.tag();
         let resp = response_to(req, status, Some(&tag));
-        let _ = self.tx.respond(now, key, &resp);
+        let _ = self.tx.respond_owned(now, key, resp);
         drop(receipt);
     }
 
@@ -562,7 +562,7 @@ impl ParticipatingFunction {
                 let tag = self.tag();
                 let mut resp = response_to(&req, StatusCode::OK, Some(&tag));
                 resp.headers.push(Header::new(HeaderName::Allow, ALLOW));
-                let _ = self.tx.respond(now, &key, &resp);
+                let _ = self.tx.respond_owned(now, &key, resp);
             }
             _ => self.refuse(now, &key, &req, Refusal::MethodNotAllowed),
         }

@@ -181,7 +181,7 @@ impl Proxy {
                 fork.pending = fork.pending.saturating_sub(1);
             }
             let (invite, branches) = (fork.invite, fork.branches.clone());
-            let _ = self.tx.respond(now, &server, &resp);
+            let _ = self.tx.respond_owned(now, &server, resp);
             if invite && first {
                 for b in branches.iter().filter(|b| *b != ckey) {
                     self.tx.cancel(now, b);
@@ -227,7 +227,7 @@ impl Proxy {
                 best.status = StatusCode::SERVER_INTERNAL_ERROR;
                 best.reason = "Server Internal Error".to_owned();
             }
-            let _ = self.tx.respond(now, server, &best);
+            let _ = self.tx.respond_owned(now, server, best);
         }
         fork.request = None;
         if !fork.invite {
