@@ -20,8 +20,13 @@
 //!    [`TransactionLayer::poll_timeout`] and calls [`TransactionLayer::handle_timeout`].
 //!
 //! Timers are data: each transaction has a retransmission deadline (A, E, G) and a state
-//! deadline (B, D, F, H, I, J, K, L, M), indexed in one ordered set. A spurious
-//! `handle_timeout` does nothing.
+//! deadline (B, D, F, H, I, L, M), indexed in one ordered set. A spurious `handle_timeout`
+//! does nothing.
+//!
+//! A non-INVITE transaction that completes (its final response sent or received) keeps only
+//! what absorbing retransmissions needs until Timer J or K, in the compact store of the
+//! `completed` module, where those timers are FIFO queues; on reliable transports both timers
+//! are zero (RFC 3261 sections 17.1.2.2, 17.2.2) and the transaction ends at once.
 
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -35,6 +40,10 @@ use cpm_sip::{
 };
 
 use crate::transport::{Handoff, Peer, Transmit, TransportKind};
+
+mod completed;
+
+use completed::{Fifo, Fingerprinter, Resend};
 
 /// The RFC 3261 branch prefix of transaction identifiers (section 8.1.1.7).
 pub const MAGIC_COOKIE: &str = "z9hG4bK";
@@ -172,8 +181,8 @@ struct Tx {
     invite: bool,
     state: State,
     peer: Peer,
-    /// Client: the request (retransmitted, and the model for ACK and CANCEL).
-    /// Server: unused.
+    /// Client: the request (retransmitted, and the model for ACK and CANCEL), until the final
+    /// response. Server: unused.
     request: Option<Request>,
     /// What a retransmission sends: the request bytes (client) or the last response (server).
     wire: Option<Bytes>,
@@ -195,7 +204,7 @@ struct Tx {
 type Map<K, V> = HashMap<K, V, FixedState>;
 
 /// All transactions of one SIP element.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct TransactionLayer {
     config: TimerConfig,
     next_id: u64,
@@ -205,6 +214,12 @@ pub struct TransactionLayer {
     servers: Map<ServerKey, u64>,
     clients: Map<ClientKey, u64>,
     timers: BTreeSet<(Instant, u64)>,
+    /// Fingerprints of the keys of completed non-INVITE transactions.
+    fingerprints: Fingerprinter,
+    /// Completed non-INVITE server transactions over UDP, until Timer J.
+    completed_servers: Fifo<Resend>,
+    /// Completed non-INVITE client transactions over UDP, until Timer K.
+    completed_clients: Fifo<()>,
     transmits: VecDeque<Transmit>,
     /// Messages for functions of the same node ([`TransportKind::Local`] peers).
     handoffs: VecDeque<Handoff>,
@@ -273,6 +288,9 @@ impl TransactionLayer {
             servers: HashMap::with_hasher(state),
             clients: HashMap::with_hasher(state),
             timers: BTreeSet::new(),
+            fingerprints: Fingerprinter::new(seed),
+            completed_servers: Fifo::new(state),
+            completed_clients: Fifo::new(state),
             transmits: VecDeque::new(),
             handoffs: VecDeque::new(),
             events: VecDeque::new(),
@@ -284,14 +302,23 @@ impl TransactionLayer {
         self.config
     }
 
-    /// Number of live transactions (server and client).
+    /// Number of live transactions (server and client), the completed non-INVITE ones kept
+    /// compactly included: RFC 3261 ends them only at Timer J or K, so the count (an
+    /// admission limit, a gauge) means what it did before they were compacted.
     pub fn len(&self) -> usize {
-        self.txs.len()
+        self.txs.len() + self.completed_len()
     }
 
-    /// Whether there are no live transactions.
+    /// Whether there are no live transactions (compact ones included, as in
+    /// [`TransactionLayer::len`]).
     pub fn is_empty(&self) -> bool {
-        self.txs.is_empty()
+        self.len() == 0
+    }
+
+    /// How many of [`TransactionLayer::len`] are completed non-INVITE transactions kept
+    /// compactly, absorbing retransmissions until Timer J (server) or K (client).
+    pub fn completed_len(&self) -> usize {
+        self.completed_servers.len() + self.completed_clients.len()
     }
 
     fn schedule(&mut self, id: u64) {
@@ -374,6 +401,13 @@ impl TransactionLayer {
         if req.method == Method::Ack {
             return Ok(RequestDisposition::Stray);
         }
+        if let Some(r) = self.completed_servers.get(&self.fingerprints.of(&key)) {
+            // Completed (RFC 3261 17.2.2): a retransmitted request gets the final response
+            // again, sent where the request came from, as the live transaction did.
+            let (peer, payload) = (Peer::udp(r.to), r.payload.clone());
+            self.transmit(peer, payload);
+            return Ok(RequestDisposition::Retransmission);
+        }
         let id = self.next_id;
         self.next_id += 1;
         let invite = req.method == Method::Invite;
@@ -402,6 +436,19 @@ impl TransactionLayer {
         );
         self.servers.insert(key.clone(), id);
         Ok(RequestDisposition::New(key))
+    }
+
+    /// Whether a request belongs to a live server transaction (a retransmission, or a
+    /// request of one being served): overload control must let those through, only new
+    /// work is refused.
+    pub fn matches(&self, req: &Request) -> bool {
+        server_key(req).is_ok_and(|k| {
+            self.servers.contains_key(&k)
+                || self
+                    .completed_servers
+                    .get(&self.fingerprints.of(&k))
+                    .is_some()
+        })
     }
 
     /// Finds the INVITE server transaction a CANCEL refers to (RFC 3261 section 9.2: same
@@ -461,6 +508,8 @@ impl TransactionLayer {
         let wire = (!local).then(|| resp.to_bytes());
         let reliable = tx.peer.transport.is_reliable();
         let status = resp.status;
+        // A non-INVITE final response: Completed, kept compactly (below).
+        let mut completed = false;
         match (tx.invite, tx.state) {
             (true, State::Proceeding) => {
                 if status.is_provisional() {
@@ -483,17 +532,18 @@ impl TransactionLayer {
             // More 2xx (from other forks) pass through while Accepted (RFC 6026 section 8.5).
             (true, State::Accepted) if status.is_success() => {}
             (false, State::Trying | State::Proceeding) => {
-                tx.wire.clone_from(&wire);
                 if status.is_provisional() {
+                    tx.wire.clone_from(&wire);
                     tx.state = State::Proceeding;
                 } else {
-                    tx.state = State::Completed;
-                    tx.state_deadline = Some(if reliable { now } else { now + 64 * t.t1 });
+                    completed = true;
                 }
             }
             _ => return Err(NoTransaction),
         }
         let peer = tx.peer;
+        // Shares the transmitted buffer: no copy.
+        let resend = if completed { wire.clone() } else { None };
         match (wire, peer.transport) {
             (Some(wire), _) => self.transmit(peer, wire),
             (None, TransportKind::Local(to)) => self.handoffs.push_back(Handoff {
@@ -502,7 +552,22 @@ impl TransactionLayer {
             }),
             (None, _) => {}
         }
-        self.schedule(id);
+        if !completed {
+            self.schedule(id);
+            return Ok(());
+        }
+        // Completed (RFC 3261 17.2.2): only retransmitted requests remain to be answered, with
+        // this response, until Timer J: 64*T1 on UDP, zero on reliable transports, where the
+        // transaction ends now. Either way the full transaction goes.
+        self.remove(id);
+        if let (false, Some(payload)) = (reliable, resend) {
+            let fp = self.fingerprints.of(key);
+            let resend = Resend {
+                payload,
+                to: peer.addr,
+            };
+            self.completed_servers.push(fp, now + 64 * t.t1, resend);
+        }
         Ok(())
     }
 
@@ -591,7 +656,17 @@ impl TransactionLayer {
             return ResponseDisposition::Stray;
         };
         let Some(&id) = self.clients.get(&key) else {
-            return ResponseDisposition::Stray;
+            // A completed non-INVITE client transaction absorbs retransmitted responses until
+            // Timer K (RFC 3261 17.1.2.2).
+            return if self
+                .completed_clients
+                .get(&self.fingerprints.of(&key))
+                .is_some()
+            {
+                ResponseDisposition::Absorbed
+            } else {
+                ResponseDisposition::Stray
+            };
         };
         let t = self.config;
         let Some(tx) = self.txs.get_mut(&id) else {
@@ -600,6 +675,8 @@ impl TransactionLayer {
         let reliable = tx.peer.transport.is_reliable();
         let status = resp.status;
         let mut send_cancel = false;
+        // A non-INVITE final response: Completed, kept compactly (below).
+        let mut completed = false;
         let disposition = if tx.invite {
             match tx.state {
                 State::Calling | State::Proceeding => {
@@ -664,19 +741,25 @@ impl TransactionLayer {
                         }
                         tx.state = State::Proceeding;
                     } else {
-                        tx.state = State::Completed;
-                        tx.retransmit_at = None;
-                        tx.state_deadline = Some(if reliable { now } else { now + t.t4 });
-                        // Nothing is retransmitted any more: free the request.
-                        tx.request = None;
-                        tx.wire = None;
+                        completed = true;
                     }
                     ResponseDisposition::Pass(key.clone())
                 }
                 _ => ResponseDisposition::Absorbed,
             }
         };
-        self.schedule(id);
+        if completed {
+            // Completed (RFC 3261 17.1.2.2): nothing is retransmitted any more, so the request
+            // and the rest of the transaction go; only the key stays, to absorb retransmitted
+            // responses until Timer K: T4 on UDP, zero on reliable transports (nothing kept).
+            self.remove(id);
+            if !reliable {
+                let fp = self.fingerprints.of(&key);
+                self.completed_clients.push(fp, now + t.t4, ());
+            }
+        } else {
+            self.schedule(id);
+        }
         if send_cancel {
             self.send_cancel(now, id, &key);
         }
@@ -716,6 +799,9 @@ impl TransactionLayer {
     /// Runs every timer due at `now` (idempotent; early calls do nothing).
     pub fn handle_timeout(&mut self, now: Instant) {
         let t = self.config;
+        // Timers J and K of compacted transactions: the wait is over.
+        self.completed_servers.expire(now);
+        self.completed_clients.expire(now);
         while let Some(&(at, id)) = self.timers.first() {
             if at > now {
                 break;
@@ -770,11 +856,23 @@ impl TransactionLayer {
                 self.schedule(id);
             }
         }
+        // Tables grown by a burst give their memory back once it is over.
+        completed::shrink_map(&mut self.txs);
+        completed::shrink_map(&mut self.servers);
+        completed::shrink_map(&mut self.clients);
+        completed::shrink_deque(&mut self.transmits);
     }
 
     /// The next deadline, if any transaction has one.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.first().map(|&(t, _)| t)
+        [
+            self.timers.first().map(|&(t, _)| t),
+            self.completed_servers.next_deadline(),
+            self.completed_clients.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// The next message to send.
@@ -814,7 +912,16 @@ impl TransactionLayer {
                 self.events.push_back(TxEvent::Timeout(key.clone()));
             }
             self.remove(id);
+        } else {
+            // Completed: it ends as a live one would, absorbing nothing more.
+            self.completed_clients.remove(&self.fingerprints.of(key));
         }
+    }
+}
+
+impl Default for TransactionLayer {
+    fn default() -> Self {
+        Self::new(TimerConfig::default())
     }
 }
 
