@@ -104,7 +104,54 @@ fn relay(c: &mut Criterion) {
             }
         })
     });
+    // The same MESSAGE refused by overload control: a stateless 503 (what an overloaded node
+    // pays per request it cannot serve; RFC 5390 wants it far below the cost of serving).
+    let (mut p, t0) = setup_overloaded();
+    let mut n = 0u64;
+    g.bench_function("message-refused-503", |b| {
+        b.iter(|| {
+            n += 1;
+            let now = t0 + Duration::from_micros(50 * n);
+            let m = Message::parse(message(n)).unwrap();
+            p.handle_received(
+                now,
+                now - Duration::from_millis(50),
+                Input::Message {
+                    peer: alice,
+                    message: m,
+                },
+            );
+            let mut refused = false;
+            while let Some(o) = p.poll_output() {
+                refused |=
+                    matches!(&o, Output::Transmit(t) if t.payload.starts_with(b"SIP/2.0 503"));
+                black_box(o);
+            }
+            assert!(refused);
+        })
+    });
     g.finish();
+}
+
+/// A core that has had a standing queue for longer than the overload interval.
+fn setup_overloaded() -> (Proxy, Instant) {
+    let (mut p, t0) = setup();
+    let alice = Peer::udp("127.0.0.1:7000".parse().unwrap());
+    for i in 0..20u64 {
+        let now = t0 + Duration::from_millis(10 * i);
+        let m = Message::parse(message(1_000_000_000 + i)).unwrap();
+        p.handle_received(
+            now,
+            now - Duration::from_millis(50),
+            Input::Message {
+                peer: alice,
+                message: m,
+            },
+        );
+        while p.poll_output().is_some() {}
+    }
+    assert!(p.load_stats().shedding);
+    (p, t0 + Duration::from_millis(200))
 }
 
 criterion_group! {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use cpm_sip_core::Peer;
 use cpm_sip_core::digest::Algorithm;
 use cpm_sip_core::guard::ThrottleConfig;
+use cpm_sip_core::overload::OverloadConfig;
 use cpm_sip_core::transaction::TimerConfig;
 
 /// An address range `ADDR[/PREFIX]` whose requests are trusted: not challenged, and their
@@ -130,6 +131,17 @@ pub struct ProxyConfig {
     pub tracked_sources: usize,
     /// Transaction timers.
     pub timers: TimerConfig,
+    /// Overload control: new out-of-dialog requests are refused with 503 and Retry-After
+    /// while the measured queue delay or store latency says the node cannot take more
+    /// ([`cpm_sip_core::overload`]).
+    pub overload: OverloadConfig,
+    /// At most this many live transactions; a new request past it is refused like an
+    /// overloaded one (a bound on memory whatever the delays say).
+    pub max_transactions: usize,
+    /// At most this many store operations of the node waiting for their receipts (told by
+    /// the driver, [`crate::Proxy::set_store_backlog`]); a new request past it is refused
+    /// like an overloaded one: a bound on the store queue's memory whatever its latency says.
+    pub max_store_in_flight: usize,
     /// Seed for tags and branch suffixes (a simulation replays byte for byte).
     pub rng_seed: u64,
 }
@@ -155,6 +167,9 @@ impl ProxyConfig {
             source_burst: 1000,
             tracked_sources: 100_000,
             timers: TimerConfig::default(),
+            overload: OverloadConfig::default(),
+            max_transactions: 500_000,
+            max_store_in_flight: 100_000,
             rng_seed: 1,
         }
     }

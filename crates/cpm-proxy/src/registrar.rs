@@ -2,6 +2,7 @@
 //! one per device (RFC 5626 `+sip.instance` and `reg-id`), with expiry.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cpm_sip::{Contact, HeaderName, NameAddr, Request, StatusCode, Uri};
@@ -142,14 +143,31 @@ impl RegisterError {
 pub use cpm_sip::cpm::aor_of;
 
 /// The bindings of every address-of-record.
+///
+/// Memory per binding matters (a node holds millions): the address-of-record is one shared
+/// string for the map and the expiry set, and an address-of-record's list starts with room
+/// for one binding (a `Vec` would start with four, most users have one device).
 #[derive(Debug, Default)]
 pub struct Registrar {
-    by_aor: HashMap<String, Vec<Binding>>,
-    expiries: BTreeSet<(Instant, String)>,
+    by_aor: HashMap<Arc<str>, Vec<Binding>>,
+    expiries: BTreeSet<(Instant, Arc<str>)>,
     count: usize,
 }
 
 impl Registrar {
+    /// The shared key of `aor` and its list, made (with room for one binding) if it has none.
+    fn list(&mut self, aor: &str) -> (Arc<str>, &mut Vec<Binding>) {
+        let key = self
+            .by_aor
+            .get_key_value(aor)
+            .map_or_else(|| Arc::from(aor), |(k, _)| Arc::clone(k));
+        let list = self
+            .by_aor
+            .entry(Arc::clone(&key))
+            .or_insert_with(|| Vec::with_capacity(1));
+        (key, list)
+    }
+
     /// The live bindings of an address-of-record.
     pub fn lookup<'a>(&'a self, aor: &str, now: Instant) -> impl Iterator<Item = &'a Binding> + 'a {
         self.by_aor
@@ -212,7 +230,7 @@ impl Registrar {
                 if header_expires != Some(0) || h.get_all(&HeaderName::Contact).count() != 1 {
                     return Err(bad("Wildcard Contact Needs Expires 0"));
                 }
-                let list = self.by_aor.entry(aor.to_owned()).or_default();
+                let (_, list) = self.list(aor);
                 if list.iter().any(|b| b.call_id == call_id && b.cseq > cseq) {
                     return Err(bad("Out Of Order REGISTER"));
                 }
@@ -264,7 +282,7 @@ impl Registrar {
                         },
                     ));
                 }
-                let list = self.by_aor.entry(aor.to_owned()).or_default();
+                let (_, list) = self.list(aor);
                 for (expires, b) in &updates {
                     if let Some(old) = list.iter().find(|o| o.same_device(b)) {
                         // An older REGISTER of the same Call-ID must not undo a newer one.
@@ -279,13 +297,17 @@ impl Registrar {
                     }
                 }
                 for (expires, b) in updates {
-                    let list = self.by_aor.entry(aor.to_owned()).or_default();
+                    let (key, list) = self.list(aor);
                     let before = list.len();
                     list.retain(|o| !o.same_device(&b));
-                    self.count -= before - list.len();
+                    let removed = before - list.len();
+                    let at = b.expires_at;
                     if expires > 0 {
-                        self.expiries.insert((b.expires_at, aor.to_owned()));
                         list.push(b);
+                    }
+                    self.count -= removed;
+                    if expires > 0 {
+                        self.expiries.insert((at, key));
                         self.count += 1;
                     }
                 }
@@ -323,7 +345,7 @@ impl Registrar {
             list.retain(|b| !(b.flow.conn == Some(conn) && b.reg_id.is_some()));
             if list.len() != before {
                 self.count -= before - list.len();
-                affected.push(aor.clone());
+                affected.push(aor.to_string());
             }
             for b in list.iter_mut().filter(|b| b.flow.conn == Some(conn)) {
                 b.flow.conn = None;
@@ -336,13 +358,14 @@ impl Registrar {
     /// Puts back a binding read from the store after a restart (replacing one of the same
     /// device).
     pub fn restore(&mut self, aor: &str, b: Binding) {
-        let list = self.by_aor.entry(aor.to_owned()).or_default();
+        let (key, list) = self.list(aor);
         let before = list.len();
         list.retain(|o| !o.same_device(&b));
-        self.count -= before - list.len();
-        self.expiries.insert((b.expires_at, aor.to_owned()));
+        let removed = before - list.len();
+        let at = b.expires_at;
         list.push(b);
-        self.count += 1;
+        self.count = self.count - removed + 1;
+        self.expiries.insert((at, key));
     }
 
     /// Removes lapsed bindings.

@@ -123,7 +123,7 @@ impl Proxy {
                 "No Branch Sent",
             );
         }
-        self.forks.insert(key, fork);
+        self.forks.insert(key, Box::new(fork));
     }
 
     pub(super) fn on_response(&mut self, now: Instant, mut resp: Response) {
