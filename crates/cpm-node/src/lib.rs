@@ -93,6 +93,16 @@ pub enum Input {
     /// parse errors, keep-alives, closed connections) and the answers to
     /// [`Output::LookupUser`] ([`cpm_proxy::Input::User`]).
     Core(cpm_proxy::Input),
+    /// The same as [`Input::Core`], for what the network delivered, with the time the
+    /// transport received it: the wait until [`Node::handle_input`] is the queue delay the
+    /// core's overload control measures (feed every network event this way in a driver
+    /// whose queue can grow).
+    Network {
+        /// When the transport took it off the socket.
+        received: Instant,
+        /// The event.
+        input: cpm_proxy::Input,
+    },
     /// The outcome of an [`Output::Store`] operation.
     Stored {
         /// The operation's id.
@@ -171,6 +181,10 @@ pub struct NodeStats {
     pub hops: u64,
     /// User-directory lookups asked of the driver.
     pub user_lookups: u64,
+    /// What the core's overload control did.
+    pub load: cpm_sip_core::overload::LoadStats,
+    /// Store operations asked for and not answered yet.
+    pub store_in_flight: u64,
 }
 
 /// Whose store operation an id is.
@@ -190,7 +204,8 @@ pub struct Node {
     trace_hops: bool,
     /// The one allocator of store operation ids, and whose each one is.
     next_op: u64,
-    ops: HashMap<OpId, OpOwner, FixedState>,
+    /// With when each was asked for: the store's latency is an overload signal.
+    ops: HashMap<OpId, (OpOwner, Instant), FixedState>,
     /// In-node messages not yet delivered (a hop can cause more hops).
     hops: VecDeque<(Function, Handoff)>,
     outputs: VecDeque<Output>,
@@ -251,7 +266,16 @@ impl Node {
     pub fn handle_input(&mut self, now: Instant, input: Input) {
         match input {
             Input::Core(input) => self.core.handle_input(now, input),
-            Input::Stored { id, result } => match self.ops.remove(&id) {
+            Input::Network { received, input } => {
+                // The store queue is bounded here: past the limit new work is refused.
+                self.core.set_store_backlog(self.ops.len());
+                self.core.handle_received(now, received, input);
+            }
+            Input::Stored { id, result } => match self.ops.remove(&id).map(|(owner, asked)| {
+                self.core
+                    .store_latency(now, now.saturating_duration_since(asked));
+                owner
+            }) {
                 Some(OpOwner::Core) => {
                     if let Err(e) = result {
                         self.outputs
@@ -308,6 +332,8 @@ impl Node {
             pf_in_progress: self.pf.as_ref().map_or(0, |pf| pf.in_progress() as u64),
             hops: self.hop_count,
             user_lookups: self.user_lookups,
+            load: self.core.load_stats(),
+            store_in_flight: self.ops.len() as u64,
         }
     }
 
@@ -336,7 +362,7 @@ impl Node {
                     cpm_proxy::Output::Handoff(h) => self.hops.push_back((Function::Core, h)),
                     cpm_proxy::Output::Close(c) => self.outputs.push_back(Output::Close(c)),
                     cpm_proxy::Output::Persist(op) => {
-                        let id = self.allocate(OpOwner::Core);
+                        let id = self.allocate(OpOwner::Core, now);
                         self.outputs.push_back(Output::Store { id, op: *op });
                     }
                     cpm_proxy::Output::LookupUser {
@@ -369,7 +395,7 @@ impl Node {
                             // Allocated here, not in `allocate`: `pf` borrows `self.pf`.
                             self.next_op += 1;
                             let node_id = OpId(self.next_op);
-                            self.ops.insert(node_id, OpOwner::Participating(id));
+                            self.ops.insert(node_id, (OpOwner::Participating(id), now));
                             self.outputs.push_back(Output::Store { id: node_id, op });
                         }
                     }
@@ -412,10 +438,10 @@ impl Node {
         }
     }
 
-    fn allocate(&mut self, owner: OpOwner) -> OpId {
+    fn allocate(&mut self, owner: OpOwner, now: Instant) -> OpId {
         self.next_op += 1;
         let id = OpId(self.next_op);
-        self.ops.insert(id, owner);
+        self.ops.insert(id, (owner, now));
         id
     }
 }

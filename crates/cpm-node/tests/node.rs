@@ -30,12 +30,18 @@ struct Harness {
 
 impl Harness {
     fn new() -> Self {
+        Self::with(|_| {})
+    }
+
+    /// A node whose configuration `change` adjusts first.
+    fn with(change: impl FnOnce(&mut NodeConfig)) -> Self {
         let now = Instant::now();
         let mut core = ProxyConfig::new("localhost", NODE.parse().unwrap());
         core.trusted_peers
             .push(TrustedPeer::parse("127.0.0.9").unwrap());
         let mut cfg = NodeConfig::new(core);
         cfg.trace_hops = true;
+        change(&mut cfg);
         let mut node = Node::new(cfg, now, UNIX_MS);
         let bob = BindingRecord {
             aor: "bob@localhost".into(),
@@ -184,4 +190,204 @@ fn a_pager_message_crosses_the_node_as_values_and_is_acknowledged_after_its_comm
         "200 once committed: {after:?}"
     );
     assert_eq!(h.node.stats().participating.unwrap().delivered, 1);
+}
+
+impl Harness {
+    /// Delivers `raw` as the network would, after it waited `waited` in the driver's queue.
+    fn receive_waited(&mut self, from: &str, raw: &str, waited: std::time::Duration) {
+        let message = Message::parse(raw.replace('\n', "\r\n").into_bytes()).unwrap();
+        let peer = Peer::udp(from.parse().unwrap());
+        let received = self.now - waited;
+        self.node.handle_input(
+            self.now,
+            Input::Network {
+                received,
+                input: CoreInput::Message { peer, message },
+            },
+        );
+        self.drain();
+    }
+
+    /// What was sent since the last call: the statuses (with Retry-After) sent to the peer
+    /// core, and how many requests went to bob's device; bob's device answers each with 200.
+    fn exchange(&mut self) -> (Vec<(u16, Option<String>)>, usize) {
+        let mut statuses = Vec::new();
+        let mut to_bob = Vec::new();
+        for (addr, m) in self.take_sent() {
+            match m {
+                Message::Response(r) if addr == PEER_CORE => statuses.push((
+                    r.status.as_u16(),
+                    r.headers
+                        .get(&cpm_sip::HeaderName::RetryAfter)
+                        .and_then(|h| h.value().ok().map(|v| v.to_string())),
+                )),
+                Message::Request(r) if addr == BOB => to_bob.push(r),
+                _ => {}
+            }
+        }
+        let n = to_bob.len();
+        for r in to_bob {
+            let mut ok = cpm_sip_core::transaction::response_to(&r, StatusCode::OK, Some("b1"));
+            ok.reason = "OK".into();
+            self.receive_message(BOB, Message::Response(ok));
+        }
+        (statuses, n)
+    }
+}
+
+/// The peer core's MESSAGE number `n` (its own branch and Call-ID).
+fn message(n: u32) -> String {
+    MESSAGE
+        .replace("branch=z9hG4bKpeer1", &format!("branch=z9hG4bKpeer-{n}"))
+        .replace("Call-ID: peer-call-1", &format!("Call-ID: peer-call-{n}"))
+}
+
+fn refusals(statuses: &[(u16, Option<String>)]) -> usize {
+    statuses.iter().filter(|(s, _)| *s == 503).count()
+}
+
+#[test]
+fn an_overloaded_node_refuses_new_requests_with_503_and_keeps_serving_what_it_accepted() {
+    use std::time::Duration;
+    let ms = Duration::from_millis;
+    let mut h = Harness::new();
+    h.take_sent();
+    // Message 1 arrives before the overload and is delivered to bob, who has not answered.
+    h.receive_waited(PEER_CORE, &message(1), ms(0));
+    assert_eq!(
+        h.take_sent().iter().filter(|(a, _)| a == BOB).count(),
+        1,
+        "message 1 is with bob's device"
+    );
+
+    // A standing queue: every message waits 50 ms, for longer than the 100 ms interval.
+    // The ones inside the first interval are still served.
+    let mut served = 0;
+    for n in 2..=12 {
+        h.now += ms(10);
+        h.receive_waited(PEER_CORE, &message(n), ms(50));
+        served += h.exchange().1;
+    }
+    assert!(
+        served >= 9,
+        "the burst inside the interval is served ({served})"
+    );
+    let load = h.node.stats().load;
+    assert!(load.shedding, "{load:?}");
+    h.commit();
+    h.exchange();
+    let refused = h.node.stats().load.refused;
+    let transactions = h.node.stats().transactions;
+
+    // A new request that waited: 503 with Retry-After at once, no transaction, no delivery.
+    h.now += ms(10);
+    h.receive_waited(PEER_CORE, &message(100), ms(50));
+    assert!(h.held.is_empty(), "no store work for a refused request");
+    let (answers, delivered) = h.exchange();
+    assert_eq!((answers.len(), delivered), (1, 0), "{answers:?}");
+    assert_eq!(answers[0].0, 503);
+    let secs: u32 = answers[0].1.as_deref().unwrap().parse().unwrap();
+    assert!((1..=2).contains(&secs), "Retry-After {secs}");
+    assert_eq!(h.node.stats().load.refused, refused + 1);
+    assert_eq!(h.node.stats().transactions, transactions);
+
+    // The attack: a To tag added to a new request to pass as in-dialog. Without our
+    // Record-Route token it is new work like any other, and refused.
+    h.now += ms(10);
+    let forged = message(102).replace("To: <sip:bob@localhost>", "To: <sip:bob@localhost>;tag=x");
+    h.receive_waited(PEER_CORE, &forged, ms(50));
+    let (answers, delivered) = h.exchange();
+    assert_eq!((refusals(&answers), delivered), (1, 0), "{answers:?}");
+
+    // A retransmission of message 1 (accepted before the overload) is absorbed, not refused.
+    h.now += ms(10);
+    h.receive_waited(PEER_CORE, &message(1), ms(50));
+    assert_eq!(
+        refusals(&h.exchange().0),
+        0,
+        "accepted work is never refused"
+    );
+    // A request that did not wait is served even while shedding (the queue is short).
+    h.now += ms(10);
+    h.receive_waited(PEER_CORE, &message(101), ms(1));
+    let (answers, delivered) = h.exchange();
+    assert_eq!((refusals(&answers), delivered), (0, 1));
+
+    // The load drops: after an interval of short waits the node serves everything again.
+    for n in 200..=212 {
+        h.now += ms(10);
+        h.receive_waited(PEER_CORE, &message(n), ms(1));
+        h.exchange();
+    }
+    assert!(!h.node.stats().load.shedding);
+    h.now += ms(10);
+    h.receive_waited(PEER_CORE, &message(300), ms(50));
+    let (answers, delivered) = h.exchange();
+    assert_eq!((refusals(&answers), delivered), (0, 1), "clean again");
+    h.commit();
+    assert_eq!(h.node.stats().store_in_flight, 0);
+}
+
+#[test]
+fn a_slow_store_makes_the_node_refuse_new_requests_until_it_catches_up() {
+    use std::time::Duration;
+    let ms = Duration::from_millis;
+    let mut h = Harness::new();
+    h.take_sent();
+    // Store operations answered 300 ms after they were asked, for longer than an interval.
+    for n in 1..=6 {
+        h.receive_waited(PEER_CORE, &message(n), ms(0));
+        h.exchange();
+        h.now += ms(300);
+        h.commit();
+    }
+    assert!(h.node.stats().load.shedding);
+    h.exchange();
+    // One request per interval goes through as a probe of the store; the rest are refused.
+    h.receive_waited(PEER_CORE, &message(50), ms(0));
+    h.receive_waited(PEER_CORE, &message(51), ms(0));
+    let (answers, delivered) = h.exchange();
+    assert_eq!((refusals(&answers), delivered), (1, 1), "{answers:?}");
+    // Fast commits again: the node recovers by itself.
+    h.commit();
+    for n in 60..=75 {
+        h.now += ms(10);
+        h.receive_waited(PEER_CORE, &message(n), ms(0));
+        h.exchange();
+        h.commit();
+    }
+    assert!(!h.node.stats().load.shedding);
+    h.receive_waited(PEER_CORE, &message(80), ms(0));
+    let (answers, delivered) = h.exchange();
+    assert_eq!((refusals(&answers), delivered), (0, 1));
+}
+
+#[test]
+fn a_full_store_queue_makes_the_node_refuse_new_requests_until_commits_come_back() {
+    use std::time::Duration;
+    let mut h = Harness::with(|cfg| cfg.core.max_store_in_flight = 3);
+    h.take_sent();
+    // The store answers nothing: operations pile up to the bound. No request waited, so
+    // queue-delay control alone would serve them all.
+    let mut n = 0;
+    while h.held.len() < 3 {
+        n += 1;
+        assert!(n <= 10, "each message gives the store work");
+        h.receive_waited(PEER_CORE, &message(n), Duration::ZERO);
+        let (answers, _) = h.exchange();
+        assert_eq!(refusals(&answers), 0, "below the bound: served");
+    }
+    assert_eq!(h.node.stats().store_in_flight, 3);
+    // At the bound: a new request is refused at once, and gives the store nothing more.
+    h.receive_waited(PEER_CORE, &message(50), Duration::ZERO);
+    let (answers, delivered) = h.exchange();
+    assert_eq!((refusals(&answers), delivered), (1, 0), "{answers:?}");
+    assert_eq!(h.held.len(), 3);
+    // The commits come back: the node serves again.
+    h.commit();
+    h.exchange();
+    h.commit();
+    h.receive_waited(PEER_CORE, &message(51), Duration::ZERO);
+    let (answers, delivered) = h.exchange();
+    assert_eq!((refusals(&answers), delivered), (0, 1), "{answers:?}");
 }

@@ -38,6 +38,8 @@ pub(crate) struct NodeConfig {
     pub(crate) auth: AuthSection,
     /// Per-source limits on new requests.
     pub(crate) limits: LimitsSection,
+    /// Overload control: refuse new work with 503 when the node cannot take more.
+    pub(crate) overload: OverloadSection,
     /// Transports.
     pub(crate) transport: TransportSection,
     /// The HTTP server.
@@ -177,6 +179,60 @@ impl Default for LimitsSection {
     }
 }
 
+/// `[overload]`: RFC 5390 overload control. New out-of-dialog requests are answered
+/// `503 Service Unavailable` with `Retry-After` at once, statelessly, while the measured delay
+/// says the node cannot take more; in-dialog requests, responses and retransmissions always
+/// pass.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct OverloadSection {
+    /// `false`: never refuse for load (the per-source limits still apply).
+    pub(crate) enabled: bool,
+    /// The queue delay to stay under: once requests have waited longer than this between
+    /// the socket and the core for a whole `interval_ms`, new ones that waited this long are
+    /// refused until the queue has stayed shorter for an interval.
+    pub(crate) target_ms: u64,
+    /// See `target_ms`.
+    pub(crate) interval_ms: u64,
+    /// The store latency past which (for an interval) every new request is refused.
+    pub(crate) store_target_ms: u64,
+    /// The Retry-After of a refusal (a jitter of up to as much again is added).
+    pub(crate) retry_after_secs: u32,
+    /// Most live SIP transactions; a new request beyond is refused the same way.
+    pub(crate) max_transactions: usize,
+    /// Most store operations waiting for their commit; a new request beyond is refused the
+    /// same way (the store queue's bound).
+    pub(crate) max_store_in_flight: usize,
+}
+
+impl Default for OverloadSection {
+    fn default() -> Self {
+        let o = cpm_sip_core::overload::OverloadConfig::default();
+        Self {
+            enabled: o.enabled,
+            target_ms: o.target.as_millis() as u64,
+            interval_ms: o.interval.as_millis() as u64,
+            store_target_ms: o.store_target.as_millis() as u64,
+            retry_after_secs: o.retry_after_secs,
+            max_transactions: 500_000,
+            max_store_in_flight: 100_000,
+        }
+    }
+}
+
+impl OverloadSection {
+    /// The core's settings.
+    pub(crate) fn config(&self) -> cpm_sip_core::overload::OverloadConfig {
+        cpm_sip_core::overload::OverloadConfig {
+            enabled: self.enabled,
+            target: std::time::Duration::from_millis(self.target_ms),
+            interval: std::time::Duration::from_millis(self.interval_ms),
+            store_target: std::time::Duration::from_millis(self.store_target_ms),
+            retry_after_secs: self.retry_after_secs,
+        }
+    }
+}
+
 /// `[transport]`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -243,6 +299,7 @@ impl Default for NodeConfig {
             registrar: RegistrarSection::default(),
             auth: AuthSection::default(),
             limits: LimitsSection::default(),
+            overload: OverloadSection::default(),
             transport: TransportSection::default(),
             http: HttpSection::default(),
             log: LogSection::default(),
@@ -367,6 +424,15 @@ impl NodeConfig {
         let l = &self.limits;
         if l.requests_per_sec_per_source == 0 || l.burst_per_source == 0 || l.tracked_sources == 0 {
             return Err("limits: every value must be at least 1".into());
+        }
+        let o = &self.overload;
+        if o.target_ms == 0
+            || o.interval_ms == 0
+            || o.store_target_ms == 0
+            || o.max_transactions == 0
+            || o.max_store_in_flight == 0
+        {
+            return Err("overload: every value must be at least 1".into());
         }
         if self.store.max_batch == 0 || self.pf.max_in_progress == 0 {
             return Err("store.max_batch and pf.max_in_progress must be at least 1".into());

@@ -59,6 +59,10 @@ pub(crate) struct Snapshot {
     pub(crate) user_lookups: u64,
     /// Messages the transport could not send.
     pub(crate) send_failures: u64,
+    /// What overload control did.
+    pub(crate) load: cpm_sip_core::overload::LoadStats,
+    /// Store operations asked for and not answered yet.
+    pub(crate) store_in_flight: u64,
 }
 
 /// One metric per protocol of a labelled family.
@@ -119,6 +123,12 @@ struct Handles {
     http_connection_errors: Counter,
     store_commit_seconds: SecondsCounter,
     store_failed_batches: Counter,
+    overload_refused: Counter,
+    overload_periods: Counter,
+    overload_shedding: CountGauge,
+    queue_delay_us: CountGauge,
+    store_latency_us: CountGauge,
+    store_in_flight: CountGauge,
 }
 
 /// The node's metrics, shared by the node loop (which updates them) and the HTTP endpoint.
@@ -325,6 +335,30 @@ impl Metrics {
                 "cpm_store_failed_batches_total",
                 "Store transactions that failed (nothing acknowledged).",
             ),
+            overload_refused: r.counter(
+                "cpm_overload_refused_total",
+                "New requests answered 503 because the node was overloaded.",
+            ),
+            overload_periods: r.counter(
+                "cpm_overload_periods_total",
+                "Times the node started refusing new requests for load.",
+            ),
+            overload_shedding: r.gauge(
+                "cpm_overload_shedding",
+                "1 while the node refuses new requests for load.",
+            ),
+            queue_delay_us: r.gauge(
+                "cpm_sip_queue_delay_microseconds",
+                "How long the last message waited between the socket and the core.",
+            ),
+            store_latency_us: r.gauge(
+                "cpm_store_latency_microseconds",
+                "How long the last store operation took from request to answer.",
+            ),
+            store_in_flight: r.gauge(
+                "cpm_store_in_flight",
+                "Store operations asked for and not answered yet.",
+            ),
         };
         Self {
             registry: r.0,
@@ -383,6 +417,12 @@ impl Metrics {
         set(&m.rate_limited, p.rate_limited);
         set(&m.relay_refused, p.relay_refused);
         set(&m.sender_refused, p.sender_refused);
+        set(&m.overload_refused, s.load.refused);
+        set(&m.overload_periods, s.load.overload_periods);
+        m.overload_shedding.set(u64::from(s.load.shedding));
+        m.queue_delay_us.set(s.load.last_queue_delay_us);
+        m.store_latency_us.set(s.load.last_store_latency_us);
+        m.store_in_flight.set(s.store_in_flight);
     }
 
     /// Reads what other tasks count: the HTTP API's guards, the transports' connections (read
@@ -560,7 +600,7 @@ mod tests {
         // Every metric once, each with its help and type, no help without its period.
         let types = page.lines().filter(|l| l.starts_with("# TYPE ")).count();
         let helps = page.lines().filter(|l| l.starts_with("# HELP ")).count();
-        assert_eq!((types, helps), (50, 50));
+        assert_eq!((types, helps), (56, 56));
         assert!(!page.contains("_total_total") && !page.contains(".."));
         assert!(!page.contains("# EOF"));
     }

@@ -81,6 +81,9 @@ fn proxy_config(
     pc.source_rate = cfg.limits.requests_per_sec_per_source;
     pc.source_burst = cfg.limits.burst_per_source;
     pc.tracked_sources = cfg.limits.tracked_sources;
+    pc.overload = cfg.overload.config();
+    pc.max_transactions = cfg.overload.max_transactions;
+    pc.max_store_in_flight = cfg.overload.max_store_in_flight;
     // Our own addresses name our domain in URIs (look-alike senders must authenticate).
     pc.own_addresses = vec![cfg.sip_listen.ip(), advertised.ip()];
     let seed = os_random().map_err(|e| format!("cannot read /dev/urandom: {e}"))?;
@@ -164,10 +167,15 @@ impl Io<'_> {
     /// Carries out every output the node has (the match is exhaustive on purpose: a new
     /// output fails to compile here until it is handled).
     fn drain(&self, node: &mut Node) {
+        let mut transmits = Vec::new();
         while let Some(out) = node.poll_output() {
             match out {
-                Output::Transmit(t) => self.net.send(t),
-                Output::Close(conn) => self.net.close(conn),
+                Output::Transmit(t) => transmits.push(t),
+                Output::Close(conn) => {
+                    // What was answered on the connection goes out before it closes.
+                    self.net.send_batch(std::mem::take(&mut transmits));
+                    self.net.close(conn);
+                }
                 Output::Store { id, op } => self.executor.submit(id, op),
                 Output::LookupUser {
                     query,
@@ -193,6 +201,8 @@ impl Io<'_> {
                 },
             }
         }
+        // In the order the node produced them, in one batch (one wake-up of the send task).
+        self.net.send_batch(transmits);
     }
 }
 
@@ -358,19 +368,19 @@ async fn run(cfg: NodeConfig) -> Result<(), String> {
             }
         };
         tokio::select! {
-            ev = transport.recv() => {
+            ev = transport.recv_stamped() => {
                 // Handle the whole burst that is already queued before draining: fewer
                 // wake-ups per message under load.
                 let mut next = Some(ev);
                 let mut budget = 256;
-                while let Some(ev) = next.take() {
+                while let Some((received, ev)) = next.take() {
                     let now = Instant::now();
                     if let Some(input) = to_input(ev, &mut send_failures) {
-                        node.handle_input(now, Input::Core(input));
+                        node.handle_input(now, Input::Network { received, input });
                     }
                     budget -= 1;
                     if budget > 0 {
-                        next = transport.try_recv();
+                        next = transport.try_recv_stamped();
                     }
                 }
             }
@@ -407,6 +417,8 @@ async fn run(cfg: NodeConfig) -> Result<(), String> {
             store: executor.stats(),
             user_lookups: stats.user_lookups,
             send_failures,
+            load: stats.load,
+            store_in_flight: stats.store_in_flight,
         });
     }
     // Let the store finish what the node asked for before the process ends.

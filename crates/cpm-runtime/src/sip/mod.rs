@@ -27,6 +27,9 @@ use self::tcp::ConnTable;
 
 /// Events waiting for [`SipTransport::recv`]; when full, receive tasks wait (backpressure).
 const EVENT_QUEUE: usize = 8192;
+/// Batches of datagrams waiting for the send task; when full, a batch fails
+/// ([`NetEvent::SendFailed`] per datagram).
+const SEND_BATCHES: usize = 4096;
 /// How many times to look for a port free for both TCP and UDP when binding port 0.
 const BIND_ATTEMPTS: usize = 16;
 
@@ -210,12 +213,15 @@ struct Shared {
     config: SipTransportConfig,
     local_addr: SocketAddr,
     udp: Arc<UdpSocket>,
-    events: mpsc::Sender<NetEvent>,
+    /// Each event with when it was queued: the core measures how long it waited.
+    events: mpsc::Sender<(std::time::Instant, NetEvent)>,
     shutdown: watch::Sender<bool>,
     conns: Mutex<ConnTable>,
     next_conn: AtomicU64,
     /// UDP sends waiting for the socket to become writable.
     udp_pending: AtomicUsize,
+    /// Batches of datagrams for the send task ([`SipTransportHandle::send_batch`]).
+    udp_batches: mpsc::Sender<Vec<Transmit>>,
     /// Datagrams dropped by the flood guard.
     udp_flood_dropped: AtomicU64,
     /// TCP counters.
@@ -241,7 +247,7 @@ impl Shared {
         tokio::select! {
             biased;
             () = stopped(stop) => false,
-            sent = self.events.send(event) => sent.is_ok(),
+            sent = self.events.send((std::time::Instant::now(), event)) => sent.is_ok(),
         }
     }
 
@@ -253,7 +259,9 @@ impl Shared {
             transmit_peer,
             reason,
         };
-        if let Err(mpsc::error::TrySendError::Full(event)) = self.events.try_send(event) {
+        if let Err(mpsc::error::TrySendError::Full((_, event))) =
+            self.events.try_send((std::time::Instant::now(), event))
+        {
             warn!(?event, "event queue full, dropping the send failure report");
         }
     }
@@ -271,7 +279,7 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 /// is released with the last [`SipTransportHandle`]).
 pub struct SipTransport {
     shared: Arc<Shared>,
-    events: mpsc::Receiver<NetEvent>,
+    events: mpsc::Receiver<(std::time::Instant, NetEvent)>,
 }
 
 impl SipTransport {
@@ -281,6 +289,7 @@ impl SipTransport {
         let (listener, udp) = bind_pair(config.listen, config.udp_buffer_bytes).await?;
         let local_addr = listener.local_addr()?;
         let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
+        let (batches_tx, batches) = mpsc::channel(SEND_BATCHES);
         let (shutdown, _) = watch::channel(false);
         let shared = Arc::new(Shared {
             config,
@@ -291,12 +300,16 @@ impl SipTransport {
             conns: Mutex::new(ConnTable::default()),
             next_conn: AtomicU64::new(1),
             udp_pending: AtomicUsize::new(0),
+            udp_batches: batches_tx,
             udp_flood_dropped: AtomicU64::new(0),
             tcp: TcpCounters::default(),
             epoch: Instant::now(),
             runtime: tokio::runtime::Handle::current(),
         });
         shared.runtime.spawn(udp::recv_loop(Arc::clone(&shared)));
+        shared
+            .runtime
+            .spawn(udp::send_loop(Arc::clone(&shared), batches));
         shared
             .runtime
             .spawn(tcp::accept_loop(Arc::clone(&shared), listener));
@@ -317,8 +330,14 @@ impl SipTransport {
     /// After shutdown the events already queued are still returned; then this never resolves,
     /// so a loop that can be shut down also waits on its own shutdown signal.
     pub async fn recv(&mut self) -> NetEvent {
+        self.recv_stamped().await.1
+    }
+
+    /// [`SipTransport::recv`] with the time the event was queued (after the receive task
+    /// parsed it): the difference to now is the queue delay, an overload signal.
+    pub async fn recv_stamped(&mut self) -> (std::time::Instant, NetEvent) {
         match self.events.recv().await {
-            Some(event) => event,
+            Some(stamped) => stamped,
             // Cannot happen: `self.shared` holds a sender.
             None => core::future::pending().await,
         }
@@ -329,6 +348,11 @@ impl SipTransport {
     /// The next event if one is already queued, without waiting: lets a loop handle a burst
     /// of events before it flushes its outputs and sleeps again.
     pub fn try_recv(&mut self) -> Option<NetEvent> {
+        self.try_recv_stamped().map(|(_, e)| e)
+    }
+
+    /// [`SipTransport::try_recv`] with the time the event was queued.
+    pub fn try_recv_stamped(&mut self) -> Option<(std::time::Instant, NetEvent)> {
         self.events.try_recv().ok()
     }
 }
@@ -374,6 +398,37 @@ impl SipTransportHandle {
                     function = f.name(),
                     "an in-node hop reached the SIP transport"
                 );
+            }
+        }
+    }
+
+    /// Sends many transmits without blocking, as [`SipTransportHandle::send`] would, but the
+    /// UDP ones go to the transport's send task in one batch: the caller (the node's loop)
+    /// wakes one task per batch and makes no system call per datagram, so the sockets' cost
+    /// is paid on the runtime's threads instead of the core's.
+    pub fn send_batch(&self, batch: Vec<Transmit>) {
+        if batch.is_empty() {
+            return;
+        }
+        if self.shared.is_shut_down() {
+            debug!(n = batch.len(), "transport shut down, dropping transmits");
+            return;
+        }
+        let (udp, other): (Vec<Transmit>, Vec<Transmit>) = batch
+            .into_iter()
+            .partition(|t| t.peer.transport == TransportKind::Udp);
+        for t in other {
+            self.send(t);
+        }
+        if udp.is_empty() {
+            return;
+        }
+        if let Err(e) = self.shared.udp_batches.try_send(udp) {
+            let (mpsc::error::TrySendError::Full(batch) | mpsc::error::TrySendError::Closed(batch)) =
+                e;
+            for t in batch {
+                self.shared
+                    .report_send_failed(t.peer, "UDP send queue full".to_owned());
             }
         }
     }

@@ -113,6 +113,31 @@ pub(super) async fn recv_loop(shared: Arc<Shared>) {
     }
 }
 
+/// Sends the batches [`super::SipTransportHandle::send_batch`] queues, in order, until
+/// shutdown: every batch already queued is sent before waiting again.
+pub(super) async fn send_loop(
+    shared: Arc<Shared>,
+    mut batches: tokio::sync::mpsc::Receiver<Vec<Transmit>>,
+) {
+    let mut stop = shared.shutdown.subscribe();
+    loop {
+        let batch = tokio::select! {
+            biased;
+            b = batches.recv() => b,
+            () = stopped(&mut stop) => return,
+        };
+        let Some(batch) = batch else { return };
+        for t in batch {
+            send(&shared, t);
+        }
+        while let Ok(batch) = batches.try_recv() {
+            for t in batch {
+                send(&shared, t);
+            }
+        }
+    }
+}
+
 /// Sends a datagram now; if the socket is busy, from a task (at most
 /// `send_queue_per_conn` of them at a time).
 pub(super) fn send(shared: &Arc<Shared>, transmit: Transmit) {
