@@ -45,6 +45,7 @@
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+. "$BENCH_DIR/lib.sh"
 REPO_ROOT=$(cd "$BENCH_DIR/.." && pwd)
 PY="python3 $BENCH_DIR/sipbench.py"
 
@@ -87,8 +88,6 @@ else
     : "${RATES:=1000 2000 3000 4000 5000 6000 7000 8000 9000 10000 11000 12000 13000 14000 16000 20000}" "${DURATION:=10}"
 fi
 
-log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
 
 # ------------------------------------------------------------------ dependencies
 need_pkgs=()
@@ -105,20 +104,6 @@ for c in sipp python3 curl timeout; do command -v "$c" >/dev/null 2>&1 || die "$
 # ------------------------------------------------------------------ process bookkeeping
 PIDS=()
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/pager-bench.XXXXXX")
-stop_pid() {  # stop_pid PID [grace seconds]: TERM, wait, KILL
-    local pid=$1 grace=${2:-5} i
-    kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < grace * 10; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        log "pid $pid did not stop on SIGTERM, sending SIGKILL"
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-}
 cleanup() {
     local rc=$? p
     for p in "${PIDS[@]}"; do stop_pid "$p" 3; done
@@ -131,10 +116,7 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-untrack() { local p keep=(); for p in "${PIDS[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done; PIDS=("${keep[@]}"); }
 
-freeport() { $PY freeport "$@"; }
-loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 
 SIPP_LOAD_OPTS=(-buff_size 4194304 -max_recv_loops 10000 -max_sched_loops 10000 -nostdin)
 
@@ -203,6 +185,8 @@ start_cpm() {  # start_cpm VARIANT
     # The load comes from one address (the SIPp UAC on 127.0.0.1): lift the per-source limits
     # that protect a node on the open internet (the ramp goes far above their defaults).
     printf '[limits]\nrequests_per_sec_per_source = 1000000\nburst_per_source = 1000000\nudp_packets_per_sec_per_source = 0\n' >"$dir/cpm.toml"
+    # CPM_EXTRA_TOML: more configuration for an experiment (appended as is).
+    [ -z "${CPM_EXTRA_TOML:-}" ] || printf '%b\n' "$CPM_EXTRA_TOML" >>"$dir/cpm.toml"
     extra=(--config "$dir/cpm.toml")
     case "$variant" in
         cpm-normal)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SIP core benchmark: `cpm serve` vs Kamailio 5.6 on the same machine, same run, same SIPp load.
 #
-#   bench/sip-core.sh [--only cpm|kamailio] [--quick] [--rates "500 1000 ..."] [--duration S]
+#   bench/sip-core.sh [--only cpm|kamailio|direct] [--servers "cpm kamailio direct"] [--quick] [--rates "500 1000 ..."] [--duration S]
 #                     [--message-rates "..."] [--call-rates "..."] [--threads N] [--probe-rate R]
 #                     [--hold-ms MS] [--no-build] [--keep] [--scenarios "message call"]
 #
@@ -11,6 +11,9 @@
 # Ramp per server and scenario: steps of increasing offered rate, each DURATION seconds
 # (-m rate*DURATION); stop at the first step that is not clean (see bench/sipbench.py `step`).
 # The load generator (127.0.0.1) is a trusted peer on both servers: no digest.
+# Servers (default all three, in this order per scenario): cpm, kamailio, and direct: no server,
+# the SIPp UAC talks to the SIPp UAS itself (same scenarios, same ramp), which measures the load
+# generator's own ceiling on this machine in the same run (a relay cannot be measured above it).
 #
 # Output: Markdown tables on stdout and in bench/results/sip-core-<date>.md; raw files (SIPp
 # stats, logs, per-step JSON) in a work directory under ${TMPDIR:-/tmp} (path printed).
@@ -21,10 +24,12 @@
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+. "$BENCH_DIR/lib.sh"
 REPO_ROOT=$(cd "$BENCH_DIR/.." && pwd)
 PY="python3 $BENCH_DIR/sipbench.py"
 
 ONLY=""
+SERVERS_ARG="cpm kamailio direct"
 QUICK=0
 RATES_MESSAGE=""
 RATES_CALL=""
@@ -40,6 +45,7 @@ usage() { sed -n '2,/^set -euo/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --only) ONLY="$2"; shift 2 ;;
+        --servers) SERVERS_ARG="$2"; shift 2 ;;
         --quick) QUICK=1; shift ;;
         --rates) RATES_MESSAGE="$2"; RATES_CALL="$2"; shift 2 ;;
         --message-rates) RATES_MESSAGE="$2"; shift 2 ;;
@@ -55,22 +61,21 @@ while [ $# -gt 0 ]; do
         *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
     esac
 done
-case "$ONLY" in ""|cpm|kamailio) ;; *) echo "--only cpm|kamailio" >&2; exit 2 ;; esac
+case "$ONLY" in ""|cpm|kamailio|direct) ;; *) echo "--only cpm|kamailio|direct" >&2; exit 2 ;; esac
 if [ "$QUICK" = 1 ]; then
     : "${RATES_MESSAGE:=500 1000 2000}" "${RATES_CALL:=500 1000 2000}"
     : "${DURATION:=5}"
 else
-    : "${RATES_MESSAGE:=500 1000 2000 4000 6000 8000 10000 12000 14000 16000 20000 24000 28000 32000}"
+    : "${RATES_MESSAGE:=500 1000 2000 4000 6000 8000 10000 12000 14000 16000 20000 24000 28000 32000 36000 40000 48000 56000 64000}"
     # a call is ~3x the proxy work of a MESSAGE (INVITE/100/200/ACK/BYE/200): finer steps
-    : "${RATES_CALL:=500 1000 1500 2000 2500 3000 3500 4000 5000 6000 8000 10000 12000 16000}"
+    : "${RATES_CALL:=500 1000 1500 2000 2500 3000 3500 4000 5000 6000 8000 10000 12000 16000 20000 24000}"
     : "${DURATION:=10}"
 fi
-SERVERS=""
-[ "$ONLY" != kamailio ] && SERVERS="$SERVERS cpm"
-[ "$ONLY" != cpm ] && SERVERS="$SERVERS kamailio"
+SERVERS=" ${ONLY:-$SERVERS_ARG} "
+for s in $SERVERS; do
+    case "$s" in cpm|kamailio|direct) ;; *) echo "unknown server $s" >&2; exit 2 ;; esac
+done
 
-log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
 
 # ------------------------------------------------------------------ dependencies
 need_pkgs=()
@@ -87,20 +92,6 @@ for c in sipp python3 curl timeout; do command -v "$c" >/dev/null 2>&1 || die "$
 # ------------------------------------------------------------------ process bookkeeping
 PIDS=()
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/sip-core-bench.XXXXXX")
-stop_pid() {  # stop_pid PID [grace seconds]: TERM, wait, KILL
-    local pid=$1 grace=${2:-5} i
-    kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < grace * 10; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        log "pid $pid did not stop on SIGTERM, sending SIGKILL"
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-}
 cleanup() {
     local rc=$? p
     for p in "${PIDS[@]}"; do stop_pid "$p" 3; done
@@ -112,9 +103,7 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-untrack() { local p keep=(); for p in "${PIDS[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done; PIDS=("${keep[@]}"); }
 
-freeport() { $PY freeport "$@"; }
 
 SIPP_LOAD_OPTS=(-buff_size 4194304 -max_recv_loops 10000 -max_sched_loops 10000 -nostdin)
 
@@ -196,7 +185,13 @@ start_cpm() {
     [ "$i" -lt 100 ] || { tail -30 "$dir/cpm.log" >&2; die "cpm not healthy after 10 s"; }
     log "cpm ready on 127.0.0.1:$SERVER_PORT (pid $SERVER_PID, --threads $THREADS, http $hport)"
 }
+start_direct() {  # no server: run_scenario points the UAC at the UAS
+    SERVER_PID=""
+    SERVER_PORT=""
+    log "direct: SIPp UAC -> SIPp UAS, no server (the load generator's ceiling)"
+}
 stop_server() {
+    [ -n "$SERVER_PID" ] || return 0
     stop_pid "$SERVER_PID" 10
     untrack "$SERVER_PID"
     SERVER_PID=""
@@ -230,6 +225,11 @@ run_scenario() {  # run_scenario SERVER SCENARIO
     PIDS+=("$upid")
     sleep 0.5
     kill -0 "$upid" 2>/dev/null || { cat "$dir/uas.out" >&2; die "SIPp UAS did not start"; }
+    if [ "$server" = direct ]; then
+        # The UAS is the "server": its port is the UAC's destination, its process is measured.
+        SERVER_PORT=$uport
+        SERVER_PID=$upid
+    fi
 
     local rates=$RATES_MESSAGE
     [ "$scen" = call ] && rates=$RATES_CALL
@@ -239,7 +239,7 @@ run_scenario() {  # run_scenario SERVER SCENARIO
         local sd=$dir/step-$rate snap0 snap1 uas0 uas1 usnap0 usnap1 ppid uacpid extra=()
         mkdir -p "$sd"
         # (re-)register bob -> UAS before every step: the binding never expires mid-ramp
-        register_bob "$dir" "$uport" || { tail -20 "$dir/register.out" >&2; die "REGISTER of bob failed on $server"; }
+        [ "$server" = direct ] || register_bob "$dir" "$uport" || { tail -20 "$dir/register.out" >&2; die "REGISTER of bob failed on $server"; }
         calls=$((rate * DURATION))
         limit=$((rate * 2 > 200 ? rate * 2 : 200))
         [ "$scen" = call ] && extra=(-d "$CALL_HOLD_MS")
@@ -293,6 +293,7 @@ run_scenario() {  # run_scenario SERVER SCENARIO
     done
     stop_pid "$upid" 3
     untrack "$upid"
+    [ "$server" != direct ] || SERVER_PID=""
     local counters=""
     [ "$server" = kamailio ] && counters=$(kam_stats "$scen")
     $PY uasdone --server "$server" --scenario "$scen" --screen "$dir/uas.out" --csv "$dir/uas.csv" \

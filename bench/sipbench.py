@@ -761,7 +761,7 @@ def cmd_report(a):
         w("| server | highest clean rate (/s) | p50 ms | p99 ms | CPU % | RSS MB | PSS MB | first unclean step |")
         w("|---|---:|---:|---:|---:|---:|---:|---|")
         best, ended_clean = {}, []
-        for server in ["cpm", "kamailio"]:
+        for server in ["cpm", "kamailio", "direct"]:
             srs = [r for r in rs if r["server"] == server]
             if not srs:
                 continue
@@ -790,6 +790,11 @@ def cmd_report(a):
             w("cpm / Kamailio clean-rate ratio: n/a (Kamailio had no clean step)")
         else:
             w("cpm / Kamailio clean-rate ratio: n/a (only one server ran)")
+        if best.get("direct") and "cpm" in best:
+            cap = (" (a lower bound: the direct ramp ended clean)" if "direct" in ended_clean else "")
+            w("")
+            w(f"**cpm / load generator's own ceiling (SIPp UAC -> UAS direct, same run): "
+              f"{best['cpm'] / best['direct']:.2f}**{cap}")
         w("")
         w("<details><summary>all steps</summary>")
         w("")
