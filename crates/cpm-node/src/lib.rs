@@ -34,6 +34,8 @@
 //!    - [`Output::LookupUser`]: read the user directory off the loop and answer with
 //!      `Input::Core(cpm_proxy::Input::User { .. })` (the request waits in the core
 //!      meanwhile);
+//!    - [`Output::Shard`]: give it to that shard's node as [`Input::Shard`] (a node of
+//!      several shards, [`shard`]; one shard never outputs it);
 //!    - [`Output::Event`]: log it or count it.
 //! 4. Sleep until [`Node::poll_timeout`] (or until input arrives), then call
 //!    [`Node::handle_timeout`] with the current time, and drain again (step 3).
@@ -42,6 +44,8 @@
 
 #![forbid(unsafe_code)]
 #![warn(clippy::unwrap_used)]
+
+pub mod shard;
 
 use core::net::SocketAddr;
 use std::collections::{HashMap, VecDeque};
@@ -56,6 +60,8 @@ use cpm_sip_core::{ConnId, Function, Handoff, Peer, Transmit};
 use cpm_store::{BindingRecord, OpError, OpId, Outcome, StoreOp};
 use foldhash::fast::FixedState;
 
+pub use shard::{Dispatch, Router, ShardHop, Shards, shard_of_op};
+
 /// How one node is set up.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -68,6 +74,8 @@ pub struct NodeConfig {
     pub participating: Option<PfConfig>,
     /// Report every in-node hop as an [`Event::Hop`] (traces, the simulator's transcript).
     pub trace_hops: bool,
+    /// Which shard of the node this is ([`shard`]); one by default.
+    pub shards: Shards,
 }
 
 impl NodeConfig {
@@ -81,6 +89,7 @@ impl NodeConfig {
             core,
             participating: Some(pf),
             trace_hops: false,
+            shards: Shards::default(),
         }
     }
 }
@@ -103,6 +112,8 @@ pub enum Input {
         /// The event.
         input: cpm_proxy::Input,
     },
+    /// A message from a function on another shard ([`Output::Shard`] of that shard).
+    Shard(ShardHop),
     /// The outcome of an [`Output::Store`] operation.
     Stored {
         /// The operation's id.
@@ -137,6 +148,9 @@ pub enum Output {
         /// The realm.
         realm: String,
     },
+    /// A message for a function on another shard: give it to that shard as
+    /// [`Input::Shard`], in order.
+    Shard(ShardHop),
     /// Something to log or count.
     Event(Event),
 }
@@ -187,6 +201,27 @@ pub struct NodeStats {
     pub store_in_flight: u64,
 }
 
+impl core::ops::AddAssign for NodeStats {
+    /// Adds another shard's counters.
+    fn add_assign(&mut self, o: Self) {
+        self.core += o.core;
+        self.registrations += o.registrations;
+        self.transactions += o.transactions;
+        self.participating = match (self.participating, o.participating) {
+            (Some(mut a), Some(b)) => {
+                a += b;
+                Some(a)
+            }
+            (a, b) => a.or(b),
+        };
+        self.pf_in_progress += o.pf_in_progress;
+        self.hops += o.hops;
+        self.user_lookups += o.user_lookups;
+        self.load += o.load;
+        self.store_in_flight += o.store_in_flight;
+    }
+}
+
 /// Whose store operation an id is.
 #[derive(Clone, Copy, Debug)]
 enum OpOwner {
@@ -202,6 +237,7 @@ pub struct Node {
     core: Proxy,
     pf: Option<ParticipatingFunction>,
     trace_hops: bool,
+    shards: Shards,
     /// The one allocator of store operation ids, and whose each one is.
     next_op: u64,
     /// With when each was asked for: the store's latency is an overload signal.
@@ -217,6 +253,17 @@ impl Node {
     /// A node with no state. `unix_ms` is the wall clock at `now`.
     pub fn new(mut cfg: NodeConfig, now: Instant, unix_ms: u64) -> Self {
         let addr = cfg.core.advertised;
+        let shards = cfg.shards;
+        cfg.core.shards = shards;
+        if shards.count > 1 {
+            // The shards' tags, branches and Call-IDs must not repeat each other's.
+            let spread = u64::from(shards.index).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            cfg.core.rng_seed ^= spread;
+            if let Some(pf) = &mut cfg.participating {
+                pf.rng_seed ^= spread;
+                pf.expire_deferred = shards.index == 0;
+            }
+        }
         let pf = cfg.participating.take().map(|mut pf| {
             pf.address = addr;
             pf.core = Peer::local(Function::Core, addr);
@@ -239,7 +286,8 @@ impl Node {
             core: Proxy::new(cfg.core, now, unix_ms / 1000),
             pf,
             trace_hops: cfg.trace_hops,
-            next_op: 0,
+            shards,
+            next_op: shard::first_op(shards),
             ops: HashMap::with_hasher(FixedState::with_seed(0)),
             hops: VecDeque::new(),
             outputs: VecDeque::new(),
@@ -270,6 +318,10 @@ impl Node {
                 // The store queue is bounded here: past the limit new work is refused.
                 self.core.set_store_backlog(self.ops.len());
                 self.core.handle_received(now, received, input);
+            }
+            Input::Shard(hop) => {
+                let peer = Peer::local_on(hop.from, self.addr, hop.from_shard);
+                self.hand_to(now, peer, hop.to, hop.message);
             }
             Input::Stored { id, result } => match self.ops.remove(&id).map(|(owner, asked)| {
                 self.core
@@ -418,9 +470,25 @@ impl Node {
                 message: Box::new(hop.message.clone()),
             }));
         }
-        let peer = Peer::local(from, self.addr);
         let message = hop.message;
-        match hop.to {
+        // For a function on another shard (the core's choice): it crosses there.
+        let shard = hop.shard.unwrap_or(self.shards.index);
+        if shard != self.shards.index {
+            self.outputs.push_back(Output::Shard(ShardHop {
+                shard,
+                to: hop.to,
+                from_shard: self.shards.index,
+                from,
+                message,
+            }));
+            return;
+        }
+        self.hand_to(now, Peer::local(from, self.addr), hop.to, message);
+    }
+
+    /// Gives `message` from `peer` (one of the node's functions) to the function `to`.
+    fn hand_to(&mut self, now: Instant, peer: Peer, to: Function, message: Message) {
+        match to {
             Function::Core => self
                 .core
                 .handle_input(now, cpm_proxy::Input::Message { peer, message }),
@@ -430,11 +498,11 @@ impl Node {
                 }
                 None => self
                     .outputs
-                    .push_back(Output::Event(Event::NoSuchFunction(hop.to))),
+                    .push_back(Output::Event(Event::NoSuchFunction(to))),
             },
             Function::Controlling => self
                 .outputs
-                .push_back(Output::Event(Event::NoSuchFunction(hop.to))),
+                .push_back(Output::Event(Event::NoSuchFunction(to))),
         }
     }
 

@@ -83,6 +83,7 @@ impl Harness {
                     self.hops.push((from, to, line));
                 }
                 Output::Event(e) => panic!("unexpected event {e:?}"),
+                Output::Shard(h) => panic!("one shard here, yet {h:?}"),
             }
         }
     }

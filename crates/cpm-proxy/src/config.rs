@@ -144,6 +144,62 @@ pub struct ProxyConfig {
     pub max_store_in_flight: usize,
     /// Seed for tags and branch suffixes (a simulation replays byte for byte).
     pub rng_seed: u64,
+    /// Which shard of its node this core is (`cpm serve --threads`). With several, the
+    /// shard is written at the end of the branch of every request it sends
+    /// ([`crate::proxy::branch_shard`]), so that the responses find their way back to it,
+    /// and what remains to do for a local target on another shard (its terminating phase,
+    /// its bindings) is handed to that shard's core.
+    pub shards: Shards,
+}
+
+/// FNV-1a over parts, each followed by a separator (so `["ab", "c"]` and `["a", "bc"]`
+/// differ): the branch hash of RFC 3261 16.6 step 8 and the shard of a user.
+pub(crate) fn fnv(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for &b in *p {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        h ^= 0xff;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// Which shard of a node an element is, of how many: a user's bindings, flows and
+/// terminating state live on [`Shards::of_user`].
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub struct Shards {
+    /// This shard, `0..count`.
+    pub index: u16,
+    /// How many shards the node runs (1: not sharded).
+    pub count: u16,
+}
+
+impl Default for Shards {
+    /// One shard: the whole node.
+    fn default() -> Self {
+        Self { index: 0, count: 1 }
+    }
+}
+
+impl Shards {
+    /// The shard of a user, by the user part of its address-of-record (unescaped): the host
+    /// does not count, so `alice@localhost` and `alice@127.0.0.1` are one user of the node.
+    pub fn of_user(self, user: &str) -> u16 {
+        if self.count <= 1 {
+            return 0;
+        }
+        // Stable across builds and runs (the shard of a stored binding must not change with
+        // a restart), no seed to keep.
+        (fnv(&[user.as_bytes()]) % u64::from(self.count)) as u16
+    }
+
+    /// [`Shards::of_user`] for an address-of-record `user@host`.
+    pub fn of_aor(self, aor: &str) -> u16 {
+        self.of_user(aor.rsplit_once('@').map_or(aor, |(u, _)| u))
+    }
 }
 
 impl ProxyConfig {
@@ -171,6 +227,7 @@ impl ProxyConfig {
             max_transactions: 500_000,
             max_store_in_flight: 100_000,
             rng_seed: 1,
+            shards: Shards::default(),
         }
     }
 

@@ -32,5 +32,5 @@ mod policy;
 pub mod proxy;
 pub mod registrar;
 
-pub use config::{ApplicationServer, ProxyConfig, RegistrarConfig, Service, TrustedPeer};
-pub use proxy::{Input, Output, Proxy, QueryId, SecurityEvent, Stats, UserRecord};
+pub use config::{ApplicationServer, ProxyConfig, RegistrarConfig, Service, Shards, TrustedPeer};
+pub use proxy::{Input, Output, Proxy, QueryId, SecurityEvent, Stats, UserRecord, branch_shard};

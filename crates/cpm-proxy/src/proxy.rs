@@ -43,6 +43,19 @@ pub use security::SecurityEvent;
 /// Our branch prefix: the magic cookie, then a marker for loop detection (RFC 3261 16.6 step 8).
 const BRANCH_PREFIX: &str = "z9hG4bK-cpm-";
 
+/// What ends the branch of a request a core on a shard sends, before the shard's number.
+const SHARD_MARK: &str = ".s";
+
+/// The shard whose core sent the request this branch names (`z9hG4bK-cpm-<hash>.s1`), for a
+/// driver that hands each response to the shard that waits for it; `None` for a branch that
+/// is not ours or carries no shard.
+pub fn branch_shard(branch: &str) -> Option<u16> {
+    let (_, shard) = branch
+        .strip_prefix(BRANCH_PREFIX)?
+        .rsplit_once(SHARD_MARK)?;
+    shard.parse().ok()
+}
+
 /// The parameter of our Record-Route that carries the dialog token: a MAC of the Call-ID
 /// under the node's secret, so an in-dialog request proves the dialog runs through us.
 const DIALOG_PARAM: &str = "cpm-d";
@@ -176,6 +189,31 @@ pub struct Stats {
     pub sender_refused: u64,
 }
 
+impl core::ops::AddAssign for Stats {
+    /// Adds another element's counters (the shards of one node, for `/metrics`).
+    fn add_assign(&mut self, o: Self) {
+        self.requests_received += o.requests_received;
+        self.responses_received += o.responses_received;
+        self.parse_errors += o.parse_errors;
+        self.transactions_started += o.transactions_started;
+        self.requests_forwarded += o.requests_forwarded;
+        self.messages_forwarded += o.messages_forwarded;
+        self.registrations_accepted += o.registrations_accepted;
+        self.auth_challenges += o.auth_challenges;
+        self.local_failures += o.local_failures;
+        self.third_party_registers += o.third_party_registers;
+        self.auth_failures += o.auth_failures;
+        self.auth_refused += o.auth_refused;
+        self.auth_blocks += o.auth_blocks;
+        self.auth_blocked_sources += o.auth_blocked_sources;
+        self.auth_blocked_users += o.auth_blocked_users;
+        self.replays_refused += o.replays_refused;
+        self.rate_limited += o.rate_limited;
+        self.relay_refused += o.relay_refused;
+        self.sender_refused += o.sender_refused;
+    }
+}
+
 /// The SIP/IP Core. See the crate docs for the driver loop.
 pub struct Proxy {
     cfg: ProxyConfig,
@@ -212,6 +250,9 @@ pub struct Proxy {
     load: LoadControl,
     /// Store operations of the node in flight, as the driver last said.
     store_backlog: usize,
+    /// The end of every branch we write: the shard's mark, or nothing
+    /// ([`ProxyConfig::shards`]).
+    branch_tag: String,
 }
 
 /// The Unix time as an RFC 1123 date for the Date header (one formatter, in the codec).
@@ -336,6 +377,11 @@ impl Proxy {
             guard_sweep_at: None,
             load: LoadControl::new(cfg.overload),
             store_backlog: 0,
+            branch_tag: if cfg.shards.count > 1 {
+                format!("{SHARD_MARK}{}", cfg.shards.index)
+            } else {
+                String::new()
+            },
             tx: TransactionLayer::with_seed(cfg.timers, cfg.rng_seed),
             registrar: Registrar::default(),
             nonce_key,

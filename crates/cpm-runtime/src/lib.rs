@@ -53,6 +53,7 @@ mod sip;
 pub mod store;
 
 pub use sip::{
-    NetEvent, SipTransport, SipTransportConfig, SipTransportHandle, TcpStats, UdpFloodGuard,
+    Dispatcher, NetEvent, SipTransport, SipTransportConfig, SipTransportHandle, TcpStats,
+    UdpFloodGuard,
 };
 pub use store::{StoreCounters, StoreExecutor, StoreResults, StoreStats};

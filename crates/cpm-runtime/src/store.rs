@@ -112,9 +112,24 @@ impl StoreStats {
 pub struct StoreExecutor {
     ops: Option<mpsc::Sender<(OpId, StoreOp)>>,
     /// For answering operations submitted after the thread ended.
-    results: tokio_mpsc::UnboundedSender<StoreResult>,
+    results: Answers,
     counters: Arc<StoreCounters>,
     thread: Option<JoinHandle<()>>,
+}
+
+/// Where answers go: one queue, or one per node shard with the rule that picks it.
+#[derive(Clone, Debug)]
+struct Answers {
+    queues: Vec<tokio_mpsc::UnboundedSender<StoreResult>>,
+    route: fn(OpId) -> usize,
+}
+
+impl Answers {
+    fn send(&self, answer: StoreResult) {
+        let i = (self.route)(answer.0).min(self.queues.len() - 1);
+        // A receiver that is gone (the node stopped) needs no answer.
+        let _ = self.queues[i].send(answer);
+    }
 }
 
 /// The answers of a [`StoreExecutor`], one per submitted operation, in submission order.
@@ -131,8 +146,29 @@ impl StoreExecutor {
     ///
     /// If the operating system cannot start a thread.
     pub fn spawn(backend: Box<dyn Backend + Send>, max_batch: usize) -> (Self, StoreResults) {
+        let (executor, mut results) = Self::spawn_sharded(backend, max_batch, 1, |_| 0);
+        let results = results.pop().expect("one receiver");
+        (executor, results)
+    }
+
+    /// [`StoreExecutor::spawn`] with one [`StoreResults`] per node shard: `route` says
+    /// which one an operation's answer goes to, from its id (the shard that asked is in the
+    /// id). The batches still mix every shard's operations: one writer, one commit.
+    ///
+    /// # Panics
+    ///
+    /// If the operating system cannot start a thread.
+    pub fn spawn_sharded(
+        backend: Box<dyn Backend + Send>,
+        max_batch: usize,
+        receivers: usize,
+        route: fn(OpId) -> usize,
+    ) -> (Self, Vec<StoreResults>) {
         let (ops_tx, ops_rx) = mpsc::channel();
-        let (results_tx, results_rx) = tokio_mpsc::unbounded_channel();
+        let (queues, receivers): (Vec<_>, Vec<_>) = (0..receivers.max(1))
+            .map(|_| tokio_mpsc::unbounded_channel())
+            .unzip();
+        let results_tx = Answers { queues, route };
         let counters = Arc::new(StoreCounters::default());
         let worker = Worker {
             backend: Some(backend),
@@ -152,9 +188,10 @@ impl StoreExecutor {
                 counters,
                 thread: Some(thread),
             },
-            StoreResults {
-                results: results_rx,
-            },
+            receivers
+                .into_iter()
+                .map(|results| StoreResults { results })
+                .collect(),
         )
     }
 
@@ -168,7 +205,7 @@ impl StoreExecutor {
         };
         if !sent {
             self.counters.queued.fetch_sub(1, Ordering::Relaxed);
-            let _ = self.results.send((
+            self.results.send((
                 id,
                 Err(OpError::Backend(
                     "the store executor has stopped".to_owned(),
@@ -216,7 +253,7 @@ struct Worker {
     /// an error from then on.
     backend: Option<Box<dyn Backend + Send>>,
     ops: mpsc::Receiver<(OpId, StoreOp)>,
-    results: tokio_mpsc::UnboundedSender<StoreResult>,
+    results: Answers,
     counters: Arc<StoreCounters>,
     max_batch: usize,
 }
@@ -245,7 +282,7 @@ impl Worker {
         let ids: Vec<OpId> = batch.iter().map(|(id, _)| *id).collect();
         let Some(backend) = self.backend.as_mut() else {
             for id in ids {
-                let _ = self.results.send((
+                self.results.send((
                     id,
                     Err(OpError::Backend("the store backend has failed".to_owned())),
                 ));
@@ -270,7 +307,7 @@ impl Worker {
             self.backend = None;
             self.counters.failed_batches.fetch_add(1, Ordering::Relaxed);
             for id in ids {
-                let _ = self.results.send((
+                self.results.send((
                     id,
                     Err(OpError::Backend("the store backend panicked".to_owned())),
                 ));
@@ -300,11 +337,11 @@ impl Worker {
             let mut missing: HashSet<OpId> = ids.iter().copied().collect();
             for (id, result) in answers {
                 if missing.remove(&id) {
-                    let _ = self.results.send((id, result));
+                    self.results.send((id, result));
                 }
             }
             for id in ids.into_iter().filter(|id| missing.contains(id)) {
-                let _ = self.results.send((
+                self.results.send((
                     id,
                     Err(OpError::Backend(
                         "the store backend gave no answer".to_owned(),
@@ -315,7 +352,7 @@ impl Worker {
         }
         for answer in answers {
             // The receiver gone means nobody waits for answers any more.
-            let _ = self.results.send(answer);
+            self.results.send(answer);
         }
     }
 }

@@ -159,6 +159,7 @@ impl Domain {
             participating: Some(config.pf.clone()),
             // The transcript and the capture show the in-node hops too.
             trace_hops: true,
+            shards: cpm_node::Shards::default(),
         };
         cpm_node::Node::new(cfg, base, UNIX_BASE_MS)
     }
@@ -751,6 +752,12 @@ impl Network {
                     );
                 }
                 cpm_node::Output::Store { id, op } => d.enqueue(now, id, op),
+                cpm_node::Output::Shard(hop) => {
+                    misrouted = Some(format!(
+                        "{} sent to its shard {}, but runs one",
+                        d.name, hop.shard
+                    ));
+                }
                 cpm_node::Output::Event(e) => match e {
                     cpm_node::Event::Hop { from, to, message } => {
                         let (from, to) = (d.function_name(from), d.function_name(to));

@@ -119,6 +119,17 @@ pub struct LoadStats {
     pub last_store_latency_us: u64,
 }
 
+impl core::ops::AddAssign for LoadStats {
+    /// Adds another element's counters (the shards of one node, for `/metrics`).
+    fn add_assign(&mut self, o: Self) {
+        self.refused += o.refused;
+        self.overload_periods += o.overload_periods;
+        self.shedding |= o.shedding;
+        self.last_queue_delay_us = self.last_queue_delay_us.max(o.last_queue_delay_us);
+        self.last_store_latency_us = self.last_store_latency_us.max(o.last_store_latency_us);
+    }
+}
+
 /// Admission of new requests by measured delay: see the module docs.
 #[derive(Clone, Debug)]
 pub struct LoadControl {

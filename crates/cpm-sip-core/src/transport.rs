@@ -87,7 +87,9 @@ pub struct Peer {
     /// Remote address.
     pub addr: SocketAddr,
     /// The stream connection, if one is known. `None` on a stream transport asks the driver to
-    /// use any open connection to `addr` or to open one.
+    /// use any open connection to `addr` or to open one. For a [`TransportKind::Local`] peer,
+    /// the node shard (thread) that runs the function, when it is another than the sender's
+    /// (see [`Peer::local_on`]): the link between two shards is a connection of its own.
     pub conn: Option<ConnId>,
 }
 
@@ -107,6 +109,25 @@ impl Peer {
             transport: TransportKind::Local(to),
             addr,
             conn: None,
+        }
+    }
+
+    /// The function `to` of this node running on another shard of it (`cpm serve
+    /// --threads`): a hop to it crosses to that shard's thread as a value
+    /// ([`Handoff::shard`]).
+    pub fn local_on(to: Function, addr: SocketAddr, shard: u16) -> Self {
+        Self {
+            transport: TransportKind::Local(to),
+            addr,
+            conn: Some(ConnId(u64::from(shard))),
+        }
+    }
+
+    /// For a local peer on another shard, that shard ([`Peer::local_on`]).
+    pub fn shard(&self) -> Option<u16> {
+        match (self.transport, self.conn) {
+            (TransportKind::Local(_), Some(ConnId(s))) => u16::try_from(s).ok(),
+            _ => None,
         }
     }
 
@@ -146,6 +167,8 @@ pub struct Transmit {
 pub struct Handoff {
     /// The receiving function.
     pub to: Function,
+    /// The shard it runs on, when it is not the sender's ([`Peer::shard`]).
+    pub shard: Option<u16>,
     /// The message.
     pub message: Message,
 }
@@ -164,7 +187,11 @@ impl Outgoing {
     /// `message` for `peer`: serialised for a network peer, as a value for a local one.
     pub fn new(peer: Peer, message: Message) -> Self {
         match peer.transport {
-            TransportKind::Local(to) => Self::Handoff(Handoff { to, message }),
+            TransportKind::Local(to) => Self::Handoff(Handoff {
+                to,
+                shard: peer.shard(),
+                message,
+            }),
             TransportKind::Udp | TransportKind::Tcp => Self::Transmit(Transmit {
                 peer,
                 payload: message.to_bytes(),

@@ -13,12 +13,15 @@ use tokio::sync::mpsc as tokio_mpsc;
 
 /// One lookup for the reader thread.
 struct Query {
+    /// The node shard that asked, whose queue gets the answer.
+    shard: usize,
     query: QueryId,
     username: String,
     realm: String,
 }
 
-/// The handle the loop asks through; dropping it ends the thread.
+/// The handle the loops ask through; dropping every clone ends the thread.
+#[derive(Clone)]
 pub(crate) struct Directory {
     queries: mpsc::Sender<Query>,
 }
@@ -27,20 +30,24 @@ pub(crate) struct Directory {
 pub(crate) type Answers = tokio_mpsc::UnboundedReceiver<(QueryId, Option<UserRecord>)>;
 
 impl Directory {
-    /// Opens a read connection to the store in `data_dir` and starts the reader thread.
+    /// Opens a read connection to the store in `data_dir` and starts the reader thread,
+    /// with one answer queue per node shard.
     ///
     /// The queue is unbounded here because its length is bounded upstream: every query is a
     /// request parked in the core, and the core refuses new ones past its parked limit.
-    pub(crate) fn spawn(data_dir: &Path) -> Result<(Self, Answers), String> {
+    pub(crate) fn spawn(data_dir: &Path, shards: usize) -> Result<(Self, Vec<Answers>), String> {
         let store = Store::open(data_dir).map_err(|e| format!("cannot open the store: {e}"))?;
         let (tx, rx) = mpsc::channel::<Query>();
-        let (answer_tx, answers) = tokio_mpsc::unbounded_channel();
+        let (answer_tx, answers): (Vec<_>, Vec<_>) = (0..shards.max(1))
+            .map(|_| tokio_mpsc::unbounded_channel())
+            .unzip();
         std::thread::Builder::new()
             .name("cpm-directory".into())
             .spawn(move || {
                 while let Ok(q) = rx.recv() {
                     let user = lookup(&store, &q.username, &q.realm);
-                    if answer_tx.send((q.query, user)).is_err() {
+                    let queue = &answer_tx[q.shard.min(answer_tx.len() - 1)];
+                    if queue.send((q.query, user)).is_err() {
                         break;
                     }
                 }
@@ -49,10 +56,11 @@ impl Directory {
         Ok((Self { queries: tx }, answers))
     }
 
-    /// Asks for a user; the answer arrives on [`Answers`].
-    pub(crate) fn ask(&self, query: QueryId, username: String, realm: String) {
-        // The thread only ends when this handle is dropped.
+    /// Asks for a user for `shard`; the answer arrives on that shard's [`Answers`].
+    pub(crate) fn ask(&self, shard: usize, query: QueryId, username: String, realm: String) {
+        // The thread only ends when every handle is dropped.
         let _ = self.queries.send(Query {
+            shard,
             query,
             username,
             realm,

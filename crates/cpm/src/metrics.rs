@@ -65,6 +65,29 @@ pub(crate) struct Snapshot {
     pub(crate) store_in_flight: u64,
 }
 
+impl core::ops::AddAssign for Snapshot {
+    /// Adds another shard's counters (the store's are the one executor's: the later wins).
+    fn add_assign(&mut self, o: Self) {
+        self.proxy += o.proxy;
+        self.registrations += o.registrations;
+        self.transactions += o.transactions;
+        self.pf = match (self.pf, o.pf) {
+            (Some((mut a, n)), Some((b, m))) => {
+                a += b;
+                Some((a, n + m))
+            }
+            (a, b) => a.or(b),
+        };
+        if o.store.batches >= self.store.batches {
+            self.store = o.store;
+        }
+        self.user_lookups += o.user_lookups;
+        self.send_failures += o.send_failures;
+        self.load += o.load;
+        self.store_in_flight += o.store_in_flight;
+    }
+}
+
 /// One metric per protocol of a labelled family.
 struct ByProto<M> {
     sip: M,
@@ -144,6 +167,9 @@ pub(crate) struct Metrics {
     transport: Option<SipTransportHandle>,
     /// The HTTP server's connection counters, read when `/metrics` is rendered.
     pub(crate) http: Arc<HttpStats>,
+    /// The last snapshot of each node shard ([`Metrics::publish`]), added up at render: a
+    /// shard only touches its own slot, so the shards never wait for each other.
+    shards: Vec<Mutex<Snapshot>>,
 }
 
 impl Metrics {
@@ -367,7 +393,31 @@ impl Metrics {
             http_guard,
             transport,
             http: Arc::default(),
+            shards: Vec::new(),
         }
+    }
+
+    /// Metrics for a node of `n` shards, each publishing its own snapshot.
+    pub(crate) fn with_shards(mut self, n: usize) -> Self {
+        self.shards = (0..n).map(|_| Mutex::new(Snapshot::default())).collect();
+        self
+    }
+
+    /// Keeps shard `shard`'s counters for the next render.
+    pub(crate) fn publish(&self, shard: usize, s: Snapshot) {
+        if let Some(slot) = self.shards.get(shard) {
+            *slot.lock().unwrap_or_else(PoisonError::into_inner) = s;
+        }
+    }
+
+    /// The shards' snapshots added up, if the node publishes per shard.
+    fn shards_sum(&self) -> Option<Snapshot> {
+        let mut slots = self.shards.iter();
+        let mut sum = *slots.next()?.lock().unwrap_or_else(PoisonError::into_inner);
+        for slot in slots {
+            sum += *slot.lock().unwrap_or_else(PoisonError::into_inner);
+        }
+        Some(sum)
     }
 
     /// Sets the cores' metrics to `s`.
@@ -462,6 +512,9 @@ impl Metrics {
 
     /// The page: Prometheus text exposition format 0.0.4.
     pub(crate) fn render(&self) -> String {
+        if let Some(sum) = self.shards_sum() {
+            self.update(&sum);
+        }
         self.read_others();
         let mut out = String::new();
         // Writing to a String cannot fail, nor can encoding these metrics.

@@ -1,6 +1,8 @@
-//! `cpm serve`: the node. One loop owns the SIP/IP Core; it feeds the core what the transport
-//! receives, runs its timer, answers its user-directory queries from the store, and sends what
-//! it outputs. No SIP decision is made here.
+//! `cpm serve`: the node. One loop per shard (`--threads`) owns that shard's [`Node`]; it
+//! feeds the node what the transport dispatched to the shard, runs its timer, answers its
+//! user-directory queries from the store, passes its messages for other shards on, and sends
+//! what it outputs. No SIP decision is made here: which shard gets what is the node's
+//! [`cpm_node::Router`].
 
 use std::io::Read;
 use std::path::Path;
@@ -9,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::routing::get;
-use cpm_node::{Event, Input, Node, Output};
+use cpm_node::{Event, Input, Node, Output, ShardHop};
 use cpm_proxy::{
     ApplicationServer, Input as CoreInput, ProxyConfig, RegistrarConfig, Service, TrustedPeer,
 };
@@ -133,6 +135,7 @@ fn node_config(
             core,
             participating: None,
             trace_hops: false,
+            shards: cpm_node::Shards::default(),
         });
     }
     let mut node = cpm_node::NodeConfig::new(core);
@@ -155,15 +158,19 @@ fn node_config(
     Ok(node)
 }
 
-/// What the node's outputs go to: the SIP transport, the store executor, the user
-/// directory. It carries them out and decides nothing.
-struct Io<'a> {
-    net: &'a SipTransportHandle,
-    executor: &'a StoreExecutor,
-    directory: &'a crate::directory::Directory,
+/// What a shard's outputs go to: the SIP transport, the store executor, the user
+/// directory, the other shards. It carries them out and decides nothing.
+struct Io {
+    /// The shard it serves.
+    shard: usize,
+    net: SipTransportHandle,
+    executor: Arc<StoreExecutor>,
+    directory: crate::directory::Directory,
+    /// To each shard's loop (FIFO per pair of shards, as the node requires).
+    shards: Vec<tokio::sync::mpsc::UnboundedSender<ShardHop>>,
 }
 
-impl Io<'_> {
+impl Io {
     /// Carries out every output the node has (the match is exhaustive on purpose: a new
     /// output fails to compile here until it is handled).
     fn drain(&self, node: &mut Node) {
@@ -181,7 +188,18 @@ impl Io<'_> {
                     query,
                     username,
                     realm,
-                } => self.directory.ask(query, username, realm),
+                } => self.directory.ask(self.shard, query, username, realm),
+                Output::Shard(hop) => match self.shards.get(usize::from(hop.shard)) {
+                    // Unbounded: every hop is work a shard already admitted (the overload
+                    // control bounds it at the entry), and two shards must never wait on
+                    // each other.
+                    Some(to) => {
+                        let _ = to.send(hop);
+                    }
+                    None => {
+                        tracing::error!(shard = hop.shard, "a hop to a shard that does not run")
+                    }
+                },
                 Output::Event(event) => match event {
                     Event::Security(e) => crate::security::log(&e, "sip"),
                     Event::PersistFailed(e) => {
@@ -230,13 +248,33 @@ pub(crate) fn serve(cfg: NodeConfig) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    rt.block_on(run(cfg))
+    rt.block_on(run(cfg, threads))
 }
 
-async fn run(cfg: NodeConfig) -> Result<(), String> {
+/// How many node shards: one per thread, at most [`MAX_SHARDS`]; one with an external
+/// Participating Function (its terminating requests come back over the network with no
+/// shard of ours to name, and the user state they need is on the target's shard).
+fn shard_count(cfg: &NodeConfig, threads: usize) -> u16 {
+    if cfg.participating_function.is_some() {
+        return 1;
+    }
+    u16::try_from(threads.clamp(1, usize::from(MAX_SHARDS))).unwrap_or(1)
+}
+
+/// The most node shards (the store's operation ids keep 16 bits for the shard).
+const MAX_SHARDS: u16 = 256;
+
+/// A limit of the whole node shared out between its shards (rounded up).
+fn per_shard(total: usize, shards: u16) -> usize {
+    total.div_ceil(usize::from(shards)).max(1)
+}
+
+async fn run(cfg: NodeConfig, threads: usize) -> Result<(), String> {
+    let shards = shard_count(&cfg, threads);
     // Opening the store first creates and migrates it; this connection reads the user
     // directory on a thread of its own.
-    let (directory, mut user_answers) = crate::directory::Directory::spawn(&cfg.data_dir)?;
+    let (directory, user_answers) =
+        crate::directory::Directory::spawn(&cfg.data_dir, usize::from(shards))?;
     let secret = nonce_secret(&cfg.data_dir)?;
     let mut tcfg = SipTransportConfig::new(cfg.sip_listen);
     tcfg.tcp_idle_timeout = Duration::from_secs(cfg.transport.tcp_idle_timeout_secs);
@@ -250,10 +288,27 @@ async fn run(cfg: NodeConfig) -> Result<(), String> {
     if cfg.limits.udp_packets_per_sec_per_source > 0 {
         tcfg.udp_flood_guard = Some(udp_flood_guard(&cfg)?);
     }
-    let (mut transport, handle) = SipTransport::bind(tcfg)
-        .await
-        .map_err(|e| format!("cannot listen for SIP on {}: {e}", cfg.sip_listen))?;
-    let sip_addr = transport.local_addr();
+    // The router needs only the node's names and addresses, known before the port is (a
+    // port 0 changes no address): the transport dispatches with it from the first datagram.
+    let router = cpm_node::Router::new(
+        &proxy_config(&cfg, cfg.advertise.unwrap_or(cfg.sip_listen), secret)?,
+        shards,
+    );
+    let dispatch: cpm_runtime::Dispatcher = Arc::new(move |ev: &NetEvent| match ev {
+        NetEvent::Message { message, .. } => Some(usize::from(router.shard_of(message))),
+        NetEvent::ParseError { peer, .. } | NetEvent::KeepAlive { peer } => {
+            Some(usize::from(router.shard_of_source(peer.addr)))
+        }
+        // Every shard forgets the flows of a closed connection.
+        NetEvent::ConnectionClosed { .. } => None,
+        // Only counted.
+        NetEvent::SendFailed { .. } => Some(0),
+    });
+    let (transports, handle) =
+        SipTransport::bind_sharded(tcfg, usize::from(shards), Some(dispatch))
+            .await
+            .map_err(|e| format!("cannot listen for SIP on {}: {e}", cfg.sip_listen))?;
+    let sip_addr = handle.local_addr();
     let advertised = cfg.advertise.unwrap_or(sip_addr);
 
     let http_guard = Arc::new(std::sync::Mutex::new(crate::api::HttpGuard::new(
@@ -263,17 +318,17 @@ async fn run(cfg: NodeConfig) -> Result<(), String> {
             u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
         }),
     )));
-    let metrics = Arc::new(crate::metrics::Metrics::new(
-        Some(http_guard.clone()),
-        Some(handle.clone()),
-    ));
+    let metrics = Arc::new(
+        crate::metrics::Metrics::new(Some(http_guard.clone()), Some(handle.clone()))
+            .with_shards(usize::from(shards)),
+    );
     let listener = tokio::net::TcpListener::bind(cfg.http_listen)
         .await
         .map_err(|e| format!("cannot listen for HTTP on {}: {e}", cfg.http_listen))?;
     let http_addr = listener
         .local_addr()
         .map_err(|e| format!("HTTP listener: {e}"))?;
-    let (stop_tx, mut stop_rx) = watch::channel(false);
+    let (stop_tx, stop_rx) = watch::channel(false);
     let api_state = crate::api::ApiState {
         store: Arc::new(std::sync::Mutex::new(
             Store::open(&cfg.data_dir).map_err(|e| format!("cannot open the store: {e}"))?,
@@ -320,7 +375,11 @@ async fn run(cfg: NodeConfig) -> Result<(), String> {
     let unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
-    let node_cfg = node_config(&cfg, advertised, secret)?;
+    let mut node_cfg = node_config(&cfg, advertised, secret)?;
+    // The node's limits are the node's: each shard takes its share.
+    node_cfg.core.max_transactions = per_shard(node_cfg.core.max_transactions, shards);
+    node_cfg.core.max_store_in_flight = per_shard(node_cfg.core.max_store_in_flight, shards);
+    node_cfg.core.max_pending_lookups = per_shard(node_cfg.core.max_pending_lookups, shards);
     let in_process_pf = node_cfg.participating.is_some();
     let sync = if cfg.store.synchronous == "normal" {
         Synchronous::Normal
@@ -340,94 +399,182 @@ async fn run(cfg: NodeConfig) -> Result<(), String> {
         Some((_, Err(e))) => return Err(format!("cannot read the stored registrations: {e}")),
         _ => Vec::new(),
     };
-    let (executor, mut results) = StoreExecutor::spawn(Box::new(backend), cfg.store.max_batch);
-    let mut node = Node::new(node_cfg, start, unix);
-    let restored = node.restore_bindings(start, unix, &records);
+    let (executor, results) = StoreExecutor::spawn_sharded(
+        Box::new(backend),
+        cfg.store.max_batch,
+        usize::from(shards),
+        |id| usize::from(cpm_node::shard_of_op(id)),
+    );
+    let executor = Arc::new(executor);
+    let router = cpm_node::Router::new(&node_cfg.core, shards);
+    let mut by_shard: Vec<Vec<_>> = vec![Vec::new(); usize::from(shards)];
+    for r in records {
+        by_shard[usize::from(router.shard_of_aor(&r.aor))].push(r);
+    }
+    let (hop_tx, hop_rx): (Vec<_>, Vec<_>) = (0..shards)
+        .map(|_| tokio::sync::mpsc::unbounded_channel())
+        .unzip();
+    let mut loops = Vec::new();
+    let mut restored = 0;
+    for (((index, transport), (results, answers)), (hops, records)) in (0..shards)
+        .zip(transports)
+        .zip(results.into_iter().zip(user_answers))
+        .zip(hop_rx.into_iter().zip(by_shard))
+    {
+        let mut c = node_cfg.clone();
+        c.shards = cpm_node::Shards {
+            index,
+            count: shards,
+        };
+        let mut node = Node::new(c, start, unix);
+        restored += node.restore_bindings(start, unix, &records);
+        let io = Io {
+            shard: usize::from(index),
+            net: handle.clone(),
+            executor: Arc::clone(&executor),
+            directory: directory.clone(),
+            shards: hop_tx.clone(),
+        };
+        let shard = Shard {
+            node,
+            io,
+            transport,
+            results,
+            answers,
+            hops,
+            metrics: Arc::clone(&metrics),
+            stop: stop_rx.clone(),
+        };
+        loops.push(tokio::spawn(shard.run()));
+    }
+    drop((hop_tx, directory));
     if restored > 0 {
         tracing::info!(bindings = restored, "registrations restored from the store");
     }
-    let io = Io {
-        net: &handle,
-        executor: &executor,
-        directory: &directory,
-    };
     tracing::info!(
         sip = %sip_addr, http = %http_addr, domains = ?cfg.domains, data_dir = %cfg.data_dir.display(),
         participating_function = if in_process_pf { "in process" } else { "external" },
+        shards,
         "cpm serve: listening (SIP UDP+TCP, admin HTTP)"
     );
-    let mut send_failures = 0u64;
-    // What the restore produced (third-party REGISTERs to the PF) goes out now.
-    io.drain(&mut node);
-    loop {
-        let deadline = node.poll_timeout();
-        let sleep = async {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            ev = transport.recv_stamped() => {
-                // Handle the whole burst that is already queued before draining: fewer
-                // wake-ups per message under load.
-                let mut next = Some(ev);
-                let mut budget = 256;
-                while let Some((received, ev)) = next.take() {
-                    let now = Instant::now();
-                    if let Some(input) = to_input(ev, &mut send_failures) {
-                        node.handle_input(now, Input::Network { received, input });
-                    }
-                    budget -= 1;
-                    if budget > 0 {
-                        next = transport.try_recv_stamped();
-                    }
-                }
-            }
-            res = results.recv() => {
-                let mut next = res;
-                let mut budget = 4096;
-                while let Some((id, result)) = next.take() {
-                    node.handle_input(Instant::now(), Input::Stored { id, result });
-                    budget -= 1;
-                    if budget > 0 {
-                        next = results.try_recv();
-                    }
-                }
-            }
-            Some((query, user)) = user_answers.recv() => {
-                node.handle_input(Instant::now(), Input::Core(CoreInput::User { query, user }));
-                while let Ok((query, user)) = user_answers.try_recv() {
-                    node.handle_input(Instant::now(), Input::Core(CoreInput::User { query, user }));
-                }
-            }
-            () = sleep => {
-                // Decide expiry by the clock, not by trusting the wake-up (STYLE 3.4).
-                node.handle_timeout(Instant::now());
-            }
-            _ = stop_rx.wait_for(|s| *s) => break,
+    for l in loops {
+        if let Err(e) = l.await {
+            tracing::error!(error = %e, "a shard's loop ended abnormally");
         }
-        io.drain(&mut node);
-        let stats = node.stats();
-        metrics.update(&crate::metrics::Snapshot {
-            proxy: stats.core,
-            registrations: stats.registrations,
-            transactions: stats.transactions,
-            pf: stats.participating.map(|pf| (pf, stats.pf_in_progress)),
-            store: executor.stats(),
-            user_lookups: stats.user_lookups,
-            send_failures,
-            load: stats.load,
-            store_in_flight: stats.store_in_flight,
-        });
     }
-    // Let the store finish what the node asked for before the process ends.
-    drop(node);
+    // Every shard's node is gone: the store finishes what they asked for before the process
+    // ends (the last reference joins its thread).
     drop(executor);
     tracing::info!("cpm serve: shutting down");
     handle.shutdown();
     let _ = tokio::time::timeout(Duration::from_secs(5), http).await;
     Ok(())
+}
+
+/// One shard of the node and what its loop reads from.
+struct Shard {
+    node: Node,
+    io: Io,
+    /// What the transport dispatched to this shard.
+    transport: SipTransport,
+    results: cpm_runtime::StoreResults,
+    answers: crate::directory::Answers,
+    /// Messages from the other shards' functions.
+    hops: tokio::sync::mpsc::UnboundedReceiver<ShardHop>,
+    metrics: Arc<crate::metrics::Metrics>,
+    stop: watch::Receiver<bool>,
+}
+
+impl Shard {
+    /// The loop: until the stop signal.
+    async fn run(mut self) {
+        let Self {
+            node,
+            io,
+            transport,
+            results,
+            answers,
+            hops,
+            metrics,
+            stop,
+        } = &mut self;
+        let mut send_failures = 0u64;
+        // What the restore produced (third-party REGISTERs to the PF) goes out now.
+        io.drain(node);
+        loop {
+            let deadline = node.poll_timeout();
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                ev = transport.recv_stamped() => {
+                    // Handle the whole burst that is already queued before draining: fewer
+                    // wake-ups per message under load.
+                    let mut next = Some(ev);
+                    let mut budget = 256;
+                    while let Some((received, ev)) = next.take() {
+                        let now = Instant::now();
+                        if let Some(input) = to_input(ev, &mut send_failures) {
+                            node.handle_input(now, Input::Network { received, input });
+                        }
+                        budget -= 1;
+                        if budget > 0 {
+                            next = transport.try_recv_stamped();
+                        }
+                    }
+                }
+                res = results.recv() => {
+                    let mut next = res;
+                    let mut budget = 4096;
+                    while let Some((id, result)) = next.take() {
+                        node.handle_input(Instant::now(), Input::Stored { id, result });
+                        budget -= 1;
+                        if budget > 0 {
+                            next = results.try_recv();
+                        }
+                    }
+                }
+                Some((query, user)) = answers.recv() => {
+                    node.handle_input(Instant::now(), Input::Core(CoreInput::User { query, user }));
+                    while let Ok((query, user)) = answers.try_recv() {
+                        node.handle_input(Instant::now(), Input::Core(CoreInput::User { query, user }));
+                    }
+                }
+                Some(hop) = hops.recv() => {
+                    node.handle_input(Instant::now(), Input::Shard(hop));
+                    let mut budget = 256;
+                    while budget > 0 && let Ok(hop) = hops.try_recv() {
+                        node.handle_input(Instant::now(), Input::Shard(hop));
+                        budget -= 1;
+                    }
+                }
+                () = sleep => {
+                    // Decide expiry by the clock, not by trusting the wake-up (STYLE 3.4).
+                    node.handle_timeout(Instant::now());
+                }
+                _ = stop.wait_for(|s| *s) => break,
+            }
+            io.drain(node);
+            let stats = node.stats();
+            metrics.publish(
+                io.shard,
+                crate::metrics::Snapshot {
+                    proxy: stats.core,
+                    registrations: stats.registrations,
+                    transactions: stats.transactions,
+                    pf: stats.participating.map(|pf| (pf, stats.pf_in_progress)),
+                    store: io.executor.stats(),
+                    user_lookups: stats.user_lookups,
+                    send_failures,
+                    load: stats.load,
+                    store_in_flight: stats.store_in_flight,
+                },
+            );
+        }
+    }
 }
 
 /// A transport event as a core input (a failed send is only counted: the transaction timers

@@ -104,6 +104,9 @@ pub struct PfConfig {
     pub timers: TimerConfig,
     /// Seed of the PF's tags, branches and Call-IDs (random in production, fixed in tests).
     pub rng_seed: u64,
+    /// Whether this PF runs the expiry of deferred messages (`deferred_ttl`): one PF per
+    /// store does, when a node runs one PF per shard.
+    pub expire_deferred: bool,
 }
 
 impl PfConfig {
@@ -123,6 +126,7 @@ impl PfConfig {
             }),
             timers: TimerConfig::default(),
             rng_seed: 0x5eed_0fcf,
+            expire_deferred: true,
         }
     }
 }
@@ -195,6 +199,24 @@ pub struct PfStats {
     /// Messages refused because the recipient's deferred queue was full (count, bytes or
     /// the sender's share).
     pub deferred_refused: u64,
+}
+
+impl core::ops::AddAssign for PfStats {
+    /// Adds another element's counters (the shards of one node, for `/metrics`).
+    fn add_assign(&mut self, o: Self) {
+        self.messages_sent += o.messages_sent;
+        self.messages_received += o.messages_received;
+        self.delivered += o.delivered;
+        self.deferred += o.deferred;
+        self.deferred_delivered += o.deferred_delivered;
+        self.expired += o.expired;
+        self.imdns += o.imdns;
+        self.duplicates += o.duplicates;
+        self.rejected += o.rejected;
+        self.store_failures += o.store_failures;
+        self.cpim_from_corrected += o.cpim_from_corrected;
+        self.deferred_refused += o.deferred_refused;
+    }
 }
 
 /// One message request in progress (originating or terminating).
@@ -399,7 +421,7 @@ impl ParticipatingFunction {
         }
         if now >= self.next_expiry {
             self.next_expiry = now + self.cfg.expiry_interval;
-            if self.cfg.deferred_ttl.is_some() && !self.expiry_running {
+            if self.cfg.deferred_ttl.is_some() && self.cfg.expire_deferred && !self.expiry_running {
                 self.expiry_running = true;
                 let now_ms = self.unix_ms(now);
                 self.store(

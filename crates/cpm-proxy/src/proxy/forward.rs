@@ -80,7 +80,8 @@ impl Proxy {
             out.uri = t.ruri;
             out.headers
                 .set(HeaderName::MaxForwards, &max_forwards.to_string());
-            if record_route {
+            // The core of another shard records the route itself (one entry per node).
+            if record_route && t.dest.function() != Some(cpm_sip_core::Function::Core) {
                 let rr = format!(
                     "<sip:{};transport={};lr;{DIALOG_PARAM}={}>",
                     self.cfg.advertised,
@@ -95,17 +96,23 @@ impl Proxy {
             }
             let salt = self.random() & 0xffff;
             let via = format!(
-                "SIP/2.0/{} {};branch={BRANCH_PREFIX}{hash:016x}-{i}{salt:x}",
+                "SIP/2.0/{} {};branch={BRANCH_PREFIX}{hash:016x}-{i}{salt:x}{}",
                 t.dest.transport.as_via_token(),
-                self.cfg.advertised
+                self.cfg.advertised,
+                self.branch_tag
             );
             out.headers.push_front(Header::new(HeaderName::Via, &via));
             // Keep the header order readable: our Via first, then the rest.
+            // A hop to another shard's core is not a forward of the node's: that core counts
+            // the one it makes.
+            let counted = t.dest.function() != Some(cpm_sip_core::Function::Core);
             match self.tx.send_request(now, out, t.dest) {
                 Ok(ck) => {
-                    self.stats.requests_forwarded += 1;
-                    if req.method == Method::Message {
-                        self.stats.messages_forwarded += 1;
+                    if counted {
+                        self.stats.requests_forwarded += 1;
+                        if req.method == Method::Message {
+                            self.stats.messages_forwarded += 1;
+                        }
                     }
                     self.branch_fork.insert(ck.clone(), key.clone());
                     fork.branches.push(ck);
@@ -352,9 +359,10 @@ impl Proxy {
         // A stateless branch must be the same for retransmissions (RFC 3261 16.11).
         let hash = self.request_hash(&req, &ctx);
         let via = format!(
-            "SIP/2.0/{} {};branch={BRANCH_PREFIX}{hash:016x}-a",
+            "SIP/2.0/{} {};branch={BRANCH_PREFIX}{hash:016x}-a{}",
             dest.transport.as_via_token(),
-            self.cfg.advertised
+            self.cfg.advertised,
+            self.branch_tag
         );
         req.headers.push_front(Header::new(HeaderName::Via, &via));
         self.stats.requests_forwarded += 1;

@@ -211,7 +211,11 @@ impl Proxy {
             return;
         };
         let pf = dest.addr;
-        let branch = format!("{BRANCH_PREFIX}3p-{:016x}", self.random());
+        let branch = format!(
+            "{BRANCH_PREFIX}3p-{:016x}{}",
+            self.random(),
+            self.branch_tag
+        );
         let tag = self.tag();
         let call_id = format!("{:016x}-3p@{}", self.random(), self.cfg.advertised);
         let me = self.cfg.advertised;

@@ -12,8 +12,9 @@ use cpm_sip::{
     Header, HeaderName, Method, NameAddr, Request, SipUri, StatusCode, Uri, feature_list,
 };
 use cpm_sip_core::transaction::{ServerKey, response_to};
-use cpm_sip_core::{Peer, TransportKind};
+use cpm_sip_core::{Function, Peer, TransportKind};
 
+use crate::config::fnv;
 use crate::policy::normalize_domain;
 use crate::registrar::Binding;
 
@@ -132,19 +133,6 @@ pub fn is_cpm(req: &Request) -> bool {
     })
 }
 
-fn fnv(parts: &[&[u8]]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for p in parts {
-        for &b in *p {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        h ^= 0xff;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
-}
-
 /// Never send to these: RFC 4475 section 3.3.10 (a broadcast Via must not be answered).
 fn is_sendable(addr: &SocketAddr) -> bool {
     let ip = addr.ip();
@@ -233,6 +221,13 @@ impl Proxy {
         Some(format!("{user}@{domain}"))
     }
 
+    /// The shard of a local address-of-record, when it is not this core's.
+    fn other_shard(&self, aor: &str) -> Option<u16> {
+        let shards = self.cfg.shards;
+        let shard = shards.of_aor(aor);
+        (shards.count > 1 && shard != shards.index).then_some(shard)
+    }
+
     pub(super) fn our_uri(&self, params: &str) -> String {
         format!("<sip:{};lr{params}>", self.cfg.advertised)
     }
@@ -299,8 +294,10 @@ impl Proxy {
         }
         ctx.initial = initial;
         ctx.hash = self.request_hash(&req, &ctx);
-        // 16.3 step 4: loop detection.
-        if self.is_loop(&req, &ctx) {
+        // 16.3 step 4: loop detection. Not for a request another shard's core handed over:
+        // it carries that core's Via with the hash we would compute (the same request at
+        // the same step), and it cannot cross again (it is on its target's shard now).
+        if peer.function() != Some(Function::Core) && self.is_loop(&req, &ctx) {
             return self.reply_status(now, &key, &req, StatusCode::LOOP_DETECTED, "Loop Detected");
         }
         // 16.3 step 2: URI scheme.
@@ -479,23 +476,44 @@ impl Proxy {
         };
         // CPM enabler usage indication routing (outline 5.2.3.2).
         // The application-server table says which function serves the request's service.
-        if let Some(server) = self.cfg.application_server_for(&req.method)
-            && initial
-            && !routed
-            // A new request an application server originates (no phase of ours) is already
-            // served.
-            && (!self.cfg.is_application_server(&peer) || ctx.phase.is_some())
-            && is_cpm(&req)
-        {
-            // RFC 6050: the network asserts the service the user asked for.
-            if ctx.origin.is_some() {
-                let preferred = req.headers.p_preferred_service().unwrap_or_default();
-                if !preferred.is_empty() {
-                    req.headers.remove_all(&HeaderName::PPreferredService);
-                    req.headers
-                        .set(HeaderName::PAssertedService, &preferred.join(","));
-                }
+        let server = self.cfg.application_server_for(&req.method).filter(|_| {
+            initial
+                && !routed
+                // A new request an application server originates (no phase of ours) is
+                // already served.
+                && (!self.cfg.is_application_server(&peer) || ctx.phase.is_some())
+                && is_cpm(&req)
+        });
+        // RFC 6050: the network asserts the service the user asked for.
+        if server.is_some() && ctx.origin.is_some() {
+            let preferred = req.headers.p_preferred_service().unwrap_or_default();
+            if !preferred.is_empty() {
+                req.headers.remove_all(&HeaderName::PPreferredService);
+                req.headers
+                    .set(HeaderName::PAssertedService, &preferred.join(","));
             }
+        }
+        // On a sharded node, what remains to do for a local target (its terminating phase,
+        // its bindings) is done by the core of the target's shard, once the originating
+        // phase (the sender's, here) is over.
+        let orig_pending = server.is_some() && ctx.origin.is_some() && ctx.phase.is_none();
+        if !orig_pending
+            && !routed
+            && let Some(aor) = &local_target
+            && let Some(shard) = self.other_shard(aor)
+        {
+            let routes = ctx
+                .phase
+                .map(|p| vec![self.our_uri(&format!(";{}={}", Phase::PARAM, p.as_str()))])
+                .unwrap_or_default();
+            let target = Target {
+                ruri: req.uri.clone(),
+                dest: Peer::local_on(Function::Core, self.cfg.advertised, shard),
+                routes,
+            };
+            return self.forward(now, key, req, vec![target], &ctx);
+        }
+        if let Some(server) = server {
             let phase = if ctx.origin.is_some() && ctx.phase.is_none() {
                 Some(Phase::Orig)
             } else if local_target.is_some() && ctx.phase != Some(Phase::Term) {

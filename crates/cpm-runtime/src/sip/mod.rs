@@ -180,6 +180,12 @@ pub enum NetEvent {
     },
 }
 
+/// Which receiver of a sharded transport ([`SipTransport::bind_sharded`]) an event goes to:
+/// `Some(i)` for the `i`-th, `None` for all of them. Called on the receive tasks, so it
+/// must be quick and must not block; the node's router decides ([`NetEvent`] in, an index
+/// out), the transport only follows.
+pub type Dispatcher = Arc<dyn Fn(&NetEvent) -> Option<usize> + Send + Sync>;
+
 /// What happened to TCP connections, for `/metrics`.
 #[derive(Clone, Copy, Debug, Default, Eq, PartialEq)]
 pub struct TcpStats {
@@ -213,8 +219,11 @@ struct Shared {
     config: SipTransportConfig,
     local_addr: SocketAddr,
     udp: Arc<UdpSocket>,
-    /// Each event with when it was queued: the core measures how long it waited.
-    events: mpsc::Sender<(std::time::Instant, NetEvent)>,
+    /// Each event with when it was queued: the core measures how long it waited. One
+    /// queue per receiver (shard), each bounded.
+    events: Vec<mpsc::Sender<(std::time::Instant, NetEvent)>>,
+    /// Which queue an event goes to, with more than one.
+    dispatch: Option<Dispatcher>,
     shutdown: watch::Sender<bool>,
     conns: Mutex<ConnTable>,
     next_conn: AtomicU64,
@@ -244,10 +253,33 @@ impl Shared {
     /// Queues an event for the core, waiting while the queue is full. `false` when the
     /// transport is shut down or dropped: the caller stops.
     async fn emit(&self, event: NetEvent, stop: &mut watch::Receiver<bool>) -> bool {
+        let queue = match (&self.dispatch, self.events.len()) {
+            (_, 1) | (None, _) => Some(0),
+            (Some(d), n) => d(&event).map(|i| i.min(n - 1)),
+        };
+        let Some(queue) = queue else {
+            // To every receiver: a copy each, the last one moved.
+            let last = self.events.len() - 1;
+            for q in &self.events[..last] {
+                if !self.send_to(q, event.clone(), stop).await {
+                    return false;
+                }
+            }
+            return self.send_to(&self.events[last], event, stop).await;
+        };
+        self.send_to(&self.events[queue], event, stop).await
+    }
+
+    async fn send_to(
+        &self,
+        queue: &mpsc::Sender<(std::time::Instant, NetEvent)>,
+        event: NetEvent,
+        stop: &mut watch::Receiver<bool>,
+    ) -> bool {
         tokio::select! {
             biased;
             () = stopped(stop) => false,
-            sent = self.events.send((std::time::Instant::now(), event)) => sent.is_ok(),
+            sent = queue.send((std::time::Instant::now(), event)) => sent.is_ok(),
         }
     }
 
@@ -259,8 +291,10 @@ impl Shared {
             transmit_peer,
             reason,
         };
+        // The failure of a send goes back to the shard that sent it: the first, when it
+        // cannot be told (the report is only counted).
         if let Err(mpsc::error::TrySendError::Full((_, event))) =
-            self.events.try_send((std::time::Instant::now(), event))
+            self.events[0].try_send((std::time::Instant::now(), event))
         {
             warn!(?event, "event queue full, dropping the send failure report");
         }
@@ -286,16 +320,34 @@ impl SipTransport {
     /// Binds the TCP listener and the UDP socket on `config.listen` (port 0: one port free for
     /// both) and starts the receive tasks. Must be called within a tokio runtime.
     pub async fn bind(config: SipTransportConfig) -> io::Result<(Self, SipTransportHandle)> {
+        let (mut transports, handle) = Self::bind_sharded(config, 1, None).await?;
+        let transport = transports
+            .pop()
+            .ok_or_else(|| io::Error::other("no receiver"))?;
+        Ok((transport, handle))
+    }
+
+    /// [`SipTransport::bind`] with `receivers` event queues (one per node shard, each
+    /// bounded like the one of an unsharded transport): `dispatch` says which queue each
+    /// event goes to. Dropping any of them stops the transport.
+    pub async fn bind_sharded(
+        config: SipTransportConfig,
+        receivers: usize,
+        dispatch: Option<Dispatcher>,
+    ) -> io::Result<(Vec<Self>, SipTransportHandle)> {
         let (listener, udp) = bind_pair(config.listen, config.udp_buffer_bytes).await?;
         let local_addr = listener.local_addr()?;
-        let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..receivers.max(1))
+            .map(|_| mpsc::channel(EVENT_QUEUE))
+            .unzip();
         let (batches_tx, batches) = mpsc::channel(SEND_BATCHES);
         let (shutdown, _) = watch::channel(false);
         let shared = Arc::new(Shared {
             config,
             local_addr,
             udp: Arc::new(udp),
-            events: events_tx,
+            events: senders,
+            dispatch,
             shutdown,
             conns: Mutex::new(ConnTable::default()),
             next_conn: AtomicU64::new(1),
@@ -317,7 +369,14 @@ impl SipTransport {
         let handle = SipTransportHandle {
             shared: Arc::clone(&shared),
         };
-        Ok((Self { shared, events }, handle))
+        let transports = receivers
+            .into_iter()
+            .map(|events| Self {
+                shared: Arc::clone(&shared),
+                events,
+            })
+            .collect();
+        Ok((transports, handle))
     }
 
     /// The bound address, shared by UDP and TCP.

@@ -548,6 +548,7 @@ impl TransactionLayer {
             (Some(wire), _) => self.transmit(peer, wire),
             (None, TransportKind::Local(to)) => self.handoffs.push_back(Handoff {
                 to,
+                shard: peer.shard(),
                 message: Message::Response(resp.into_owned()),
             }),
             (None, _) => {}
@@ -596,6 +597,7 @@ impl TransactionLayer {
                 None,
                 Some(Handoff {
                     to,
+                    shard: dest.shard(),
                     message: Message::Request(req),
                 }),
                 None,
@@ -604,6 +606,7 @@ impl TransactionLayer {
                 None,
                 Some(Handoff {
                     to,
+                    shard: dest.shard(),
                     message: Message::Request(req.clone()),
                 }),
                 Some(req),
@@ -705,6 +708,7 @@ impl TransactionLayer {
                             if let TransportKind::Local(to) = tx.peer.transport {
                                 self.handoffs.push_back(Handoff {
                                     to,
+                                    shard: tx.peer.shard(),
                                     message: Message::Request(ack),
                                 });
                             } else {
