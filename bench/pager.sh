@@ -19,6 +19,8 @@
 #                the UAC's own port before each step): the core takes its MESSAGEs as alice's
 #                (registered flow, no digest per request) and asserts her identity.
 #   cpm-normal   the same with `--config` `[store] synchronous = "normal"`.
+#   cpm1        the same as cpm with `--threads 1`: one Node shard (the node before sharding,
+#                for the A/B of using every core in the same run).
 #   cpm-trusted  the same store as cpm, but 127.0.0.1 is a trusted peer (`--trusted-peer`) and
 #                the UAC's P-Asserted-Identity is kept (as behind a P-CSCF). Up to 38f11a8 the
 #                core then routed only through the terminating PF (one record per message);
@@ -80,7 +82,7 @@ while [ $# -gt 0 ]; do
     esac
 done
 for v in $VARIANTS; do
-    case "$v" in cpm|cpm-normal|cpm-trusted|kamailio) ;; *) echo "unknown variant $v" >&2; exit 2 ;; esac
+    case "$v" in cpm|cpm1|cpm-normal|cpm-trusted|kamailio) ;; *) echo "unknown variant $v" >&2; exit 2 ;; esac
 done
 if [ "$QUICK" = 1 ]; then
     : "${RATES:=500 1000 2000}" "${DURATION:=5}"
@@ -176,7 +178,8 @@ build_cpm() {
         die "$CPM_BIN serve lacks --trusted-peer, --threads or --config"
 }
 start_cpm() {  # start_cpm VARIANT
-    local variant=$1 dir=$WORK/$1 u extra=()
+    local variant=$1 dir=$WORK/$1 u extra=() threads=$THREADS
+    [ "$variant" = cpm1 ] && threads=1
     mkdir -p "$dir/data"
     for u in alice bob; do
         "$CPM_BIN" admin user add "$u@localhost" --password "${u}pw" --data-dir "$dir/data" \
@@ -196,7 +199,7 @@ start_cpm() {  # start_cpm VARIANT
     SERVER_PORT=$(freeport --tcp)
     HTTP_PORT=$(freeport --tcp)
     "$CPM_BIN" serve --domain localhost --sip-listen "127.0.0.1:$SERVER_PORT" \
-        --http-listen "127.0.0.1:$HTTP_PORT" --data-dir "$dir/data" --threads "$THREADS" \
+        --http-listen "127.0.0.1:$HTTP_PORT" --data-dir "$dir/data" --threads "$threads" \
         "${extra[@]}" >>"$dir/cpm.log" 2>&1 &
     SERVER_PID=$!
     PIDS+=("$SERVER_PID")
@@ -209,7 +212,7 @@ start_cpm() {  # start_cpm VARIANT
     [ "$i" -lt 100 ] || { tail -30 "$dir/cpm.log" >&2; die "cpm not healthy after 10 s"; }
     local sync
     sync=$("$CPM_BIN" serve "${extra[@]}" --print-config 2>/dev/null | sed -n 's/^synchronous = //p')
-    log "$variant ready on 127.0.0.1:$SERVER_PORT (pid $SERVER_PID, --threads $THREADS, http $HTTP_PORT, store.synchronous $sync${extra[*]:+, ${extra[*]}})"
+    log "$variant ready on 127.0.0.1:$SERVER_PORT (pid $SERVER_PID, --threads $threads, http $HTTP_PORT, store.synchronous $sync${extra[*]:+, ${extra[*]}})"
 }
 stop_server() {
     stop_pid "$SERVER_PID" 10

@@ -73,7 +73,7 @@ else
 fi
 SERVERS=" ${ONLY:-$SERVERS_ARG} "
 for s in $SERVERS; do
-    case "$s" in cpm|kamailio|direct) ;; *) echo "unknown server $s" >&2; exit 2 ;; esac
+    case "$s" in cpm|cpm1|kamailio|direct) ;; *) echo "unknown server $s" >&2; exit 2 ;; esac
 done
 
 
@@ -161,7 +161,7 @@ build_cpm() {
         die "$CPM_BIN serve lacks --trusted-peer or --threads"
 }
 start_cpm() {
-    local dir=$WORK/cpm u hport
+    local dir=$WORK/cpm u hport threads=${1:-$THREADS}
     if [ ! -d "$dir/data" ]; then
         mkdir -p "$dir/data"
         for u in alice bob; do
@@ -173,7 +173,7 @@ start_cpm() {
     hport=$(freeport --tcp)
     "$CPM_BIN" serve --domain localhost --sip-listen "127.0.0.1:$SERVER_PORT" \
         --http-listen "127.0.0.1:$hport" --data-dir "$dir/data" --trusted-peer 127.0.0.1 \
-        --threads "$THREADS" >>"$dir/cpm.log" 2>&1 &
+        --threads "$threads" >>"$dir/cpm.log" 2>&1 &
     SERVER_PID=$!
     PIDS+=("$SERVER_PID")
     local i
@@ -183,7 +183,10 @@ start_cpm() {
         sleep 0.1
     done
     [ "$i" -lt 100 ] || { tail -30 "$dir/cpm.log" >&2; die "cpm not healthy after 10 s"; }
-    log "cpm ready on 127.0.0.1:$SERVER_PORT (pid $SERVER_PID, --threads $THREADS, http $hport)"
+    log "cpm ready on 127.0.0.1:$SERVER_PORT (pid $SERVER_PID, --threads $threads, http $hport)"
+}
+start_cpm1() {  # one Node shard (--threads 1): the A/B of using every core, in the same run
+    start_cpm 1
 }
 start_direct() {  # no server: run_scenario points the UAC at the UAS
     SERVER_PID=""
@@ -304,7 +307,7 @@ run_scenario() {  # run_scenario SERVER SCENARIO
 log "work directory: $WORK"
 log "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), load avg $(cut -d' ' -f1-3 /proc/loadavg)"
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
-[[ " $SERVERS " == *" cpm "* ]] && build_cpm
+[[ " $SERVERS " == *" cpm "* || " $SERVERS " == *" cpm1 "* ]] && build_cpm
 # scenario-major order (cpm message, kamailio message, cpm call, kamailio call): the two ramps that
 # are compared run back to back, so a change in the shared machine's load skews them less.
 for scen in $SCENARIOS; do

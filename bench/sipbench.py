@@ -761,7 +761,7 @@ def cmd_report(a):
         w("| server | highest clean rate (/s) | p50 ms | p99 ms | CPU % | RSS MB | PSS MB | first unclean step |")
         w("|---|---:|---:|---:|---:|---:|---:|---|")
         best, ended_clean = {}, []
-        for server in ["cpm", "kamailio", "direct"]:
+        for server in ["cpm", "cpm1", "kamailio", "direct"]:
             srs = [r for r in rs if r["server"] == server]
             if not srs:
                 continue
@@ -790,6 +790,13 @@ def cmd_report(a):
             w("cpm / Kamailio clean-rate ratio: n/a (Kamailio had no clean step)")
         else:
             w("cpm / Kamailio clean-rate ratio: n/a (only one server ran)")
+        if best.get("cpm1") and "cpm" in best:
+            w("")
+            w(f"**cpm (N shards) / cpm1 (one shard, `--threads 1`), same run: "
+              f"{best['cpm'] / best['cpm1']:.2f}**")
+        if best.get("kamailio") and "cpm1" in best:
+            w("")
+            w(f"cpm1 / Kamailio clean-rate ratio: {best['cpm1'] / best['kamailio']:.2f}")
         if best.get("direct") and "cpm" in best:
             cap = (" (a lower bound: the direct ramp ended clean)" if "direct" in ended_clean else "")
             w("")
@@ -879,6 +886,7 @@ NOTES = [
 PAGER_SCENARIOS = {
     "cpm": ("CPM pager, full durable path", "cpm, `store.synchronous = \"full\"`"),
     "cpm-normal": ("CPM pager, full durable path", "cpm, `store.synchronous = \"normal\"`"),
+    "cpm1": ("CPM pager, full durable path", "cpm `--threads 1` (one shard), `store.synchronous = \"full\"`"),
     "cpm-trusted": ("CPM pager, UAC as trusted peer (terminating PF only)",
                     "cpm, `store.synchronous = \"full\"`"),
     "kamailio": ("MESSAGE relay, not durable", "Kamailio (tm relay)"),
