@@ -320,6 +320,8 @@ impl Node {
                 self.core.handle_received(now, received, input);
             }
             Input::Shard(hop) => {
+                self.core
+                    .shard_delay(now, now.saturating_duration_since(hop.sent));
                 let peer = Peer::local_on(hop.from, self.addr, hop.from_shard);
                 self.hand_to(now, peer, hop.to, hop.message);
             }
@@ -387,6 +389,13 @@ impl Node {
             load: self.core.load_stats(),
             store_in_flight: self.ops.len() as u64,
         }
+    }
+
+    /// The queue delay the node's other shards see now (the largest, as their drivers last
+    /// measured it): a new request here is refused while it stands above the overload
+    /// target, as if this shard's own queue stood (the work it brings is partly theirs).
+    pub fn set_remote_delay(&mut self, delay: core::time::Duration) {
+        self.core.set_remote_delay(delay);
     }
 
     /// The node's SIP address (the core's advertised address).
@@ -471,14 +480,23 @@ impl Node {
             }));
         }
         let message = hop.message;
-        // For a function on another shard (the core's choice): it crosses there.
-        let shard = hop.shard.unwrap_or(self.shards.index);
+        // For a function on another shard (the core's choice) it crosses there; so does a
+        // request the PF hands to the core for a user of another shard: straight to that
+        // shard's core, which runs the terminating part as this one would (one core pass
+        // fewer than through this core).
+        let shard = hop.shard.unwrap_or_else(|| match (&message, from, hop.to) {
+            (Message::Request(r), Function::Participating, Function::Core) => {
+                self.core.target_shard(r).unwrap_or(self.shards.index)
+            }
+            _ => self.shards.index,
+        });
         if shard != self.shards.index {
             self.outputs.push_back(Output::Shard(ShardHop {
                 shard,
                 to: hop.to,
                 from_shard: self.shards.index,
                 from,
+                sent: now,
                 message,
             }));
             return;

@@ -56,6 +56,9 @@ pub struct ShardHop {
     pub from_shard: u16,
     /// The sending function.
     pub from: Function,
+    /// When it was sent: the wait until the receiving shard handles it is that shard's
+    /// queue delay (overload control).
+    pub sent: std::time::Instant,
     /// The message.
     pub message: Message,
 }

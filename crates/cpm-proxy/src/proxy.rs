@@ -471,6 +471,18 @@ impl Proxy {
         self.handle(now, sojourn, input);
     }
 
+    /// A message from another shard of the node waited `sojourn` in the channel between
+    /// the shards: a queue delay like the network's ([`Proxy::handle_received`]).
+    pub fn shard_delay(&mut self, now: Instant, sojourn: Duration) {
+        self.load.queue_delay(now, sojourn);
+    }
+
+    /// The queue delay the other shards of the node see now (the largest), for admission:
+    /// see [`cpm_sip_core::overload::LoadControl::remote_delay`].
+    pub fn set_remote_delay(&mut self, delay: Duration) {
+        self.load.remote_delay(delay);
+    }
+
     /// A store operation of this node's functions was answered `latency` after it was
     /// asked for (the node reports every one: the store is shared).
     pub fn store_latency(&mut self, now: Instant, latency: Duration) {

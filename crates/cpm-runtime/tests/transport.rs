@@ -597,3 +597,42 @@ async fn at_the_limit_a_silent_connection_is_evicted_for_a_new_one() {
         NetEvent::Message { .. }
     ));
 }
+
+/// Overload control must see the wait in the kernel's socket buffer: a datagram read while
+/// the receive task could not keep up is stamped with the time the socket was last empty,
+/// and one read after the socket sat idle is stamped with when it arrived.
+#[tokio::test]
+async fn udp_events_carry_the_wait_in_the_socket_buffer() {
+    let (mut transport, _handle) = bind(config()).await;
+    let server = transport.local_addr();
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    // Idle first: the stamp of a lone datagram is when it came, not when the socket was last
+    // seen empty (seconds before).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent = std::time::Instant::now();
+    client.send_to(&request(1, "UDP"), server).await.unwrap();
+    let (stamp, _) = timeout(STEP, transport.recv_stamped()).await.unwrap();
+    assert!(
+        stamp + Duration::from_millis(100) >= sent,
+        "a datagram after an idle socket: stamped {:?} before it was sent",
+        sent.saturating_duration_since(stamp)
+    );
+    // Nobody reads the events: once the event queue is full the receive task waits, the
+    // socket fills, and what it reads afterwards has been waiting since the burst began.
+    let burst = std::time::Instant::now();
+    for n in 0..10_000 {
+        client.send_to(&request(n, "UDP"), server).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let mut oldest_last = None;
+    while let Ok((stamp, _)) = timeout(Duration::from_millis(200), transport.recv_stamped()).await {
+        oldest_last = Some(stamp);
+    }
+    let last = oldest_last.expect("events");
+    assert!(
+        last <= burst + Duration::from_millis(300),
+        "the last datagram read after the stall is stamped {:?} after the burst began: \
+         the socket's wait is not counted",
+        last.saturating_duration_since(burst)
+    );
+}

@@ -141,6 +141,9 @@ pub struct LoadControl {
     jitter: u32,
     /// When the last request was let through as a probe of a slow store.
     probe_at: Option<Instant>,
+    /// The queue delay the rest of the node sees now (its other shards): the work a new
+    /// request brings may have to wait there too.
+    remote: Duration,
 }
 
 impl LoadControl {
@@ -153,6 +156,7 @@ impl LoadControl {
             stats: LoadStats::default(),
             jitter: 0,
             probe_at: None,
+            remote: Duration::ZERO,
         }
     }
 
@@ -167,9 +171,24 @@ impl LoadControl {
     pub fn queue_delay(&mut self, now: Instant, sojourn: Duration) {
         self.stats.last_queue_delay_us = u64::try_from(sojourn.as_micros()).unwrap_or(u64::MAX);
         let was = self.shedding();
-        self.queue
-            .sample(now, sojourn, self.cfg.target, self.cfg.interval);
+        // A standing queue anywhere in the node is this element's too (see `remote_delay`).
+        self.queue.sample(
+            now,
+            sojourn.max(self.remote),
+            self.cfg.target,
+            self.cfg.interval,
+        );
         self.count_period(was);
+    }
+
+    /// The queue delay the other parts of the node (its other shards) see now, as their
+    /// drivers last measured it: the work a new request brings here is partly done there, so
+    /// a standing queue there must make this element refuse new requests too, or the node
+    /// keeps taking work one part of it cannot do. [`LoadControl::queue_delay`] and
+    /// [`LoadControl::admit`] count the larger of the two; `Duration::ZERO` when the other
+    /// parts have no queue (their [`LoadStats::last_queue_delay_us`] is their own only).
+    pub fn remote_delay(&mut self, delay: Duration) {
+        self.remote = delay;
     }
 
     /// A store operation the element asked for was answered at `now`, `latency` after it was
@@ -210,7 +229,7 @@ impl LoadControl {
             }
             return probe;
         }
-        !(self.queue.shedding && sojourn >= self.cfg.target)
+        !(self.queue.shedding && sojourn.max(self.remote) >= self.cfg.target)
     }
 
     /// Counts a refusal and returns the `Retry-After` to send with it, in seconds.
@@ -230,6 +249,48 @@ impl LoadControl {
 impl Default for LoadControl {
     fn default() -> Self {
         Self::new(OverloadConfig::default())
+    }
+}
+
+#[cfg(test)]
+mod remote_tests {
+    #![allow(clippy::disallowed_methods)]
+    use super::*;
+
+    #[test]
+    fn a_standing_queue_in_another_shard_makes_this_one_refuse_and_its_end_lets_it_admit() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut lc = LoadControl::default();
+        let cfg = lc.config();
+        // This shard's own queue is empty (every request waits 0), the other's stands.
+        lc.remote_delay(cfg.target * 3);
+        let mut now = t0;
+        for _ in 0..20 {
+            now += ms(10);
+            lc.queue_delay(now, Duration::ZERO);
+        }
+        assert!(
+            lc.shedding(),
+            "the node's standing queue is this shard's overload"
+        );
+        assert!(!lc.admit(now, Duration::ZERO), "a new request is refused");
+        assert_eq!(
+            lc.stats().last_queue_delay_us,
+            0,
+            "its own delay is reported alone"
+        );
+        // The other shard drained: admitted again once the delay stayed low an interval.
+        lc.remote_delay(Duration::ZERO);
+        assert!(
+            lc.admit(now, Duration::ZERO),
+            "below target: admitted at once"
+        );
+        for _ in 0..20 {
+            now += ms(10);
+            lc.queue_delay(now, Duration::ZERO);
+        }
+        assert!(!lc.shedding());
     }
 }
 

@@ -22,7 +22,8 @@ pub(crate) struct NodeConfig {
     pub(crate) http_listen: SocketAddr,
     /// Data directory (SQLite store `cpm.db`, the nonce secret).
     pub(crate) data_dir: PathBuf,
-    /// Runtime worker threads; 0 means one per core.
+    /// Runtime worker threads, and as many node shards (`Node`s, a user on one); 0 means
+    /// one per core.
     pub(crate) threads: usize,
     /// Address ranges (`ADDR[/PREFIX]`) whose requests are not challenged and whose
     /// P-Asserted-Identity is kept: the SBC/P-CSCF or application servers in front.

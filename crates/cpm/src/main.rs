@@ -95,7 +95,7 @@ struct ServeArgs {
     /// replaces the configured list).
     #[arg(long, value_name = "ALG")]
     digest_algorithm: Vec<String>,
-    /// Runtime worker threads (0: one per core).
+    /// Threads, and as many node shards, each with its own core and PF (0: one per core).
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
     /// Log filter (info, debug, cpm=debug, ...); RUST_LOG wins when set.

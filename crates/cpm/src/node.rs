@@ -7,6 +7,7 @@
 use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
@@ -411,6 +412,7 @@ async fn run(cfg: NodeConfig, threads: usize) -> Result<(), String> {
     for r in records {
         by_shard[usize::from(router.shard_of_aor(&r.aor))].push(r);
     }
+    let delays: Arc<Vec<AtomicU64>> = Arc::new((0..shards).map(|_| AtomicU64::new(0)).collect());
     let (hop_tx, hop_rx): (Vec<_>, Vec<_>) = (0..shards)
         .map(|_| tokio::sync::mpsc::unbounded_channel())
         .unzip();
@@ -443,6 +445,7 @@ async fn run(cfg: NodeConfig, threads: usize) -> Result<(), String> {
             answers,
             hops,
             metrics: Arc::clone(&metrics),
+            delays: Arc::clone(&delays),
             stop: stop_rx.clone(),
         };
         loops.push(tokio::spawn(shard.run()));
@@ -482,6 +485,10 @@ struct Shard {
     /// Messages from the other shards' functions.
     hops: tokio::sync::mpsc::UnboundedReceiver<ShardHop>,
     metrics: Arc<crate::metrics::Metrics>,
+    /// Each shard's standing queue delay (µs) as its loop last saw it: a shard refuses new
+    /// requests while another's stands above the target, or the node would keep taking work
+    /// one shard cannot do (the terminating half of a message is its target's shard's).
+    delays: Arc<Vec<AtomicU64>>,
     stop: watch::Receiver<bool>,
 }
 
@@ -496,12 +503,24 @@ impl Shard {
             answers,
             hops,
             metrics,
+            delays,
             stop,
         } = &mut self;
         let mut send_failures = 0u64;
+        let me = io.shard;
         // What the restore produced (third-party REGISTERs to the PF) goes out now.
         io.drain(node);
         loop {
+            let others = delays
+                .iter()
+                .enumerate()
+                .filter(|&(i, _)| i != me)
+                .map(|(_, d)| d.load(Ordering::Relaxed))
+                .max()
+                .unwrap_or(0);
+            node.set_remote_delay(Duration::from_micros(others));
+            // How long what this turn handled had waited (the last of the batch).
+            let mut waited = Duration::ZERO;
             let deadline = node.poll_timeout();
             let sleep = async {
                 match deadline {
@@ -517,6 +536,7 @@ impl Shard {
                     let mut budget = 256;
                     while let Some((received, ev)) = next.take() {
                         let now = Instant::now();
+                        waited = now.saturating_duration_since(received);
                         if let Some(input) = to_input(ev, &mut send_failures) {
                             node.handle_input(now, Input::Network { received, input });
                         }
@@ -544,11 +564,16 @@ impl Shard {
                     }
                 }
                 Some(hop) = hops.recv() => {
-                    node.handle_input(Instant::now(), Input::Shard(hop));
+                    let mut next = Some(hop);
                     let mut budget = 256;
-                    while budget > 0 && let Ok(hop) = hops.try_recv() {
-                        node.handle_input(Instant::now(), Input::Shard(hop));
+                    while let Some(hop) = next.take() {
+                        let now = Instant::now();
+                        waited = now.saturating_duration_since(hop.sent);
+                        node.handle_input(now, Input::Shard(hop));
                         budget -= 1;
+                        if budget > 0 {
+                            next = hops.try_recv().ok();
+                        }
                     }
                 }
                 () = sleep => {
@@ -558,6 +583,17 @@ impl Shard {
                 _ = stop.wait_for(|s| *s) => break,
             }
             io.drain(node);
+            // A queue that is still standing after this turn: how long its last item waited;
+            // a drained one: none.
+            let standing = if transport.queued() > 0 || !hops.is_empty() {
+                waited
+            } else {
+                Duration::ZERO
+            };
+            delays[me].store(
+                u64::try_from(standing.as_micros()).unwrap_or(u64::MAX),
+                Ordering::Relaxed,
+            );
             let stats = node.stats();
             metrics.publish(
                 io.shard,

@@ -221,6 +221,16 @@ impl Proxy {
         Some(format!("{user}@{domain}"))
     }
 
+    /// The shard whose core serves the target of `req` (its Request-URI), when it is one of
+    /// our users on another shard than this core's: a function of the node hands such a
+    /// request straight to that shard's core (the node's rule), sparing this core a pass.
+    pub fn target_shard(&self, req: &Request) -> Option<u16> {
+        match &req.uri {
+            Uri::Sip(u) if self.cfg.shards.count > 1 => self.other_shard(&self.local_aor(u)?),
+            _ => None,
+        }
+    }
+
     /// The shard of a local address-of-record, when it is not this core's.
     fn other_shard(&self, aor: &str) -> Option<u16> {
         let shards = self.cfg.shards;

@@ -253,6 +253,17 @@ impl Shared {
     /// Queues an event for the core, waiting while the queue is full. `false` when the
     /// transport is shut down or dropped: the caller stops.
     async fn emit(&self, event: NetEvent, stop: &mut watch::Receiver<bool>) -> bool {
+        self.emit_at(event, std::time::Instant::now(), stop).await
+    }
+
+    /// [`Shared::emit`] for an event that has been waiting since `since` (in the kernel's
+    /// socket buffer): the core's queue delay counts that wait too.
+    async fn emit_at(
+        &self,
+        event: NetEvent,
+        since: std::time::Instant,
+        stop: &mut watch::Receiver<bool>,
+    ) -> bool {
         let queue = match (&self.dispatch, self.events.len()) {
             (_, 1) | (None, _) => Some(0),
             (Some(d), n) => d(&event).map(|i| i.min(n - 1)),
@@ -261,25 +272,25 @@ impl Shared {
             // To every receiver: a copy each, the last one moved.
             let last = self.events.len() - 1;
             for q in &self.events[..last] {
-                if !self.send_to(q, event.clone(), stop).await {
+                if !Self::send_to(q, event.clone(), since, stop).await {
                     return false;
                 }
             }
-            return self.send_to(&self.events[last], event, stop).await;
+            return Self::send_to(&self.events[last], event, since, stop).await;
         };
-        self.send_to(&self.events[queue], event, stop).await
+        Self::send_to(&self.events[queue], event, since, stop).await
     }
 
     async fn send_to(
-        &self,
         queue: &mpsc::Sender<(std::time::Instant, NetEvent)>,
         event: NetEvent,
+        since: std::time::Instant,
         stop: &mut watch::Receiver<bool>,
     ) -> bool {
         tokio::select! {
             biased;
             () = stopped(stop) => false,
-            sent = queue.send((std::time::Instant::now(), event)) => sent.is_ok(),
+            sent = queue.send((since, event)) => sent.is_ok(),
         }
     }
 
@@ -408,6 +419,11 @@ impl SipTransport {
     /// of events before it flushes its outputs and sleeps again.
     pub fn try_recv(&mut self) -> Option<NetEvent> {
         self.try_recv_stamped().map(|(_, e)| e)
+    }
+
+    /// How many events wait in this receiver's queue now.
+    pub fn queued(&self) -> usize {
+        self.events.len()
     }
 
     /// [`SipTransport::try_recv`] with the time the event was queued.

@@ -39,6 +39,12 @@ pub(super) async fn recv_loop(shared: Arc<Shared>) {
     // Datagrams already queued in the socket are read without waiting again: one wake-up
     // per burst, not per datagram (a flood must cost as little as possible per datagram).
     let mut ready = false;
+    // When the socket was last seen empty. A datagram read since has waited in the kernel's
+    // buffer at most since then; when this task cannot keep up the buffer never empties and
+    // that wait grows: each event is stamped with it, so the core's overload control sees
+    // a standing queue here too (otherwise the kernel would drop what this task cannot read,
+    // unseen, and the node would collapse instead of refusing with 503).
+    let mut empty_at = std::time::Instant::now();
     loop {
         if !ready {
             let readable = tokio::select! {
@@ -51,11 +57,15 @@ pub(super) async fn recv_loop(shared: Arc<Shared>) {
                 continue;
             }
             ready = true;
+            // The socket was empty all the time this task waited: what is in it now has just
+            // arrived (the wake-up's own latency aside).
+            empty_at = std::time::Instant::now();
         }
         let (len, src) = match shared.udp.try_recv_from(&mut buf) {
             Ok(r) => r,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 ready = false;
+                empty_at = std::time::Instant::now();
                 continue;
             }
             // ICMP errors from earlier sends (ECONNREFUSED) and other transient failures: the
@@ -107,7 +117,7 @@ pub(super) async fn recv_loop(shared: Arc<Shared>) {
                 }
             }
         };
-        if !shared.emit(event, &mut stop).await {
+        if !shared.emit_at(event, empty_at, &mut stop).await {
             return;
         }
     }
