@@ -7,8 +7,10 @@
 //!
 //! - **A user's world lives on one shard**, [`Shards::of_user`]: bindings, flows,
 //!   terminating PF state, deferred queue, per-user order. A request from one of our users
-//!   goes to its sender's shard (authentication by registered flow, the originating PF); a
-//!   REGISTER and any other request to its target's shard.
+//!   goes to its sender's shard (authentication by registered flow, nonce counts); a
+//!   REGISTER, a request from a trusted peer (an SBC or P-CSCF that asserts the sender: no
+//!   flow or nonce of the sender is needed) and any other request to its target's shard, so
+//!   that behind an SBC a message or a call never crosses between shards.
 //! - **Responses** go to the shard whose core sent the request, named at the end of our
 //!   branch ([`cpm_proxy::branch_shard`]).
 //! - **What remains to do for a target on another shard** (the terminating phase, the
@@ -114,13 +116,13 @@ impl Router {
         Some(user.to_owned())
     }
 
-    /// The shard that must handle a message from the network.
-    pub fn shard_of(&self, message: &Message) -> u16 {
+    /// The shard that must handle a message from the network, received from `source`.
+    pub fn shard_of(&self, message: &Message, source: core::net::SocketAddr) -> u16 {
         let count = self.shards.count;
         if count == 1 {
             return 0;
         }
-        let mut register = false;
+        let mut by_target = false;
         let headers = match message {
             Message::Response(r) => {
                 let ours = r
@@ -135,14 +137,15 @@ impl Router {
                 &r.headers
             }
             Message::Request(r) => {
-                register = r.method == Method::Register;
+                // The sender's shard matters only where the sender's own state is needed:
+                // not for a REGISTER (the registered user's), nor behind a trusted peer.
+                by_target = r.method == Method::Register || self.core.is_trusted(source.ip());
                 &r.headers
             }
         };
         let from = headers.from().ok().flatten();
         let to = headers.to().ok().flatten();
-        // A REGISTER is the registered user's (To), whoever sends it.
-        let from = from.filter(|_| !register);
+        let from = from.filter(|_| !by_target);
         let user = from
             .as_ref()
             .and_then(|f| self.our_user(&f.uri))
@@ -173,6 +176,18 @@ impl Router {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// A source that is not a trusted peer.
+    const SRC: core::net::SocketAddr = core::net::SocketAddr::new(
+        core::net::IpAddr::V4(core::net::Ipv4Addr::new(198, 51, 100, 7)),
+        5060,
+    );
+
+    impl Router {
+        fn shard_of_resp(&self, m: &Message) -> u16 {
+            self.shard_of(m, SRC)
+        }
+    }
 
     fn router(n: u16) -> Router {
         Router::new(
@@ -213,8 +228,8 @@ mod tests {
             "sip:carol@x.test",
             "sip:carol@x.test",
         );
-        assert_eq!(r.shard_of(&a), r.shards.of_user("alice"));
-        assert_eq!(r.shard_of(&b), r.shards.of_user("alice"));
+        assert_eq!(r.shard_of(&a, SRC), r.shards.of_user("alice"));
+        assert_eq!(r.shard_of(&b, SRC), r.shards.of_user("alice"));
         assert_eq!(
             r.shard_of_aor("alice@example.com"),
             r.shards.of_user("alice")
@@ -229,13 +244,29 @@ mod tests {
             "sip:bob@example.com",
             "sip:bob@example.com",
         );
-        assert_eq!(r.shard_of(&m), r.shards.of_user("bob"));
+        assert_eq!(r.shard_of(&m, SRC), r.shards.of_user("bob"));
         let reg = msg(
             "REGISTER sip:example.com SIP/2.0\nVia: SIP/2.0/UDP 192.0.2.9;branch=z9hG4bKr\n\
              From: <sip:u1@example.com>;tag=1\nTo: <sip:u2@example.com>\nCall-ID: r1\n\
              CSeq: 1 REGISTER\nMax-Forwards: 70\nContent-Length: 0\n\n",
         );
-        assert_eq!(r.shard_of(&reg), r.shards.of_user("u2"));
+        assert_eq!(r.shard_of(&reg, SRC), r.shards.of_user("u2"));
+    }
+
+    #[test]
+    fn behind_a_trusted_peer_a_request_goes_to_its_target() {
+        let mut core = ProxyConfig::new("example.com", "192.0.2.1:5060".parse().unwrap());
+        core.trusted_peers
+            .push(cpm_proxy::TrustedPeer::parse("203.0.113.5").unwrap());
+        let r = Router::new(&core, 4);
+        let m = request(
+            "sip:alice@example.com",
+            "sip:bob@example.com",
+            "sip:bob@example.com",
+        );
+        let sbc = "203.0.113.5:5060".parse().unwrap();
+        assert_eq!(r.shard_of(&m, sbc), r.shards.of_user("bob"));
+        assert_eq!(r.shard_of(&m, SRC), r.shards.of_user("alice"));
     }
 
     #[test]
@@ -249,12 +280,15 @@ mod tests {
                  Call-ID: c1\nCSeq: 1 MESSAGE\nContent-Length: 0\n\n"
             ))
         };
-        assert_eq!(r.shard_of(&resp("z9hG4bK-cpm-00ff-0a.s3")), 3);
-        assert_eq!(r.shard_of(&resp("z9hG4bK-cpm-00ff-0a.s2")), 2);
+        assert_eq!(r.shard_of_resp(&resp("z9hG4bK-cpm-00ff-0a.s3")), 3);
+        assert_eq!(r.shard_of_resp(&resp("z9hG4bK-cpm-00ff-0a.s2")), 2);
         // Not ours, or a shard the node does not have: by the users, like a request.
-        assert_eq!(r.shard_of(&resp("z9hG4bKother")), r.shards.of_user("alice"));
         assert_eq!(
-            r.shard_of(&resp("z9hG4bK-cpm-00ff-0a.s9")),
+            r.shard_of_resp(&resp("z9hG4bKother")),
+            r.shards.of_user("alice")
+        );
+        assert_eq!(
+            r.shard_of_resp(&resp("z9hG4bK-cpm-00ff-0a.s9")),
             r.shards.of_user("alice")
         );
     }
@@ -267,7 +301,7 @@ mod tests {
             "sip:bob@example.com",
             "sip:bob@example.com",
         );
-        assert_eq!(r.shard_of(&m), 0);
+        assert_eq!(r.shard_of(&m, SRC), 0);
         assert_eq!(
             shard_of_op(OpId(first_op(Shards { index: 3, count: 4 }) + 7)),
             3

@@ -33,12 +33,23 @@ struct Shards2 {
 }
 
 impl Shards2 {
-    fn new() -> Self {
+    /// Two shards that trust the edge. `dispatch_trusts_edge: false` dispatches as if the
+    /// edge were an ordinary client (by sender: the path of a user's own registered
+    /// device), so the crossing between shards is exercised; `true` is the real router.
+    fn new(dispatch_trusts_edge: bool) -> Self {
         let now = Instant::now();
         let mut core = ProxyConfig::new("localhost", NODE.parse().unwrap());
+        let untrusted = core.clone();
         core.trusted_peers
             .push(TrustedPeer::parse("127.0.0.9").unwrap());
-        let router = Router::new(&core, 2);
+        let router = Router::new(
+            if dispatch_trusts_edge {
+                &core
+            } else {
+                &untrusted
+            },
+            2,
+        );
         let nodes = (0..2)
             .map(|index| {
                 let mut cfg = NodeConfig::new(core.clone());
@@ -115,8 +126,9 @@ impl Shards2 {
 
     /// Delivers a message from the network to the shard the router picks; returns it.
     fn receive(&mut self, from: &str, message: Message) -> u16 {
-        let shard = self.router.shard_of(&message);
-        let peer = Peer::udp(from.parse().unwrap());
+        let source = from.parse().unwrap();
+        let shard = self.router.shard_of(&message, source);
+        let peer = Peer::udp(source);
         self.nodes[usize::from(shard)]
             .handle_input(self.now, Input::Core(CoreInput::Message { peer, message }));
         self.drain();
@@ -216,7 +228,7 @@ fn ok(to: &Request) -> Message {
 #[test]
 fn a_users_registration_lives_on_the_users_shard_only() {
     let (alice, bob) = users_on_two_shards();
-    let mut n = Shards2::new();
+    let mut n = Shards2::new(false);
     let shard = n.receive(EDGE, register(&bob, 1));
     assert_eq!(shard, n.router.shard_of_aor(&format!("{bob}@localhost")));
     let mut expect = vec![0, 0];
@@ -238,7 +250,7 @@ fn a_users_registration_lives_on_the_users_shard_only() {
 #[test]
 fn a_pager_message_between_shards_is_stored_on_both_sides_and_answered_once_committed() {
     let (alice, bob) = users_on_two_shards();
-    let mut n = Shards2::new();
+    let mut n = Shards2::new(false);
     n.receive(EDGE, register(&bob, 1));
     n.take_sent();
     n.crossings = 0;
@@ -294,7 +306,7 @@ fn a_pager_message_between_shards_is_stored_on_both_sides_and_answered_once_comm
 #[test]
 fn a_call_between_shards_is_record_routed_once_and_its_answer_goes_back() {
     let (alice, bob) = users_on_two_shards();
-    let mut n = Shards2::new();
+    let mut n = Shards2::new(false);
     n.receive(EDGE, register(&bob, 1));
     n.take_sent();
     let from = n.receive(EDGE, request("INVITE", &alice, &bob, 20, false, "v=0\n"));
@@ -316,4 +328,35 @@ fn a_call_between_shards_is_record_routed_once_and_its_answer_goes_back() {
             && matches!(m, Message::Response(r) if r.status == StatusCode::OK)),
         "200 to the caller from the caller's shard: {answers:?}"
     );
+}
+
+#[test]
+fn behind_a_trusted_edge_a_message_stays_on_the_targets_shard() {
+    let (alice, bob) = users_on_two_shards();
+    let mut n = Shards2::new(true);
+    n.receive(EDGE, register(&bob, 1));
+    n.take_sent();
+    n.crossings = 0;
+    let bob_shard = n.router.shard_of_aor(&format!("{bob}@localhost"));
+    // The edge asserts alice: both halves run on bob's shard, nothing crosses.
+    let shard = n.receive(EDGE, request("MESSAGE", &alice, &bob, 30, true, "hi"));
+    assert_eq!(shard, bob_shard);
+    let sent = n.take_sent();
+    let delivered = sent
+        .iter()
+        .find_map(|(s, a, m)| match m {
+            Message::Request(r) if a == DEVICE => Some((*s, r.clone())),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("delivered: {sent:?}"));
+    assert_eq!(delivered.0, bob_shard);
+    n.receive(DEVICE, ok(&delivered.1));
+    assert!(
+        n.take_sent().iter().any(|(s, a, m)| *s == bob_shard
+            && a == EDGE
+            && matches!(m, Message::Response(r) if r.status == StatusCode::OK)),
+        "200 to the edge"
+    );
+    assert_eq!(n.crossings, 0, "nothing crossed between the shards");
+    assert_eq!(n.store.messages().len(), 2, "both histories");
 }

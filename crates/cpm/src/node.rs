@@ -296,7 +296,9 @@ async fn run(cfg: NodeConfig, threads: usize) -> Result<(), String> {
         shards,
     );
     let dispatch: cpm_runtime::Dispatcher = Arc::new(move |ev: &NetEvent| match ev {
-        NetEvent::Message { message, .. } => Some(usize::from(router.shard_of(message))),
+        NetEvent::Message { peer, message } => {
+            Some(usize::from(router.shard_of(message, peer.addr)))
+        }
         NetEvent::ParseError { peer, .. } | NetEvent::KeepAlive { peer } => {
             Some(usize::from(router.shard_of_source(peer.addr)))
         }
