@@ -12,8 +12,8 @@
 //! back to exactly the text it was parsed from; [`MsrpUri::equivalent`] is where case stops
 //! mattering.
 
+use core::net::Ipv6Addr;
 use std::fmt;
-use std::net::Ipv6Addr;
 use std::str::FromStr;
 
 use crate::status::Error;

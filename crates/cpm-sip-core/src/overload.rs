@@ -253,48 +253,6 @@ impl Default for LoadControl {
 }
 
 #[cfg(test)]
-mod remote_tests {
-    #![allow(clippy::disallowed_methods)]
-    use super::*;
-
-    #[test]
-    fn a_standing_queue_in_another_shard_makes_this_one_refuse_and_its_end_lets_it_admit() {
-        let t0 = Instant::now();
-        let ms = Duration::from_millis;
-        let mut lc = LoadControl::default();
-        let cfg = lc.config();
-        // This shard's own queue is empty (every request waits 0), the other's stands.
-        lc.remote_delay(cfg.target * 3);
-        let mut now = t0;
-        for _ in 0..20 {
-            now += ms(10);
-            lc.queue_delay(now, Duration::ZERO);
-        }
-        assert!(
-            lc.shedding(),
-            "the node's standing queue is this shard's overload"
-        );
-        assert!(!lc.admit(now, Duration::ZERO), "a new request is refused");
-        assert_eq!(
-            lc.stats().last_queue_delay_us,
-            0,
-            "its own delay is reported alone"
-        );
-        // The other shard drained: admitted again once the delay stayed low an interval.
-        lc.remote_delay(Duration::ZERO);
-        assert!(
-            lc.admit(now, Duration::ZERO),
-            "below target: admitted at once"
-        );
-        for _ in 0..20 {
-            now += ms(10);
-            lc.queue_delay(now, Duration::ZERO);
-        }
-        assert!(!lc.shedding());
-    }
-}
-
-#[cfg(test)]
 mod tests {
     // The clock is read once, for an origin of virtual time; the code under test never reads it.
     #![allow(clippy::disallowed_methods)]
@@ -395,5 +353,40 @@ mod tests {
         }
         assert!(!lc.shedding());
         assert!(lc.admit(t0, Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn a_standing_queue_in_another_shard_makes_this_one_refuse_and_its_end_lets_it_admit() {
+        let t0 = origin();
+        let mut lc = LoadControl::default();
+        let cfg = lc.config();
+        // This shard's own queue is empty (every request waits 0), the other's stands.
+        lc.remote_delay(cfg.target * 3);
+        let mut now = t0;
+        for _ in 0..20 {
+            now += 10 * MS;
+            lc.queue_delay(now, Duration::ZERO);
+        }
+        assert!(
+            lc.shedding(),
+            "the node's standing queue is this shard's overload"
+        );
+        assert!(!lc.admit(now, Duration::ZERO), "a new request is refused");
+        assert_eq!(
+            lc.stats().last_queue_delay_us,
+            0,
+            "its own delay is reported alone"
+        );
+        // The other shard drained: admitted again once the delay stayed low an interval.
+        lc.remote_delay(Duration::ZERO);
+        assert!(
+            lc.admit(now, Duration::ZERO),
+            "below target: admitted at once"
+        );
+        for _ in 0..20 {
+            now += 10 * MS;
+            lc.queue_delay(now, Duration::ZERO);
+        }
+        assert!(!lc.shedding());
     }
 }
