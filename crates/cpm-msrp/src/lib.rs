@@ -22,6 +22,8 @@
 //! * [`report`]: when a response, a success REPORT or a failure REPORT is due (RFC 4975
 //!   sections 7.1.2 and 7.2), and building them.
 //! * [`Transactions`]: client-side transactions with their timeout (RFC 4975 section 7.1.1).
+//! * [`ConnEvent`] / [`ConnCommand`]: what a driver's MSRP transport and a core say to each
+//!   other about connections ([`ConnId`]).
 //! * Every failure is an [`Error`] whose [`Error::status`] is the code to answer with
 //!   ([`StatusCode`]), and whose [`Error::scope`] says whether the connection survives.
 //!   Nothing in here panics on input.
@@ -53,6 +55,7 @@
 #![warn(clippy::unwrap_used)]
 
 mod chunk;
+mod conn;
 mod framing;
 mod header;
 mod message;
@@ -61,6 +64,7 @@ mod status;
 mod transaction;
 mod uri;
 
+pub use conn::{ConnCommand, ConnEvent, ConnId};
 pub use chunk::{Chunk, ChunkCursor, Chunker, Progress, Reassembler, ReassemblyLimits};
 pub use framing::{Decoder, Frame, Limits, encode, encode_end, encode_head};
 pub use header::{ByteRange, FailureReport, Header, Headers, Status};
