@@ -47,9 +47,12 @@
 //!
 //! # Conformance
 //!
-//! The message examples of RFC 4975 (sections 4, 5.1 and 7) parse and serialize back to the
-//! same bytes (`tests/rfc4975_examples.rs`); the decoder yields the same frames for every
-//! split of a stream and survives arbitrary input (`tests/properties.rs`).
+//! The message examples of RFC 4975 (sections 4, 5.1 and 11) and RFC 4976 (sections 3 and
+//! 5.1), copied from the RFC text, parse and serialize back to the same bytes
+//! (`tests/rfc4975_examples.rs`); the same messages and generated ones are cross-checked
+//! against an independent implementation (`tests/cross_check.rs`); the decoder yields the
+//! same frames for every split of a stream and survives arbitrary input
+//! (`tests/properties.rs`).
 
 #![forbid(unsafe_code)]
 #![warn(clippy::unwrap_used)]
@@ -64,8 +67,8 @@ mod status;
 mod transaction;
 mod uri;
 
-pub use conn::{ConnCommand, ConnEvent, ConnId};
 pub use chunk::{Chunk, ChunkCursor, Chunker, Progress, Reassembler, ReassemblyLimits};
+pub use conn::{ConnCommand, ConnEvent, ConnId};
 pub use framing::{Decoder, Frame, Limits, encode, encode_end, encode_head};
 pub use header::{ByteRange, FailureReport, Header, Headers, Status};
 pub use message::{Flag, Head, Message, Method, Request, Response, TransactId};
