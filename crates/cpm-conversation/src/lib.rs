@@ -15,4 +15,7 @@
 pub mod ids;
 pub mod participating;
 
-pub use participating::{Input, Output, ParticipatingFunction, PfConfig, PfStats};
+pub use participating::{
+    ICSI_FILETRANSFER, ICSI_SESSION, Input, Output, PF_CONTACT_PARAM, ParticipatingFunction,
+    PfConfig, PfStats, Refusal, msrp_session_shard,
+};

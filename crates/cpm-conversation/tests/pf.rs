@@ -52,6 +52,7 @@ impl Harness {
                         .push(Message::parse(t.payload).expect("the PF's output parses")),
                     Output::Store { id, op } => batch.push((id, op)),
                     Output::Handoff(h) => panic!("no in-node peer here, yet {h:?}"),
+                    Output::Msrp(c) => panic!("no sessions here, yet {c:?}"),
                 }
             }
             if self.hold {

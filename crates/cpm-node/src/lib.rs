@@ -121,6 +121,9 @@ pub enum Input {
         /// What the store did.
         result: Result<Outcome, OpError>,
     },
+    /// What the node's MSRP transport reports (connections of the sessions the PF anchors;
+    /// a node of several shards routes each by [`Router::msrp_shard`]).
+    Msrp(cpm_msrp::ConnEvent),
 }
 
 /// What the node asks the driver to do. Exhaustive: see the driver loop in the crate docs.
@@ -151,6 +154,9 @@ pub enum Output {
     /// A message for a function on another shard: give it to that shard as
     /// [`Input::Shard`], in order.
     Shard(ShardHop),
+    /// Something for the node's MSRP transport to do (write, connect, close); its results
+    /// come back as [`Input::Msrp`].
+    Msrp(cpm_msrp::ConnCommand),
     /// Something to log or count.
     Event(Event),
 }
@@ -264,6 +270,9 @@ impl Node {
                 pf.expire_deferred = shards.index == 0;
             }
         }
+        if let Some(pf) = &mut cfg.participating {
+            pf.shard = shards.index;
+        }
         let pf = cfg.participating.take().map(|mut pf| {
             pf.address = addr;
             pf.core = Peer::local(Function::Core, addr);
@@ -278,6 +287,13 @@ impl Node {
                     service: Service::Pager,
                     server,
                 });
+                // Sessions (INVITE with a CPM ICSI) when the node anchors MSRP.
+                if pf.msrp.is_some() {
+                    cfg.core.application_servers.push(ApplicationServer {
+                        service: Service::Session,
+                        server,
+                    });
+                }
             }
             ParticipatingFunction::new(pf, now, unix_ms)
         });
@@ -344,6 +360,16 @@ impl Node {
                 // Not ours (answered twice, or after a restart of the node object): nothing
                 // waits for it.
                 None => {}
+            },
+            Input::Msrp(ev) => match &mut self.pf {
+                Some(pf) => pf.handle_input(now, cpm_conversation::Input::Msrp(ev)),
+                // No function anchors media here: a connection the driver accepted is closed.
+                None => {
+                    if let cpm_msrp::ConnEvent::Accepted { conn, .. } = ev {
+                        self.outputs
+                            .push_back(Output::Msrp(cpm_msrp::ConnCommand::Close { conn }));
+                    }
+                }
             },
         }
         self.run(now);
@@ -451,6 +477,9 @@ impl Node {
                         }
                         cpm_conversation::Output::Handoff(h) => {
                             self.hops.push_back((Function::Participating, h));
+                        }
+                        cpm_conversation::Output::Msrp(c) => {
+                            self.outputs.push_back(Output::Msrp(c));
                         }
                         cpm_conversation::Output::Store { id, op } => {
                             // Allocated here, not in `allocate`: `pf` borrows `self.pf`.

@@ -107,6 +107,19 @@ impl Router {
         self.shards.of_aor(aor)
     }
 
+    /// The shard whose PF owns the MSRP session a message head is for: the one named in the
+    /// session id of the To-Path's last URI (the PF writes its shard there); shard 0 for
+    /// anything else (it answers 481).
+    pub fn msrp_shard(&self, head: &cpm_msrp::Head) -> u16 {
+        head.headers()
+            .to_path()
+            .last()
+            .and_then(|u| u.session_id())
+            .and_then(cpm_conversation::msrp_session_shard)
+            .filter(|s| *s < self.shards.count)
+            .unwrap_or(0)
+    }
+
     /// The user part of `uri` if it names one of our users.
     fn our_user(&self, uri: &Uri) -> Option<String> {
         let Uri::Sip(u) = uri else { return None };

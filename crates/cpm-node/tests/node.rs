@@ -84,6 +84,7 @@ impl Harness {
                 }
                 Output::Event(e) => panic!("unexpected event {e:?}"),
                 Output::Shard(h) => panic!("one shard here, yet {h:?}"),
+                Output::Msrp(c) => panic!("no sessions here, yet {c:?}"),
             }
         }
     }

@@ -77,7 +77,7 @@ impl Shards2 {
                 while let Some(out) = node.poll_output() {
                     match out {
                         Output::Transmit(t) => self.sent.push((i as u16, t)),
-                        Output::Close(_) | Output::Event(_) => {}
+                        Output::Close(_) | Output::Event(_) | Output::Msrp(_) => {}
                         Output::Store { id, op } => ops.push((id, op)),
                         // Every user exists (the edge is trusted: no digest to check).
                         Output::LookupUser {

@@ -758,6 +758,11 @@ impl Network {
                         d.name, hop.shard
                     ));
                 }
+                // The simulated domains anchor no MSRP (their PFs have no MSRP address and
+                // refuse sessions with 488), so no command can come.
+                cpm_node::Output::Msrp(c) => {
+                    misrouted = Some(format!("{} asked for MSRP ({c:?}), not simulated", d.name));
+                }
                 cpm_node::Output::Event(e) => match e {
                     cpm_node::Event::Hop { from, to, message } => {
                         let (from, to) = (d.function_name(from), d.function_name(to));

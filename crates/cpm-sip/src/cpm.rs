@@ -11,6 +11,9 @@ pub const ICSI_PREFIX: &str = "urn:urn-7:3gpp-service.ims.icsi.oma.cpm";
 pub const ICSI_MSG: &str = "urn:urn-7:3gpp-service.ims.icsi.oma.cpm.msg";
 /// ICSI of the 1-N pager-mode message.
 pub const ICSI_MSG_GROUP: &str = "urn:urn-7:3gpp-service.ims.icsi.oma.cpm.msg.group";
+/// The Contact parameter that names a Participating Function's dialog (its value: the
+/// node shard the PF runs on): the core hands in-dialog requests for it to that PF.
+pub const PF_CONTACT_PARAM: &str = "cpm-pf";
 /// ICSI of a Large Message Mode message.
 pub const ICSI_LARGEMSG: &str = "urn:urn-7:3gpp-service.ims.icsi.oma.cpm.largemsg";
 /// ICSI of a deferred message delivered by the Participating Function.

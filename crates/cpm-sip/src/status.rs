@@ -56,8 +56,10 @@ codes! {
     TOO_MANY_HOPS = 483, "Too Many Hops";
     BUSY_HERE = 486, "Busy Here";
     REQUEST_TERMINATED = 487, "Request Terminated";
+    NOT_ACCEPTABLE_HERE = 488, "Not Acceptable Here";
     SERVER_INTERNAL_ERROR = 500, "Server Internal Error";
     NOT_IMPLEMENTED = 501, "Not Implemented";
+    BAD_GATEWAY = 502, "Bad Gateway";
     SERVICE_UNAVAILABLE = 503, "Service Unavailable";
     VERSION_NOT_SUPPORTED = 505, "Version Not Supported";
     MESSAGE_TOO_LARGE = 513, "Message Too Large";

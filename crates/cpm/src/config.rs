@@ -18,6 +18,10 @@ pub(crate) struct NodeConfig {
     /// The address others reach us at, for Via and Record-Route; defaults to `sip_listen`
     /// (set it when listening on 0.0.0.0).
     pub(crate) advertise: Option<SocketAddr>,
+    /// MSRP listen address (TCP): the Participating Function anchors every session's media
+    /// here and writes it in the SDP. Unset: port 2855 on the SIP address (an ephemeral port
+    /// when the SIP port is 0).
+    pub(crate) msrp_listen: Option<SocketAddr>,
     /// Admin HTTP listen address (`/health`, `/metrics`).
     pub(crate) http_listen: SocketAddr,
     /// Data directory (SQLite store `cpm.db`, the nonce secret).
@@ -291,6 +295,7 @@ impl Default for NodeConfig {
             domains: vec!["localhost".into()],
             sip_listen: SocketAddr::from(([127, 0, 0, 1], 5060)),
             advertise: None,
+            msrp_listen: None,
             http_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("./cpm-data"),
             threads: 0,

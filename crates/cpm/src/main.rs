@@ -75,6 +75,9 @@ struct ServeArgs {
     /// Address peers reach us at (Via, Record-Route), when listening on a wildcard address.
     #[arg(long, value_name = "ADDR:PORT")]
     advertise: Option<std::net::SocketAddr>,
+    /// MSRP listen address (TCP; sessions' media). Default: port 2855 on the SIP address.
+    #[arg(long, value_name = "ADDR:PORT")]
+    msrp_listen: Option<std::net::SocketAddr>,
     /// Admin HTTP listen address.
     #[arg(long, value_name = "ADDR:PORT")]
     http_listen: Option<std::net::SocketAddr>,
@@ -265,6 +268,9 @@ fn serve(args: ServeArgs) -> ExitCode {
     }
     if let Some(a) = args.advertise {
         cfg.advertise = Some(a);
+    }
+    if let Some(a) = args.msrp_listen {
+        cfg.msrp_listen = Some(a);
     }
     if let Some(a) = args.http_listen {
         cfg.http_listen = a;

@@ -17,7 +17,10 @@ use cpm_proxy::{
     ApplicationServer, Input as CoreInput, ProxyConfig, RegistrarConfig, Service, TrustedPeer,
 };
 use cpm_runtime::store::StoreExecutor;
-use cpm_runtime::{NetEvent, SipTransport, SipTransportConfig, SipTransportHandle};
+use cpm_runtime::{
+    MsrpHandle, MsrpTransport, MsrpTransportConfig, NetEvent, SipTransport, SipTransportConfig,
+    SipTransportHandle,
+};
 use cpm_sip::Limits;
 use cpm_sip_core::Peer;
 use cpm_sip_core::digest::Algorithm;
@@ -165,6 +168,7 @@ struct Io {
     /// The shard it serves.
     shard: usize,
     net: SipTransportHandle,
+    msrp: MsrpHandle,
     executor: Arc<StoreExecutor>,
     directory: crate::directory::Directory,
     /// To each shard's loop (FIFO per pair of shards, as the node requires).
@@ -185,6 +189,7 @@ impl Io {
                     self.net.close(conn);
                 }
                 Output::Store { id, op } => self.executor.submit(id, op),
+                Output::Msrp(cmd) => self.msrp.execute(self.shard, cmd),
                 Output::LookupUser {
                     query,
                     username,
@@ -295,12 +300,13 @@ async fn run(cfg: NodeConfig, threads: usize) -> Result<(), String> {
         &proxy_config(&cfg, cfg.advertise.unwrap_or(cfg.sip_listen), secret)?,
         shards,
     );
+    let sip_router = router.clone();
     let dispatch: cpm_runtime::Dispatcher = Arc::new(move |ev: &NetEvent| match ev {
         NetEvent::Message { peer, message } => {
-            Some(usize::from(router.shard_of(message, peer.addr)))
+            Some(usize::from(sip_router.shard_of(message, peer.addr)))
         }
         NetEvent::ParseError { peer, .. } | NetEvent::KeepAlive { peer } => {
-            Some(usize::from(router.shard_of_source(peer.addr)))
+            Some(usize::from(sip_router.shard_of_source(peer.addr)))
         }
         // Every shard forgets the flows of a closed connection.
         NetEvent::ConnectionClosed { .. } => None,
@@ -313,6 +319,31 @@ async fn run(cfg: NodeConfig, threads: usize) -> Result<(), String> {
             .map_err(|e| format!("cannot listen for SIP on {}: {e}", cfg.sip_listen))?;
     let sip_addr = handle.local_addr();
     let advertised = cfg.advertise.unwrap_or(sip_addr);
+    // The MSRP listener of the sessions the PF anchors; each head goes to the shard whose PF
+    // wrote the session id it names.
+    let msrp_listen = cfg.msrp_listen.unwrap_or_else(|| {
+        let port = if cfg.sip_listen.port() == 0 { 0 } else { 2855 };
+        std::net::SocketAddr::new(cfg.sip_listen.ip(), port)
+    });
+    let msrp_router = router.clone();
+    let msrp_dispatch: cpm_runtime::MsrpDispatcher =
+        Arc::new(move |head| usize::from(msrp_router.msrp_shard(head)));
+    let (msrp_transports, msrp) = MsrpTransport::bind_sharded(
+        MsrpTransportConfig::new(msrp_listen),
+        usize::from(shards),
+        msrp_dispatch,
+    )
+    .await
+    .map_err(|e| format!("cannot listen for MSRP on {msrp_listen}: {e}"))?;
+    // What the SDP names: the bound port, on the advertised address when bound to a wildcard.
+    let msrp_addr = {
+        let bound = msrp.local_addr();
+        if bound.ip().is_unspecified() {
+            std::net::SocketAddr::new(advertised.ip(), bound.port())
+        } else {
+            bound
+        }
+    };
 
     let http_guard = Arc::new(std::sync::Mutex::new(crate::api::HttpGuard::new(
         cfg.auth.nonce_table_size,
@@ -379,6 +410,9 @@ async fn run(cfg: NodeConfig, threads: usize) -> Result<(), String> {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     let mut node_cfg = node_config(&cfg, advertised, secret)?;
+    if let Some(pf) = &mut node_cfg.participating {
+        pf.msrp = Some(msrp_addr);
+    }
     // The node's limits are the node's: each shard takes its share.
     node_cfg.core.max_transactions = per_shard(node_cfg.core.max_transactions, shards);
     node_cfg.core.max_store_in_flight = per_shard(node_cfg.core.max_store_in_flight, shards);
@@ -420,8 +454,9 @@ async fn run(cfg: NodeConfig, threads: usize) -> Result<(), String> {
         .unzip();
     let mut loops = Vec::new();
     let mut restored = 0;
-    for (((index, transport), (results, answers)), (hops, records)) in (0..shards)
+    for ((((index, transport), msrp_events), (results, answers)), (hops, records)) in (0..shards)
         .zip(transports)
+        .zip(msrp_transports)
         .zip(results.into_iter().zip(user_answers))
         .zip(hop_rx.into_iter().zip(by_shard))
     {
@@ -435,6 +470,7 @@ async fn run(cfg: NodeConfig, threads: usize) -> Result<(), String> {
         let io = Io {
             shard: usize::from(index),
             net: handle.clone(),
+            msrp: msrp.clone(),
             executor: Arc::clone(&executor),
             directory: directory.clone(),
             shards: hop_tx.clone(),
@@ -443,6 +479,7 @@ async fn run(cfg: NodeConfig, threads: usize) -> Result<(), String> {
             node,
             io,
             transport,
+            msrp: msrp_events,
             results,
             answers,
             hops,
@@ -457,10 +494,10 @@ async fn run(cfg: NodeConfig, threads: usize) -> Result<(), String> {
         tracing::info!(bindings = restored, "registrations restored from the store");
     }
     tracing::info!(
-        sip = %sip_addr, http = %http_addr, domains = ?cfg.domains, data_dir = %cfg.data_dir.display(),
+        sip = %sip_addr, msrp = %msrp_addr, http = %http_addr, domains = ?cfg.domains, data_dir = %cfg.data_dir.display(),
         participating_function = if in_process_pf { "in process" } else { "external" },
         shards,
-        "cpm serve: listening (SIP UDP+TCP, admin HTTP)"
+        "cpm serve: listening (SIP UDP+TCP, MSRP TCP, admin HTTP)"
     );
     for l in loops {
         if let Err(e) = l.await {
@@ -472,6 +509,7 @@ async fn run(cfg: NodeConfig, threads: usize) -> Result<(), String> {
     drop(executor);
     tracing::info!("cpm serve: shutting down");
     handle.shutdown();
+    msrp.shutdown();
     let _ = tokio::time::timeout(Duration::from_secs(5), http).await;
     Ok(())
 }
@@ -482,6 +520,8 @@ struct Shard {
     io: Io,
     /// What the transport dispatched to this shard.
     transport: SipTransport,
+    /// What the MSRP transport dispatched to this shard.
+    msrp: MsrpTransport,
     results: cpm_runtime::StoreResults,
     answers: crate::directory::Answers,
     /// Messages from the other shards' functions.
@@ -501,6 +541,7 @@ impl Shard {
             node,
             io,
             transport,
+            msrp,
             results,
             answers,
             hops,
@@ -545,6 +586,17 @@ impl Shard {
                         budget -= 1;
                         if budget > 0 {
                             next = transport.try_recv_stamped();
+                        }
+                    }
+                }
+                Some(ev) = msrp.recv() => {
+                    let mut next = Some(ev);
+                    let mut budget = 256;
+                    while let Some(ev) = next.take() {
+                        node.handle_input(Instant::now(), Input::Msrp(ev));
+                        budget -= 1;
+                        if budget > 0 {
+                            next = msrp.try_recv();
                         }
                     }
                 }

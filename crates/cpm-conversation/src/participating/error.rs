@@ -88,6 +88,28 @@ pub enum Refusal {
     /// The onward request could not be sent: `500 Cannot Send`.
     #[error("cannot send the onward request")]
     CannotSend,
+    /// A session INVITE while the node runs no MSRP listener: `488 Sessions Not Served`.
+    #[error("sessions are not served")]
+    SessionsNotServed,
+    /// A session INVITE without an SDP body (RFC 3264): `415 Session Needs SDP` (a
+    /// multipart INVITE carrying the first message is not served yet).
+    #[error("a session INVITE needs an SDP offer")]
+    SessionNeedsSdp,
+    /// An SDP offer that does not parse or cannot be answered: its status (400, 415, 488)
+    /// and reason.
+    #[error("bad SDP: {1}")]
+    BadSdp(u16, &'static str),
+    /// An SDP offer without an MSRP media line: `488 No MSRP Media`.
+    #[error("no MSRP media in the offer")]
+    NoMsrpMedia,
+    /// An in-dialog request (or CANCEL) for no session of ours: `481 Call/Transaction Does
+    /// Not Exist` (RFC 3261 12.2.2).
+    #[error("no such dialog")]
+    NoSuchDialog,
+    /// A pager MESSAGE over 1,300 octets (OMA CPM 5.2.2: larger messages go in Large
+    /// Message Mode): `413 Use Large Message Mode`.
+    #[error("pager message too large")]
+    PagerTooLarge,
 }
 
 impl Refusal {
@@ -123,6 +145,21 @@ impl Refusal {
             Self::DeferredQueueFull => (StatusCode::BUSY_HERE, "Recipient Deferred Queue Full"),
             Self::StorageFailure => (StatusCode::SERVER_INTERNAL_ERROR, "Storage Failure"),
             Self::CannotSend => (StatusCode::SERVER_INTERNAL_ERROR, "Cannot Send"),
+            Self::SessionsNotServed => (StatusCode::NOT_ACCEPTABLE_HERE, "Sessions Not Served"),
+            Self::SessionNeedsSdp => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "Session Needs SDP"),
+            Self::BadSdp(status, reason) => (
+                StatusCode::new(*status).unwrap_or(StatusCode::NOT_ACCEPTABLE_HERE),
+                reason,
+            ),
+            Self::NoMsrpMedia => (StatusCode::NOT_ACCEPTABLE_HERE, "No MSRP Media"),
+            Self::NoSuchDialog => (
+                StatusCode::CALL_DOES_NOT_EXIST,
+                "Call/Transaction Does Not Exist",
+            ),
+            Self::PagerTooLarge => (
+                StatusCode::REQUEST_ENTITY_TOO_LARGE,
+                "Use Large Message Mode",
+            ),
         }
     }
 }

@@ -102,6 +102,7 @@ impl ParticipatingFunction {
                 }
             }
             OpPurpose::Background => {}
+            OpPurpose::Session(st) => self.session_stored(now, *st, result),
         }
     }
 
@@ -251,6 +252,7 @@ impl ParticipatingFunction {
                 }
             }
             ClientPurpose::Notice => {}
+            ClientPurpose::Session(sid) => self.on_session_leg_failed(now, sid, status),
         }
     }
 

@@ -64,8 +64,10 @@ mod jobs;
 mod list;
 mod message;
 mod pager;
+mod session;
 
 pub use error::Refusal;
+pub use session::{ICSI_FILETRANSFER, ICSI_SESSION, PF_CONTACT_PARAM, msrp_session_shard};
 
 /// Our Via branch prefix (RFC 3261 magic cookie, then a PF marker).
 const BRANCH_PREFIX: &str = "z9hG4bK-pf-";
@@ -74,7 +76,7 @@ const DEFERRED_BATCH: usize = 64;
 /// How many expired messages one expiry pass handles.
 const EXPIRY_BATCH: usize = 256;
 /// The methods the PF serves (the `Allow` header).
-const ALLOW: &str = "MESSAGE, OPTIONS, REGISTER";
+const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, MESSAGE, OPTIONS, REGISTER";
 
 /// How the PF is set up.
 #[derive(Clone, Debug)]
@@ -107,6 +109,18 @@ pub struct PfConfig {
     /// Whether this PF runs the expiry of deferred messages (`deferred_ttl`): one PF per
     /// store does, when a node runs one PF per shard.
     pub expire_deferred: bool,
+    /// The address of the node's MSRP listener, written in the SDP of every session leg
+    /// (the PF anchors the media). `None`: sessions are refused (488).
+    pub msrp: Option<SocketAddr>,
+    /// The largest message a session carries (all its chunks), in octets: the `a=max-size`
+    /// the PF writes; a larger one is refused with MSRP 413.
+    pub max_session_message: usize,
+    /// A session with no SIP or MSRP traffic for this long is ended (BYE both ways).
+    pub session_idle: Duration,
+    /// At most this many sessions at once; more are refused with 503.
+    pub max_sessions: usize,
+    /// The shard this PF runs on (written into its MSRP session ids and dialog Contacts).
+    pub shard: u16,
 }
 
 impl PfConfig {
@@ -127,6 +141,11 @@ impl PfConfig {
             timers: TimerConfig::default(),
             rng_seed: 0x5eed_0fcf,
             expire_deferred: true,
+            msrp: None,
+            max_session_message: 4 * 1024 * 1024,
+            session_idle: Duration::from_secs(30 * 60),
+            max_sessions: 100_000,
+            shard: 0,
         }
     }
 }
@@ -150,6 +169,8 @@ pub enum Input {
         /// Its outcome.
         result: Result<Outcome, OpError>,
     },
+    /// What the driver's MSRP transport reports (the connections of anchored sessions).
+    Msrp(cpm_msrp::ConnEvent),
 }
 
 /// What the PF asks the driver to do.
@@ -168,6 +189,9 @@ pub enum Output {
         /// The operation.
         op: StoreOp,
     },
+    /// Something for the driver's MSRP transport to do; its results come back as
+    /// [`Input::Msrp`].
+    Msrp(cpm_msrp::ConnCommand),
 }
 
 /// Counters for `/metrics`.
@@ -199,6 +223,10 @@ pub struct PfStats {
     /// Messages refused because the recipient's deferred queue was full (count, bytes or
     /// the sender's share).
     pub deferred_refused: u64,
+    /// Sessions set up (INVITEs accepted on a leg).
+    pub sessions_started: u64,
+    /// Sessions ended.
+    pub sessions_ended: u64,
 }
 
 impl core::ops::AddAssign for PfStats {
@@ -216,6 +244,8 @@ impl core::ops::AddAssign for PfStats {
         self.store_failures += o.store_failures;
         self.cpim_from_corrected += o.cpim_from_corrected;
         self.deferred_refused += o.deferred_refused;
+        self.sessions_started += o.sessions_started;
+        self.sessions_ended += o.sessions_ended;
     }
 }
 
@@ -283,8 +313,10 @@ enum ClientPurpose {
     },
     /// One deferred delivery.
     Deferred { owner: String },
-    /// A notification the PF generated itself (nothing to do with the answer).
+    /// A notification the PF generated itself, or a BYE (nothing to do with the answer).
     Notice,
+    /// A session's INVITE on its down leg.
+    Session(u64),
 }
 
 /// What a store operation of ours is for.
@@ -297,6 +329,8 @@ enum OpPurpose {
     Expiry,
     /// A state update whose outcome changes nothing here.
     Background,
+    /// A session message's record or state.
+    Session(Box<session::SessionStore>),
 }
 
 /// A user's deferred delivery in progress.
@@ -343,6 +377,7 @@ pub struct ParticipatingFunction {
     expiry_running: bool,
     outputs: VecDeque<Output>,
     stats: PfStats,
+    sessions: session::Sessions,
 }
 
 impl ParticipatingFunction {
@@ -369,6 +404,7 @@ impl ParticipatingFunction {
             expiry_running: false,
             outputs: VecDeque::new(),
             stats: PfStats::default(),
+            sessions: session::Sessions::new(seed),
             cfg,
         }
     }
@@ -405,6 +441,7 @@ impl ParticipatingFunction {
                 ..
             } => self.on_response(now, resp),
             Input::Stored { id, result } => self.on_stored(now, id, result),
+            Input::Msrp(ev) => self.on_msrp(now, ev),
         }
         self.drain_tx(now);
     }
@@ -412,6 +449,7 @@ impl ParticipatingFunction {
     /// Runs the timers due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.tx.handle_timeout(now);
+        self.session_timeouts(now);
         while let Some(&(at, job)) = self.deadlines.front() {
             if at > now {
                 break;
@@ -444,9 +482,13 @@ impl ParticipatingFunction {
     /// When [`ParticipatingFunction::handle_timeout`] must run next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let mut t = Some(self.next_expiry);
-        for d in [self.tx.poll_timeout(), self.deadlines.front().map(|d| d.0)]
-            .into_iter()
-            .flatten()
+        for d in [
+            self.tx.poll_timeout(),
+            self.deadlines.front().map(|d| d.0),
+            self.sessions.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
         {
             t = Some(t.map_or(d, |x: Instant| x.min(d)));
         }
@@ -564,10 +606,60 @@ impl ParticipatingFunction {
             self.send_stateless(peer, Message::Response(resp));
             return;
         }
-        let Ok(RequestDisposition::New(key)) = self.tx.handle_request(now, &req, peer) else {
-            return;
+        let key = match self.tx.handle_request(now, &req, peer) {
+            Ok(RequestDisposition::New(key)) => key,
+            // An ACK for a 2xx of ours (a new transaction of its own, RFC 3261 17.1.1.3).
+            Ok(RequestDisposition::Stray) if req.method == Method::Ack => {
+                self.on_session_request(now, None, &req);
+                return;
+            }
+            _ => return,
         };
         match req.method {
+            Method::Invite => {
+                let in_dialog = req
+                    .headers
+                    .to()
+                    .ok()
+                    .flatten()
+                    .is_some_and(|t| t.tag().is_some());
+                if in_dialog {
+                    if !self.on_session_request(now, Some(&key), &req) {
+                        self.refuse(now, &key, &req, Refusal::NoSuchDialog);
+                    }
+                    return;
+                }
+                let phase = match self.pop_own_route(&mut req) {
+                    Ok(phase) => phase,
+                    Err(r) => return self.refuse(now, &key, &req, r),
+                };
+                match phase {
+                    Some(phase) => {
+                        self.stats.sessions_started += 1;
+                        self.on_session_invite(now, key, req, phase);
+                    }
+                    None => self.refuse(now, &key, &req, Refusal::NotRoutedByCore),
+                }
+            }
+            Method::Bye | Method::Update | Method::Info => {
+                if !self.on_session_request(now, Some(&key), &req) {
+                    self.refuse(now, &key, &req, Refusal::NoSuchDialog);
+                }
+            }
+            Method::Cancel => {
+                // RFC 3261 9.2: 200 to the CANCEL; the INVITE gets 487 if it was still open.
+                let tag = self.tag();
+                let ok = response_to(&req, StatusCode::OK, Some(&tag));
+                let open = self
+                    .tx
+                    .invite_for_cancel(&key)
+                    .is_some_and(|invite| self.on_session_cancel(now, &invite));
+                if open {
+                    let _ = self.tx.respond_owned(now, &key, ok);
+                } else {
+                    self.refuse(now, &key, &req, Refusal::NoSuchDialog);
+                }
+            }
             Method::Register => self.on_third_party_register(now, &key, &req),
             Method::Message => {
                 let phase = match self.pop_own_route(&mut req) {
@@ -633,6 +725,14 @@ impl ParticipatingFunction {
 
     fn on_response(&mut self, now: Instant, resp: Response) {
         match self.tx.handle_response(now, &resp) {
+            ResponseDisposition::Pass(ckey)
+                if let Some(&ClientPurpose::Session(sid)) = self.clients.get(&ckey) =>
+            {
+                if !resp.status.is_provisional() && !resp.status.is_success() {
+                    self.clients.remove(&ckey);
+                }
+                self.on_session_response(now, sid, &resp);
+            }
             ResponseDisposition::Pass(ckey) if !resp.status.is_provisional() => {
                 let reason = resp.reason.clone();
                 self.leg_final(now, &ckey, resp.status, &reason);

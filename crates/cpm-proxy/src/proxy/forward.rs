@@ -82,10 +82,20 @@ impl Proxy {
                 .set(HeaderName::MaxForwards, &max_forwards.to_string());
             // The core of another shard records the route itself (one entry per node).
             if record_route && t.dest.function() != Some(cpm_sip_core::Function::Core) {
+                // Toward a function of the node the dialog's other requests come from the
+                // side the request came from: name that transport.
+                let transport = match (t.dest.function(), ctx.ingress) {
+                    (Some(_), Some(ingress))
+                        if !matches!(ingress, cpm_sip_core::TransportKind::Local(_)) =>
+                    {
+                        ingress
+                    }
+                    _ => t.dest.transport,
+                };
                 let rr = format!(
                     "<sip:{};transport={};lr;{DIALOG_PARAM}={}>",
                     self.cfg.advertised,
-                    t.dest.transport.as_via_token().to_ascii_lowercase(),
+                    transport.as_via_token().to_ascii_lowercase(),
                     dialog_token
                 );
                 out.headers

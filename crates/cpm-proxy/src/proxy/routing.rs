@@ -7,7 +7,7 @@ use core::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use bytes::Bytes;
-use cpm_sip::cpm::Phase;
+use cpm_sip::cpm::{PF_CONTACT_PARAM, Phase};
 use cpm_sip::{
     Header, HeaderName, Method, NameAddr, Request, SipUri, StatusCode, Uri, feature_list,
 };
@@ -47,6 +47,9 @@ pub(super) struct RouteCtx {
     pub(super) hash: u64,
     /// The terminating user was found in the user directory.
     pub(super) target_exists: bool,
+    /// The transport the request arrived on: what our Record-Route names when the next hop
+    /// is a function of the node (the dialog's other requests come the same way).
+    pub(super) ingress: Option<TransportKind>,
 }
 
 /// The service identifiers a request carries: P-Preferred-Service, P-Asserted-Service,
@@ -260,6 +263,7 @@ impl Proxy {
         if let Uri::Sip(u) = &req.uri
             && u.user.is_none()
             && self.is_us(u)
+            && self.pf_dialog(u).is_none()
             && req.headers.contains(&HeaderName::Route)
             && let Ok(routes) = req.headers.route()
             && let Some(last) = routes.last()
@@ -276,6 +280,7 @@ impl Proxy {
             // An application server (the Participating Function) is ours: inside the trust
             // domain.
             trusted: self.cfg.is_trusted(peer.addr.ip()) || self.cfg.is_application_server(&peer),
+            ingress: Some(peer.transport),
             ..RouteCtx::default()
         };
         // Loose routing: pop every Route that names us.
@@ -339,6 +344,7 @@ impl Proxy {
             && u.user.is_none()
             && self.is_us(u)
             && !routed
+            && self.pf_dialog(u).is_none()
         {
             return self.answer_for_self(now, &key, &req);
         }
@@ -629,6 +635,16 @@ impl Proxy {
                 "Unsupported URI Scheme",
             );
         };
+        // A dialog of the node's PF (its Contact): in-dialog requests go to it; the PF
+        // knows its dialogs (unguessable tags) and answers 481 for any other.
+        if !initial && let Some(pf) = self.pf_dialog(u) {
+            let target = Target {
+                ruri: req.uri.clone(),
+                dest: pf,
+                routes: Vec::new(),
+            };
+            return self.forward(now, key, req, vec![target], &ctx);
+        }
         // No open relay: only a local user, the trust domain or a dialog of ours may send to
         // other domains.
         let may_relay = ctx.origin.is_some() || ctx.trusted || ctx.dialog;
@@ -686,10 +702,32 @@ impl Proxy {
         self.resolve(&b.contact.uri).unwrap_or(b.flow)
     }
 
+    /// The node's Participating Function behind a dialog Contact it wrote (ours, with the
+    /// `cpm-pf` parameter naming its shard): in-dialog requests of its sessions go to it.
+    pub(super) fn pf_dialog(&self, u: &SipUri) -> Option<Peer> {
+        let shard = u
+            .param(PF_CONTACT_PARAM)?
+            .value
+            .as_deref()?
+            .parse::<u16>()
+            .ok()?;
+        if u.user.is_some() || !self.is_us(u) || shard >= self.cfg.shards.count.max(1) {
+            return None;
+        }
+        self.cfg
+            .application_servers
+            .iter()
+            .find(|a| a.server.function() == Some(Function::Participating))
+            .map(|a| Peer::local_on(Function::Participating, a.server.addr, shard))
+    }
+
     /// The transport address of a URI: IP literals (and `localhost`), our peer domains, with
     /// the `transport` parameter. Other names would need DNS (RFC 3263), not done yet.
     pub(super) fn resolve(&self, uri: &Uri) -> Option<Peer> {
         let Uri::Sip(u) = uri else { return None };
+        if let Some(pf) = self.pf_dialog(u) {
+            return Some(pf);
+        }
         let transport = match u.param("transport").and_then(|p| p.value.as_deref()) {
             Some(t) => TransportKind::from_via_token(t)?,
             None => TransportKind::Udp,

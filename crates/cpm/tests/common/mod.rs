@@ -212,6 +212,9 @@ fn spawn_node(sip: SocketAddr, http: SocketAddr, data: &TempDir, extra: &[String
             &sip.to_string(),
             "--http-listen",
             &http.to_string(),
+            // An ephemeral MSRP port: tests run side by side.
+            "--msrp-listen",
+            "127.0.0.1:0",
         ])
         .arg("--data-dir")
         .arg(data.path())

@@ -1,0 +1,331 @@
+//! A CPM session through the node's terminating PF, on virtual time: the INVITE is answered
+//! with the PF's own MSRP path, the media is anchored (the peer's PF and bob's device each
+//! connect to the node), every message is stored before its MSRP 200, and BYE ends both legs.
+
+// The one clock read is the origin of virtual time.
+#![allow(clippy::disallowed_methods)]
+
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use cpm_msrp::{ConnCommand, ConnEvent, ConnId, Decoder, Head};
+use cpm_node::{Input, Node, NodeConfig, Output};
+use cpm_proxy::{Input as CoreInput, ProxyConfig, TrustedPeer};
+use cpm_sdp::Sdp;
+use cpm_sip::{Message, Method, StatusCode};
+use cpm_sip_core::Peer;
+use cpm_store::{Backend, BindingRecord, MemoryStore, OpId, StoreOp};
+
+const UNIX_MS: u64 = 1_795_622_400_000;
+const NODE: &str = "127.0.0.1:5060";
+const MSRP: &str = "127.0.0.1:2855";
+const PEER_CORE: &str = "127.0.0.9:5060";
+const BOB: &str = "127.0.0.1:5072";
+
+struct Harness {
+    node: Node,
+    now: Instant,
+    store: MemoryStore,
+    held: Vec<(OpId, StoreOp)>,
+    sent: Vec<(String, Message)>,
+    msrp: Vec<ConnCommand>,
+}
+
+impl Harness {
+    fn new() -> Self {
+        let now = Instant::now();
+        let mut core = ProxyConfig::new("localhost", NODE.parse().unwrap());
+        core.trusted_peers
+            .push(TrustedPeer::parse("127.0.0.9").unwrap());
+        let mut cfg = NodeConfig::new(core);
+        if let Some(pf) = &mut cfg.participating {
+            pf.msrp = Some(MSRP.parse().unwrap());
+        }
+        let mut node = Node::new(cfg, now, UNIX_MS);
+        let bob = BindingRecord {
+            aor: "bob@localhost".into(),
+            key: "<sip:bob@127.0.0.1:5072>".into(),
+            contact: "<sip:bob@127.0.0.1:5072>".into(),
+            destination: format!("udp:{BOB}"),
+            path: Vec::new(),
+            expires_at_ms: UNIX_MS + 3_600_000,
+        };
+        node.restore_bindings(now, UNIX_MS, &[bob]);
+        let mut h = Self {
+            node,
+            now,
+            store: MemoryStore::new(),
+            held: Vec::new(),
+            sent: Vec::new(),
+            msrp: Vec::new(),
+        };
+        h.drain();
+        h.commit();
+        h.sent.clear();
+        h
+    }
+
+    fn drain(&mut self) {
+        while let Some(out) = self.node.poll_output() {
+            match out {
+                Output::Transmit(t) => self
+                    .sent
+                    .push((t.peer.addr.to_string(), Message::parse(t.payload).unwrap())),
+                Output::Store { id, op } => self.held.push((id, op)),
+                Output::LookupUser { query, .. } => self
+                    .node
+                    .handle_input(self.now, Input::Core(CoreInput::User { query, user: None })),
+                Output::Msrp(c) => self.msrp.push(c),
+                Output::Close(_) | Output::Event(_) => {}
+                Output::Shard(h) => panic!("one shard here, yet {h:?}"),
+            }
+        }
+    }
+
+    fn commit(&mut self) {
+        while !self.held.is_empty() {
+            let batch = std::mem::take(&mut self.held);
+            for (id, result) in self.store.execute(batch) {
+                self.node
+                    .handle_input(self.now, Input::Stored { id, result });
+            }
+            self.drain();
+        }
+    }
+
+    fn sip(&mut self, from: &str, message: Message) {
+        let peer = Peer::udp(from.parse().unwrap());
+        self.node
+            .handle_input(self.now, Input::Core(CoreInput::Message { peer, message }));
+        self.drain();
+    }
+
+    /// Feeds the node what a peer wrote on an MSRP connection, decoded as the transport
+    /// would.
+    fn msrp_in(&mut self, conn: ConnId, raw: &str) {
+        let mut buf = BytesMut::from(raw.replace('\n', "\r\n").as_bytes());
+        let mut d = Decoder::default();
+        while let Some(frame) = d.decode(&mut buf).unwrap() {
+            self.node
+                .handle_input(self.now, Input::Msrp(ConnEvent::Frame { conn, frame }));
+        }
+        self.drain();
+    }
+
+    /// What the node wrote on a connection since the last call, as (start line, body).
+    fn msrp_out(&mut self, conn: ConnId) -> Vec<(String, Option<Bytes>)> {
+        let mut out = Vec::new();
+        for c in std::mem::take(&mut self.msrp) {
+            match c {
+                ConnCommand::Send { conn: c, bytes } if c == conn => {
+                    let m = cpm_msrp::Message::parse(&bytes).unwrap();
+                    let line = match &m.head {
+                        Head::Request(r) => {
+                            format!("{} {}", r.method.as_str(), r.transact_id.as_str())
+                        }
+                        Head::Response(r) => format!("{} {}", r.status, r.transact_id.as_str()),
+                    };
+                    out.push((line, m.body));
+                }
+                other => self.msrp.push(other),
+            }
+        }
+        out
+    }
+}
+
+fn invite() -> Message {
+    let sdp = "v=0
+o=carol 1 1 IN IP4 127.0.0.9
+s=-
+c=IN IP4 127.0.0.9
+t=0 0
+m=message 2855 TCP/MSRP *
+a=path:msrp://127.0.0.9:2855/carolpf1;tcp
+a=setup:actpass
+a=accept-types:message/cpim
+a=accept-wrapped-types:text/plain message/imdn+xml
+"
+    .replace('\n', "\r\n");
+    let raw = format!(
+        "INVITE sip:bob@localhost SIP/2.0
+Via: SIP/2.0/UDP 127.0.0.9:5060;branch=z9hG4bKinv1
+Max-Forwards: 70
+From: <sip:carol@peer.test>;tag=c1
+To: <sip:bob@localhost>
+Call-ID: sess-call-1
+CSeq: 1 INVITE
+Contact: <sip:127.0.0.9:5060>
+P-Asserted-Identity: <sip:carol@peer.test>
+P-Asserted-Service: urn:urn-7:3gpp-service.ims.icsi.oma.cpm.session
+Accept-Contact: *;+g.3gpp.icsi-ref=\"urn%3Aurn-7%3A3gpp-service.ims.icsi.oma.cpm.session\"
+Content-Type: application/sdp
+Content-Length: {}
+
+{sdp}",
+        sdp.len()
+    );
+    Message::parse(
+        raw.replace("\nv=0", "\nv=0")
+            .replacen('\n', "\r\n", 14)
+            .into_bytes(),
+    )
+    .unwrap()
+}
+
+fn path_of(body: &[u8]) -> String {
+    let (_, m) = Sdp::parse(body).unwrap().msrp().unwrap().unwrap();
+    m.path[0].to_string()
+}
+
+#[test]
+fn a_session_to_a_device_is_anchored_stored_before_its_200_and_ended_by_bye() {
+    let mut h = Harness::new();
+    h.sip(PEER_CORE, invite());
+    // The terminating PF offered bob its own MSRP path.
+    let to_bob: Vec<_> = h.sent.drain(..).filter(|(a, _)| a == BOB).collect();
+    let Some((_, Message::Request(bob_invite))) = to_bob.first() else {
+        panic!("an INVITE to bob: {to_bob:?}")
+    };
+    assert_eq!(bob_invite.method, Method::Invite);
+    let pf_down = path_of(&bob_invite.body);
+    assert!(
+        pf_down.starts_with("msrp://127.0.0.1:2855/s0-"),
+        "{pf_down}"
+    );
+
+    // bob's device answers, active (it connects).
+    let answer = "v=0\r\no=bob 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=message 9 TCP/MSRP *\r\na=path:msrp://127.0.0.1:9/bob1;tcp\r\na=setup:active\r\na=accept-types:message/cpim\r\n";
+    let mut ok = cpm_sip_core::transaction::response_to(bob_invite, StatusCode::OK, Some("b1"));
+    ok.headers.push(cpm_sip::Header::new(
+        cpm_sip::HeaderName::Contact,
+        "<sip:bob@127.0.0.1:5072>",
+    ));
+    // A UA copies the Record-Route into its 2xx (RFC 3261 12.1.1).
+    for rr in bob_invite
+        .headers
+        .get_all(&cpm_sip::HeaderName::RecordRoute)
+    {
+        ok.headers.push(rr.clone());
+    }
+    ok.headers
+        .set(cpm_sip::HeaderName::ContentType, "application/sdp");
+    ok.headers.set(
+        cpm_sip::HeaderName::ContentLength,
+        &answer.len().to_string(),
+    );
+    ok.body = Bytes::from(answer);
+    h.sip(BOB, Message::Response(ok));
+    let sent = std::mem::take(&mut h.sent);
+    assert!(
+        sent.iter()
+            .any(|(a, m)| a == BOB && matches!(m, Message::Request(r) if r.method == Method::Ack)),
+        "bob's 200 is ACKed: {sent:?}"
+    );
+    let Some((_, Message::Response(up_ok))) = sent.iter().find(|(a, m)| {
+        a == PEER_CORE && matches!(m, Message::Response(r) if r.status == StatusCode::OK)
+    }) else {
+        panic!("200 to the inviter: {sent:?}")
+    };
+    let pf_up = path_of(&up_ok.body);
+    assert!(pf_up.starts_with("msrp://127.0.0.1:2855/s0-") && pf_up != pf_down);
+
+    // bob's device connects and binds its connection with an empty SEND.
+    let bob_conn = ConnId(1);
+    h.msrp_in(
+        bob_conn,
+        &format!("MSRP bnd0 SEND\nTo-Path: {pf_down}\nFrom-Path: msrp://127.0.0.1:9/bob1;tcp\nMessage-ID: msg0\n-------bnd0$\n"),
+    );
+    assert_eq!(h.msrp_out(bob_conn), vec![("200 bnd0".to_owned(), None)]);
+
+    // A SEND from another session id on this connection: refused (it is bound).
+    h.msrp_in(
+        bob_conn,
+        "MSRP bad9 SEND\nTo-Path: msrp://127.0.0.1:2855/nosuch;tcp\nFrom-Path: msrp://127.0.0.1:9/bob1;tcp\nMessage-ID: msg9\n-------bad9$\n",
+    );
+    assert_eq!(h.msrp_out(bob_conn), vec![("481 bad9".to_owned(), None)]);
+
+    // carol's PF connects and sends a message: stored in bob's history before the 200.
+    let carol_conn = ConnId(2);
+    let cpim = "From: <sip:carol@peer.test>\nTo: <sip:bob@localhost>\nNS: imdn <urn:ietf:params:imdn>\nimdn.Message-ID: cm1\nDateTime: 2026-12-04T10:00:00Z\n\nContent-Type: text/plain\n\nhello bob";
+    h.msrp_in(
+        carol_conn,
+        &format!(
+            "MSRP car1 SEND\nTo-Path: {pf_up}\nFrom-Path: msrp://127.0.0.9:2855/carolpf1;tcp\nMessage-ID: cmsg1\nByte-Range: 1-{n}/{n}\nContent-Type: message/cpim\n\n{cpim}\n-------car1$\n",
+            n = cpim.replace('\n', "\r\n").len()
+        ),
+    );
+    let early = h.msrp_out(carol_conn);
+    assert!(early.is_empty(), "no 200 before the commit: {early:?}");
+    assert!(
+        h.held.iter().any(|(_, op)| matches!(op, StoreOp::AppendDeferred { record, .. } if record.owner == "bob@localhost" && record.message_id == "cm1")),
+        "{:?}",
+        h.held
+    );
+    h.commit();
+    assert_eq!(h.msrp_out(carol_conn), vec![("200 car1".to_owned(), None)]);
+    // Relayed to bob's device on its connection.
+    let relayed = h.msrp_out(bob_conn);
+    assert_eq!(relayed.len(), 1, "{relayed:?}");
+    assert!(relayed[0].0.starts_with("SEND "));
+    let body = relayed[0].1.clone().unwrap();
+    assert!(std::str::from_utf8(&body).unwrap().contains("hello bob"));
+    // bob's 200 marks it delivered.
+    let tid = relayed[0].0.trim_start_matches("SEND ").to_owned();
+    h.msrp_in(
+        bob_conn,
+        &format!("MSRP {tid} 200 OK\nTo-Path: {pf_down}\nFrom-Path: msrp://127.0.0.1:9/bob1;tcp\n-------{tid}$\n"),
+    );
+    assert!(
+        h.held.iter().any(|(_, op)| matches!(
+            op,
+            StoreOp::UpdateState {
+                state: cpm_store::DeliveryState::Delivered,
+                ..
+            }
+        )),
+        "{:?}",
+        h.held
+    );
+    h.commit();
+
+    // The inviter hangs up: 200, BYE to bob, the connections closed.
+    // Along the route the 200 set up (RFC 3261 12.2.1.1), to the PF's Contact.
+    let value = |n: cpm_sip::HeaderName| {
+        up_ok
+            .headers
+            .get(&n)
+            .map(|t| t.value().unwrap().into_owned())
+    };
+    let contact = value(cpm_sip::HeaderName::Contact).unwrap();
+    let target = contact
+        .trim_start_matches('<')
+        .split('>')
+        .next()
+        .unwrap()
+        .to_owned();
+    let route =
+        value(cpm_sip::HeaderName::RecordRoute).expect("the core record-routes the session");
+    let bye = format!(
+        "BYE {target} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.9:5060;branch=z9hG4bKbye1\r\nMax-Forwards: 70\r\nRoute: {route}\r\nFrom: <sip:carol@peer.test>;tag=c1\r\nTo: {}\r\nCall-ID: sess-call-1\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n",
+        value(cpm_sip::HeaderName::To).unwrap()
+    );
+    h.sip(PEER_CORE, Message::parse(bye.into_bytes()).unwrap());
+    let sent = std::mem::take(&mut h.sent);
+    assert!(
+        sent.iter().any(|(a, m)| a == PEER_CORE
+            && matches!(m, Message::Response(r) if r.status == StatusCode::OK)),
+        "{sent:?}"
+    );
+    assert!(
+        sent.iter()
+            .any(|(a, m)| a == BOB && matches!(m, Message::Request(r) if r.method == Method::Bye)),
+        "{sent:?}"
+    );
+    assert!(
+        h.msrp
+            .iter()
+            .any(|c| matches!(c, ConnCommand::Close { conn } if *conn == bob_conn))
+    );
+    assert_eq!(h.node.participating().unwrap().sessions(), 0);
+}
