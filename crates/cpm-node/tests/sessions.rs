@@ -21,6 +21,7 @@ const NODE: &str = "127.0.0.1:5060";
 const MSRP: &str = "127.0.0.1:2855";
 const PEER_CORE: &str = "127.0.0.9:5060";
 const BOB: &str = "127.0.0.1:5072";
+const ALICE: &str = "127.0.0.1:5071";
 
 struct Harness {
     node: Node,
@@ -29,6 +30,9 @@ struct Harness {
     held: Vec<(OpId, StoreOp)>,
     sent: Vec<(String, Message)>,
     msrp: Vec<ConnCommand>,
+    /// Connections the node opened to its own listener, both ends (the loopback).
+    loops: Vec<(ConnId, ConnId)>,
+    next_conn: u64,
 }
 
 impl Harness {
@@ -50,7 +54,15 @@ impl Harness {
             path: Vec::new(),
             expires_at_ms: UNIX_MS + 3_600_000,
         };
-        node.restore_bindings(now, UNIX_MS, &[bob]);
+        let alice = BindingRecord {
+            aor: "alice@localhost".into(),
+            key: "<sip:alice@127.0.0.1:5071>".into(),
+            contact: "<sip:alice@127.0.0.1:5071>".into(),
+            destination: format!("udp:{ALICE}"),
+            path: Vec::new(),
+            expires_at_ms: UNIX_MS + 3_600_000,
+        };
+        node.restore_bindings(now, UNIX_MS, &[bob, alice]);
         let mut h = Self {
             node,
             now,
@@ -58,6 +70,8 @@ impl Harness {
             held: Vec::new(),
             sent: Vec::new(),
             msrp: Vec::new(),
+            loops: Vec::new(),
+            next_conn: 100,
         };
         h.drain();
         h.commit();
@@ -75,10 +89,54 @@ impl Harness {
                 Output::LookupUser { query, .. } => self
                     .node
                     .handle_input(self.now, Input::Core(CoreInput::User { query, user: None })),
-                Output::Msrp(c) => self.msrp.push(c),
+                Output::Msrp(c) => self.msrp_command(c),
                 Output::Close(_) | Output::Event(_) => {}
                 Output::Shard(h) => panic!("one shard here, yet {h:?}"),
             }
+        }
+    }
+
+    /// The node's MSRP commands: a connection to its own listener is looped back (the PF of
+    /// one user relaying to the PF of another on the same node); the rest is kept for the
+    /// test to read.
+    fn msrp_command(&mut self, c: ConnCommand) {
+        match c {
+            ConnCommand::Connect { token, addr } if addr.to_string() == MSRP => {
+                let (a, b) = (ConnId(self.next_conn), ConnId(self.next_conn + 1));
+                self.next_conn += 2;
+                self.loops.push((a, b));
+                self.node.handle_input(
+                    self.now,
+                    Input::Msrp(ConnEvent::Accepted {
+                        conn: b,
+                        peer: addr,
+                    }),
+                );
+                self.node.handle_input(
+                    self.now,
+                    Input::Msrp(ConnEvent::Connected { token, conn: a }),
+                );
+            }
+            ConnCommand::Send { conn, bytes } => {
+                let other = self
+                    .loops
+                    .iter()
+                    .find_map(|&(a, b)| (a == conn).then_some(b).or((b == conn).then_some(a)));
+                match other {
+                    Some(to) => {
+                        let mut buf = BytesMut::from(&bytes[..]);
+                        let mut d = Decoder::default();
+                        while let Some(frame) = d.decode(&mut buf).unwrap() {
+                            self.node.handle_input(
+                                self.now,
+                                Input::Msrp(ConnEvent::Frame { conn: to, frame }),
+                            );
+                        }
+                    }
+                    None => self.msrp.push(ConnCommand::Send { conn, bytes }),
+                }
+            }
+            other => self.msrp.push(other),
         }
     }
 
@@ -328,4 +386,115 @@ fn a_session_to_a_device_is_anchored_stored_before_its_200_and_ended_by_bye() {
             .any(|c| matches!(c, ConnCommand::Close { conn } if *conn == bob_conn))
     );
     assert_eq!(h.node.participating().unwrap().sessions(), 0);
+}
+
+fn sdp_body(user: &str, port: u16, session: &str, setup: &str) -> String {
+    format!(
+        "v=0\r\no={user} 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=message {port} TCP/MSRP *\r\na=path:msrp://127.0.0.1:{port}/{session};tcp\r\na=setup:{setup}\r\na=accept-types:message/cpim\r\na=accept-wrapped-types:text/plain message/imdn+xml\r\n"
+    )
+}
+
+fn with_body(mut m: cpm_sip::Response, body: String) -> Message {
+    m.headers
+        .set(cpm_sip::HeaderName::ContentType, "application/sdp");
+    m.headers
+        .set(cpm_sip::HeaderName::ContentLength, &body.len().to_string());
+    m.body = Bytes::from(body);
+    Message::Response(m)
+}
+
+#[test]
+fn a_chat_between_two_users_of_one_node_crosses_both_pfs_and_is_in_both_histories_before_its_200() {
+    let mut h = Harness::new();
+    let offer = sdp_body("alice", 9, "alice1", "active");
+    let raw = format!(
+        "INVITE sip:bob@localhost SIP/2.0\r\nVia: SIP/2.0/UDP {ALICE};branch=z9hG4bKa1\r\nMax-Forwards: 70\r\nFrom: <sip:alice@localhost>;tag=a1\r\nTo: <sip:bob@localhost>\r\nCall-ID: chat-1\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@{ALICE}>\r\nP-Preferred-Service: urn:urn-7:3gpp-service.ims.icsi.oma.cpm.session\r\nAccept-Contact: *;+g.3gpp.icsi-ref=\"urn%3Aurn-7%3A3gpp-service.ims.icsi.oma.cpm.session\"\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{offer}",
+        offer.len()
+    );
+    h.sip(ALICE, Message::parse(raw.into_bytes()).unwrap());
+    let sent = std::mem::take(&mut h.sent);
+    let Some((_, Message::Request(bob_invite))) = sent
+        .iter()
+        .find(|(a, m)| a == BOB && matches!(m, Message::Request(r) if r.method == Method::Invite))
+    else {
+        panic!("the INVITE reaches bob through both PFs: {sent:?}")
+    };
+    let pf_b = path_of(&bob_invite.body);
+    let mut ok = cpm_sip_core::transaction::response_to(bob_invite, StatusCode::OK, Some("b1"));
+    ok.headers.push(cpm_sip::Header::new(
+        cpm_sip::HeaderName::Contact,
+        "<sip:bob@127.0.0.1:5072>",
+    ));
+    for rr in bob_invite
+        .headers
+        .get_all(&cpm_sip::HeaderName::RecordRoute)
+    {
+        ok.headers.push(rr.clone());
+    }
+    h.sip(BOB, with_body(ok, sdp_body("bob", 9, "bob1", "active")));
+    let sent = std::mem::take(&mut h.sent);
+    let Some((_, Message::Response(alice_ok))) = sent.iter().find(|(a, m)| {
+        a == ALICE && matches!(m, Message::Response(r) if r.status == StatusCode::OK)
+    }) else {
+        panic!("alice gets 200: {sent:?}")
+    };
+    let pf_a = path_of(&alice_ok.body);
+    assert_ne!(pf_a, pf_b, "each PF anchors its user's leg");
+    assert_eq!(h.loops.len(), 1, "PF A connected to PF B");
+    assert_eq!(h.node.participating().unwrap().sessions(), 2);
+
+    let (alice_conn, bob_conn) = (ConnId(1), ConnId(2));
+    h.msrp_in(alice_conn, &format!("MSRP abnd SEND\nTo-Path: {pf_a}\nFrom-Path: msrp://127.0.0.1:9/alice1;tcp\nMessage-ID: amsg0\n-------abnd$\n"));
+    h.msrp_in(bob_conn, &format!("MSRP bbnd SEND\nTo-Path: {pf_b}\nFrom-Path: msrp://127.0.0.1:9/bob1;tcp\nMessage-ID: bmsg0\n-------bbnd$\n"));
+    assert_eq!(h.msrp_out(alice_conn), vec![("200 abnd".to_owned(), None)]);
+    assert_eq!(h.msrp_out(bob_conn), vec![("200 bbnd".to_owned(), None)]);
+
+    let cpim = "From: <sip:alice@localhost>\nTo: <sip:bob@localhost>\nNS: imdn <urn:ietf:params:imdn>\nimdn.Message-ID: chat1\nDateTime: 2026-12-04T10:00:00Z\n\nContent-Type: text/plain\n\nhi bob";
+    h.msrp_in(
+        alice_conn,
+        &format!(
+            "MSRP asnd1 SEND\nTo-Path: {pf_a}\nFrom-Path: msrp://127.0.0.1:9/alice1;tcp\nMessage-ID: amsg1\nByte-Range: 1-{n}/{n}\nContent-Type: message/cpim\n\n{cpim}\n-------asnd1$\n",
+            n = cpim.replace('\n', "\r\n").len()
+        ),
+    );
+    // Alice's record first; no 200 until bob's is committed too.
+    assert!(h.msrp_out(alice_conn).is_empty());
+    h.commit();
+    assert_eq!(h.msrp_out(alice_conn), vec![("200 asnd1".to_owned(), None)]);
+    let to_bob = h.msrp_out(bob_conn);
+    assert_eq!(to_bob.len(), 1, "{to_bob:?}");
+    assert!(
+        std::str::from_utf8(to_bob[0].1.as_ref().unwrap())
+            .unwrap()
+            .contains("hi bob")
+    );
+    let sent = h.store.execute(vec![(
+        OpId(9_000),
+        StoreOp::History(cpm_store::HistoryQuery {
+            owner: "alice@localhost".into(),
+            with: Some("bob@localhost".into()),
+            conversation_id: None,
+            since_ms: None,
+            until_ms: None,
+            limit: 10,
+        }),
+    )]);
+    let received = h.store.execute(vec![(
+        OpId(9_001),
+        StoreOp::History(cpm_store::HistoryQuery {
+            owner: "bob@localhost".into(),
+            with: Some("alice@localhost".into()),
+            conversation_id: None,
+            since_ms: None,
+            until_ms: None,
+            limit: 10,
+        }),
+    )]);
+    for (who, out) in [("alice", sent), ("bob", received)] {
+        let Some((_, Ok(cpm_store::Outcome::Messages(m)))) = out.into_iter().next() else {
+            panic!("{who}'s history")
+        };
+        assert_eq!(m.len(), 1, "{who}: {m:?}");
+        assert_eq!(m[0].message_id, "chat1");
+    }
 }
