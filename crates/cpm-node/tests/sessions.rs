@@ -86,9 +86,18 @@ impl Harness {
                     .sent
                     .push((t.peer.addr.to_string(), Message::parse(t.payload).unwrap())),
                 Output::Store { id, op } => self.held.push((id, op)),
-                Output::LookupUser { query, .. } => self
-                    .node
-                    .handle_input(self.now, Input::Core(CoreInput::User { query, user: None })),
+                Output::LookupUser {
+                    query, username, ..
+                } => {
+                    // dave exists, with no device registered.
+                    let user = username.starts_with("dave").then(|| cpm_proxy::UserRecord {
+                        aor: "dave@localhost".into(),
+                        ha1_md5: String::new(),
+                        ha1_sha256: String::new(),
+                    });
+                    self.node
+                        .handle_input(self.now, Input::Core(CoreInput::User { query, user }));
+                }
                 Output::Msrp(c) => self.msrp_command(c),
                 Output::Close(_) | Output::Event(_) => {}
                 Output::Shard(h) => panic!("one shard here, yet {h:?}"),
@@ -497,4 +506,57 @@ fn a_chat_between_two_users_of_one_node_crosses_both_pfs_and_is_in_both_historie
         assert_eq!(m.len(), 1, "{who}: {m:?}");
         assert_eq!(m[0].message_id, "chat1");
     }
+}
+
+#[test]
+fn a_session_to_a_user_with_no_device_is_accepted_for_them_and_delivered_when_a_device_registers() {
+    let mut h = Harness::new();
+    let invite = invite();
+    let Message::Request(mut req) = invite else {
+        unreachable!()
+    };
+    req.uri = cpm_sip::Uri::parse("sip:dave@localhost").unwrap();
+    req.headers
+        .set(cpm_sip::HeaderName::To, "<sip:dave@localhost>");
+    req.headers.set(cpm_sip::HeaderName::CallId, "sess-dave-1");
+    h.sip(PEER_CORE, Message::Request(req));
+    let sent = std::mem::take(&mut h.sent);
+    let Some((_, Message::Response(ok))) = sent.iter().find(|(a, m)| {
+        a == PEER_CORE && matches!(m, Message::Response(r) if r.status.is_success())
+    }) else {
+        panic!("the terminating PF answers for dave: {sent:?}")
+    };
+    let pf_up = path_of(&ok.body);
+    let conn = ConnId(7);
+    let cpim = "From: <sip:carol@peer.test>\nTo: <sip:dave@localhost>\nNS: imdn <urn:ietf:params:imdn>\nimdn.Message-ID: offline1\nDateTime: 2026-12-04T10:00:00Z\n\nContent-Type: text/plain\n\nwhile you were out";
+    h.msrp_in(
+        conn,
+        &format!(
+            "MSRP dsnd1 SEND\nTo-Path: {pf_up}\nFrom-Path: msrp://127.0.0.9:2855/carolpf1;tcp\nMessage-ID: dmsg1\nByte-Range: 1-{n}/{n}\nContent-Type: message/cpim\n\n{cpim}\n-------dsnd1$\n",
+            n = cpim.replace('\n', "\r\n").len()
+        ),
+    );
+    assert!(h.msrp_out(conn).is_empty(), "no 200 before the commit");
+    h.commit();
+    assert_eq!(h.msrp_out(conn), vec![("200 dsnd1".to_owned(), None)]);
+
+    // dave's device registers: the deferred queue goes out, as a deferred pager message.
+    let dave = BindingRecord {
+        aor: "dave@localhost".into(),
+        key: "<sip:dave@127.0.0.1:5073>".into(),
+        contact: "<sip:dave@127.0.0.1:5073>".into(),
+        destination: "udp:127.0.0.1:5073".into(),
+        path: Vec::new(),
+        expires_at_ms: UNIX_MS + 3_600_000,
+    };
+    h.node.restore_bindings(h.now, UNIX_MS, &[dave]);
+    h.drain();
+    h.commit();
+    let sent = std::mem::take(&mut h.sent);
+    let delivered = sent.iter().find(|(a, m)| {
+        a == "127.0.0.1:5073"
+            && matches!(m, Message::Request(r) if r.method == Method::Message
+                && std::str::from_utf8(&r.body).is_ok_and(|b| b.contains("while you were out")))
+    });
+    assert!(delivered.is_some(), "{sent:?}");
 }
