@@ -127,10 +127,11 @@ impl Harness {
                 );
             }
             ConnCommand::Send { conn, bytes } => {
-                let other = self
-                    .loops
-                    .iter()
-                    .find_map(|&(a, b)| (a == conn).then_some(b).or((b == conn).then_some(a)));
+                let other = self.loops.iter().find_map(|&(a, b)| {
+                    (a == conn)
+                        .then_some(b)
+                        .or_else(|| (b == conn).then_some(a))
+                });
                 match other {
                     Some(to) => {
                         let mut buf = BytesMut::from(&bytes[..]);
@@ -214,7 +215,7 @@ a=accept-types:message/cpim
 a=accept-wrapped-types:text/plain message/imdn+xml
 "
     .replace('\n', "\r\n");
-    let raw = format!(
+    let head = format!(
         "INVITE sip:bob@localhost SIP/2.0
 Via: SIP/2.0/UDP 127.0.0.9:5060;branch=z9hG4bKinv1
 Max-Forwards: 70
@@ -229,15 +230,11 @@ Accept-Contact: *;+g.3gpp.icsi-ref=\"urn%3Aurn-7%3A3gpp-service.ims.icsi.oma.cpm
 Content-Type: application/sdp
 Content-Length: {}
 
-{sdp}",
+",
         sdp.len()
-    );
-    Message::parse(
-        raw.replace("\nv=0", "\nv=0")
-            .replacen('\n', "\r\n", 14)
-            .into_bytes(),
     )
-    .unwrap()
+    .replace('\n', "\r\n");
+    Message::parse(format!("{head}{sdp}").into_bytes()).unwrap()
 }
 
 fn path_of(body: &[u8]) -> String {

@@ -510,11 +510,8 @@ impl ParticipatingFunction {
                 self.send_ack(now, d, &resp.headers);
                 return;
             }
-            let dialog = match Dialog::from_uac(&s.down_invite, resp) {
-                Ok(d) => d,
-                Err(_) => {
-                    return self.fail_session(now, sid, StatusCode::BAD_GATEWAY, "Bad Answer");
-                }
+            let Ok(dialog) = Dialog::from_uac(&s.down_invite, resp) else {
+                return self.fail_session(now, sid, StatusCode::BAD_GATEWAY, "Bad Answer");
             };
             let answer = Sdp::parse(&resp.body)
                 .ok()
