@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use cpm_content::{
-    CopyControl, Cpim, CpimAddress, CpimBuilder, DeliveryStatus, DisplayStatus, Disposition, Imdn,
-    ListEntry, Multipart, Notification, Part, ProcessingStatus, ResourceList, mime,
+    CopyControl, CpimAddress, CpimBuilder, DeliveryStatus, DisplayStatus, Disposition, ListEntry,
+    Multipart, Notification, Part, ProcessingStatus, ResourceList, mime,
 };
 use cpm_sip::{
     Contact, Frame, Header, HeaderName, Limits, Message, Method, Request, Response, Scope,
@@ -21,12 +21,20 @@ use cpm_sip_core::transaction::{
 };
 use cpm_sip_core::{Peer, Transmit, TransportKind};
 
+mod receive;
+mod session;
+
+use receive::{Inbound, Origin};
+
+use session::Sessions;
+pub use session::{LARGE_MESSAGE_THRESHOLD, MAX_QUEUED, SessionId, SessionKind};
+
 use crate::config::{ClientConfig, ConfigError, instance_id};
 use crate::rng::Rng;
 use crate::time::rfc3339_ms;
 
 // The CPM service identifiers the client registers and sends (one copy, in the codec).
-pub use cpm_sip::cpm::{ICSI_DEFERRED, ICSI_LARGEMSG, ICSI_MSG, ICSI_MSG_GROUP};
+pub use cpm_sip::cpm::{ICSI_DEFERRED, ICSI_LARGEMSG, ICSI_MSG, ICSI_MSG_GROUP, ICSI_SESSION};
 /// The user part of the 1-N pager exploder URI, `sip:cpm-exploder@<domain>`.
 pub const EXPLODER_USER: &str = "cpm-exploder";
 
@@ -146,6 +154,52 @@ pub enum Event {
         /// The reason phrase.
         reason: String,
     },
+    /// A peer invites us to a session (a chat, or one large message). With
+    /// [`ClientConfig::auto_accept`] the client has already answered it; otherwise the
+    /// application answers with [`Client::accept_session`] or [`Client::reject_session`].
+    SessionIncoming {
+        /// The session.
+        session: SessionId,
+        /// Who invites (`user@domain`).
+        from: String,
+        /// Chat or Large Message Mode.
+        kind: SessionKind,
+    },
+    /// The session's MSRP connection is open and bound: messages flow
+    /// ([`Client::send_chat`]).
+    SessionStarted {
+        /// The session.
+        session: SessionId,
+        /// The peer (`user@domain`).
+        peer: String,
+        /// Chat or Large Message Mode.
+        kind: SessionKind,
+        /// Whether the peer invited us.
+        incoming: bool,
+    },
+    /// The session is over (or never came up). `status`: the SIP final status of a refused
+    /// INVITE (408 on timeout, 487 when cancelled), 200 after a BYE from either side, 503
+    /// when the MSRP connection failed or closed. Messages still queued or unanswered got
+    /// their [`Event::SendResult`] before this.
+    SessionEnded {
+        /// The session.
+        session: SessionId,
+        /// Why, as a SIP status.
+        status: u16,
+        /// The reason phrase.
+        reason: String,
+        /// Whether the peer (or the network) ended it, rather than [`Client::end_session`].
+        by_peer: bool,
+    },
+    /// The peer's composing state changed (RFC 3994 `application/im-iscomposing+xml`).
+    Composing {
+        /// The session.
+        session: SessionId,
+        /// The peer (`user@domain`).
+        from: String,
+        /// `true` for `active` (typing), `false` for `idle`.
+        active: bool,
+    },
 }
 
 /// Why [`Client::send_message`] refused to send.
@@ -161,6 +215,12 @@ pub enum SendError {
     /// The body could not be built (a value that breaks CPIM or multipart syntax).
     #[error("cannot build the message body: {0}")]
     Body(String),
+    /// The session does not exist (any more).
+    #[error("no such session")]
+    NoSession,
+    /// The session is not up yet and its queue of waiting messages is full.
+    #[error("too many messages waiting for the session")]
+    QueueFull,
 }
 
 /// `"delivered"`, `"displayed"`, `"failed"`, ...: the status element of a notification.
@@ -202,7 +262,7 @@ pub fn aor_of(uri: &str) -> String {
 
 /// What a client transaction is for.
 #[derive(Clone, Debug)]
-enum Purpose {
+pub(crate) enum Purpose {
     Register {
         expires: u32,
     },
@@ -216,6 +276,12 @@ enum Purpose {
         message_id: String,
         notification: Notification,
     },
+    /// The INVITE of a session (chat or Large Message Mode) we started.
+    Invite {
+        session: SessionId,
+    },
+    /// The BYE that ends a session (the session is already gone).
+    Bye,
 }
 
 /// A client transaction in flight, with what a digest retry needs.
@@ -233,17 +299,6 @@ struct Pending {
 struct CachedChallenge {
     challenge: Challenge,
     nc: u32,
-}
-
-/// Where the notifications about a received message go.
-#[derive(Clone, Debug)]
-struct Origin {
-    /// The sender's URI.
-    sender: String,
-    /// The recipient URI the message named us by.
-    recipient: String,
-    conversation_id: Option<String>,
-    contribution_id: Option<String>,
 }
 
 /// A sans-IO CPM client. See the crate documentation for the driver contract.
@@ -295,6 +350,9 @@ pub struct Client {
     stream_buf: BytesMut,
     close_requested: bool,
     keepalive_at: Option<Instant>,
+
+    // Sessions (chat and Large Message Mode over MSRP): `session.rs`.
+    sessions: Sessions,
 
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
@@ -350,6 +408,7 @@ impl Client {
             stream_buf: BytesMut::new(),
             close_requested: false,
             keepalive_at: None,
+            sessions: Sessions::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             cfg,
@@ -388,10 +447,13 @@ impl Client {
 
     /// The `imdn.Message-ID` of a send still waiting for its final response.
     pub fn message_id(&self, id: SendId) -> Option<&str> {
-        self.pending.values().find_map(|p| match &p.purpose {
-            Purpose::Message { id: i, message_id } if *i == id => Some(message_id.as_str()),
-            _ => None,
-        })
+        self.pending
+            .values()
+            .find_map(|p| match &p.purpose {
+                Purpose::Message { id: i, message_id } if *i == id => Some(message_id.as_str()),
+                _ => None,
+            })
+            .or_else(|| self.sessions.message_id(id))
     }
 
     // ---------------------------------------------------------------- commands
@@ -444,25 +506,15 @@ impl Client {
                 targets.push(uri);
             }
         }
-        let message_id = self.rng.token(16);
-        let date_time = rfc3339_ms(self.unix_ms(now));
-        let mut cpim = CpimBuilder::new().from(&CpimAddress::new(self.own_uri.clone()));
-        for t in &targets {
-            cpim = cpim.to(&CpimAddress::new(t.clone()));
+        if let [target] = targets.as_slice()
+            && text.len() > LARGE_MESSAGE_THRESHOLD
+        {
+            // OMA CPM 5.2.2 (PROTOCOL.md row 10): over 1,300 bytes a pager MESSAGE is not
+            // allowed; Large Message Mode carries it in an MSRP session instead.
+            let target = target.clone();
+            return self.send_large(now, &target, text);
         }
-        let cpim = cpim
-            .date_time(date_time)
-            .message_id(message_id.clone())
-            .disposition_notification(&[
-                Disposition::PositiveDelivery,
-                Disposition::NegativeDelivery,
-                Disposition::Display,
-            ])
-            .content_type("text/plain;charset=UTF-8")
-            .body(Bytes::copy_from_slice(text.as_bytes()))
-            .build()
-            .map_err(|e| SendError::Body(e.to_string()))?
-            .to_bytes();
+        let (cpim, message_id) = self.build_cpim(now, &targets, text)?;
         let conversation_id = self.conversation_for(&targets);
         let contribution_id = self.rng.uuid();
         let group = targets.len() > 1;
@@ -524,6 +576,36 @@ impl Client {
         self.next_send += 1;
         self.start(now, req, Purpose::Message { id, message_id });
         Ok(id)
+    }
+
+    /// A CPIM message (RFC 3862) from us to `targets` with `text` (`text/plain`), asking for
+    /// delivery and display notifications (RFC 5438 section 6); with its `imdn.Message-ID`.
+    pub(crate) fn build_cpim(
+        &mut self,
+        now: Instant,
+        targets: &[String],
+        text: &str,
+    ) -> Result<(Bytes, String), SendError> {
+        let message_id = self.rng.token(16);
+        let date_time = rfc3339_ms(self.unix_ms(now));
+        let mut cpim = CpimBuilder::new().from(&CpimAddress::new(self.own_uri.clone()));
+        for t in targets {
+            cpim = cpim.to(&CpimAddress::new(t.clone()));
+        }
+        let cpim = cpim
+            .date_time(date_time)
+            .message_id(message_id.clone())
+            .disposition_notification(&[
+                Disposition::PositiveDelivery,
+                Disposition::NegativeDelivery,
+                Disposition::Display,
+            ])
+            .content_type("text/plain;charset=UTF-8")
+            .body(Bytes::copy_from_slice(text.as_bytes()))
+            .build()
+            .map_err(|e| SendError::Body(e.to_string()))?
+            .to_bytes();
+        Ok((cpim, message_id))
     }
 
     /// Sends the display notification for a received message, if its sender asked for one
@@ -630,6 +712,7 @@ impl Client {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.tx.handle_timeout(now);
         self.process_tx_events(now);
+        self.handle_session_timeouts(now);
         if self.reg_timer.is_some_and(|t| t <= now) {
             self.reg_timer = None;
             if self.want_registered && self.reg_in_flight.is_none() {
@@ -662,10 +745,15 @@ impl Client {
 
     /// The next deadline: call [`Client::handle_timeout`] then.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        [self.tx.poll_timeout(), self.reg_timer, self.keepalive_at]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.tx.poll_timeout(),
+            self.reg_timer,
+            self.keepalive_at,
+            self.sessions.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Whether the core wants the TCP connection closed (framing lost); true once per
@@ -768,16 +856,23 @@ impl Client {
         req
     }
 
+    /// The Contact of our REGISTER: every service the device takes (PROTOCOL.md row 1).
     fn contact(&self) -> String {
+        let icsis: Vec<&str> = [ICSI_MSG, ICSI_LARGEMSG, ICSI_DEFERRED, ICSI_SESSION]
+            .into_iter()
+            .filter(|i| self.cfg.deferred || *i != ICSI_DEFERRED)
+            .filter(|i| self.cfg.sessions || *i != ICSI_SESSION)
+            .collect();
+        self.contact_for(&icsis)
+    }
+
+    /// Our Contact with these ICSIs in `+g.3gpp.icsi-ref` (TS 24.229 7.2A.8).
+    pub(crate) fn contact_for(&self, icsis: &[&str]) -> String {
         let transport = match self.cfg.transport {
             TransportKind::Tcp | TransportKind::Local(_) => ";transport=tcp",
             TransportKind::Udp => "",
         };
-        let icsi: Vec<String> = [ICSI_MSG, ICSI_LARGEMSG, ICSI_DEFERRED]
-            .iter()
-            .filter(|i| self.cfg.deferred || **i != ICSI_DEFERRED)
-            .map(|i| i.replace(':', "%3A"))
-            .collect();
+        let icsi: Vec<String> = icsis.iter().map(|i| i.replace(':', "%3A")).collect();
         format!(
             "<sip:{}@{}{transport}>;+sip.instance=\"<{}>\";+g.3gpp.icsi-ref=\"{}\"",
             self.user,
@@ -930,6 +1025,9 @@ impl Client {
             return;
         }
         let Some(p) = self.pending.remove(&key) else {
+            // A 2xx retransmitted for an INVITE we answered: the ACK again (RFC 3261
+            // section 13.2.2.4).
+            self.on_late_final(&key, resp);
             return;
         };
         let status = resp.status.as_u16();
@@ -939,6 +1037,10 @@ impl Client {
                 let req = self.authorized_retry(p.request, &ch, proxy);
                 let is_reg = self.reg_in_flight.as_ref() == Some(&key);
                 let is_unreg = self.unreg_in_flight.as_ref() == Some(&key);
+                let session = match &p.purpose {
+                    Purpose::Invite { session } => Some(*session),
+                    _ => None,
+                };
                 if let Some(k) = self.start(now, req, p.purpose) {
                     if let Some(n) = self.pending.get_mut(&k) {
                         n.auth_tries = p.auth_tries + 1;
@@ -947,10 +1049,16 @@ impl Client {
                         self.reg_in_flight = Some(k);
                     } else if is_unreg {
                         self.unreg_in_flight = Some(k);
+                    } else if let Some(s) = session {
+                        self.rekey_invite(s, k);
                     }
                 }
                 return;
             }
+        }
+        if let Purpose::Invite { session } = p.purpose {
+            self.on_invite_final(now, session, key, &p.request, resp);
+            return;
         }
         if status == 423
             && let Purpose::Register { expires } = p.purpose
@@ -1034,6 +1142,10 @@ impl Client {
                     message_id,
                 });
             }
+            Purpose::Invite { session } => {
+                self.on_invite_failed(now, session, status, reason);
+            }
+            Purpose::Bye => {}
             Purpose::Notification {
                 to,
                 message_id,
@@ -1095,19 +1207,28 @@ impl Client {
     }
 
     fn on_request(&mut self, now: Instant, peer: Peer, req: Request) {
+        const ALLOW: &str = session::ALLOW;
         if let Err(rej) = check_request(&req) {
             if let Ok(RequestDisposition::New(key)) = self.tx.handle_request(now, &req, peer) {
                 self.respond(now, &key, &req, rej.status, Some(&rej.reason), &[]);
             }
             return;
         }
-        let Ok(RequestDisposition::New(key)) = self.tx.handle_request(now, &req, peer) else {
-            // Retransmissions are absorbed (the last response re-sent); stray ACKs dropped.
-            return;
+        let key = match self.tx.handle_request(now, &req, peer) {
+            Ok(RequestDisposition::New(key)) => key,
+            // The ACK for a 2xx is end to end (RFC 3261 section 13.3.1.4): its dialog's.
+            Ok(RequestDisposition::Stray) if req.method == Method::Ack => {
+                self.on_ack(&req);
+                return;
+            }
+            // Retransmissions are absorbed (the last response re-sent); other ACKs dropped.
+            _ => return,
         };
-        const ALLOW: &str = "MESSAGE, OPTIONS";
         match req.method {
             Method::Message => self.on_message(now, &key, &req),
+            Method::Invite => self.on_invite(now, &key, peer, &req),
+            Method::Bye => self.on_bye(now, &key, &req),
+            Method::Cancel => self.on_cancel(now, &key, &req),
             Method::Options => self.respond(
                 now,
                 &key,
@@ -1128,256 +1249,6 @@ impl Client {
                 &[(HeaderName::Allow, ALLOW)],
             ),
         }
-    }
-
-    /// Remembers a received id; false if it was seen before (a duplicate).
-    fn remember(&mut self, id: &str) -> bool {
-        if self.seen.contains(id) {
-            return false;
-        }
-        if self.seen_order.len() >= DEDUP_CAPACITY
-            && let Some(old) = self.seen_order.pop_front()
-        {
-            self.seen.remove(&old);
-        }
-        self.seen.insert(id.to_owned());
-        self.seen_order.push_back(id.to_owned());
-        true
-    }
-
-    fn on_message(&mut self, now: Instant, key: &ServerKey, req: &Request) {
-        let h = &req.headers;
-        let call_id = h.call_id().ok().flatten().map(|c| c.0).unwrap_or_default();
-        let sip_from = h
-            .from()
-            .ok()
-            .flatten()
-            .map(|a| a.uri.to_string())
-            .unwrap_or_default();
-        let sip_to = h
-            .to()
-            .ok()
-            .flatten()
-            .map(|a| a.uri.to_string())
-            .unwrap_or_default();
-        let content_type = h.content_type().ok().flatten();
-        let conversation_id = h.conversation_id().ok().flatten();
-        let contribution_id = h.contribution_id().ok().flatten();
-        let deferred = h
-            .get_all(&HeaderName::AcceptContact)
-            .chain(h.get_all(&HeaderName::PAssertedService))
-            .any(|x| {
-                String::from_utf8_lossy(x.value_bytes())
-                    .to_ascii_lowercase()
-                    .contains("oma.cpm.deferred")
-            });
-        let is_cpim = content_type
-            .as_ref()
-            .is_some_and(|c| c.is("message", "cpim"));
-        if !is_cpim {
-            // A plain SIP MESSAGE (text/plain from baresip, ...): the SIP headers are all the
-            // metadata there is, and the Call-ID is the only id.
-            let ok = self.remember(&format!("call-id:{call_id}"));
-            self.respond(now, key, req, StatusCode::OK, None, &[]);
-            if ok {
-                self.events
-                    .push_back(Event::Message(Box::new(ReceivedMessage {
-                        from: aor_of(&sip_from),
-                        to: aor_of(&sip_to),
-                        recipients: vec![aor_of(&sip_to)],
-                        text: String::from_utf8_lossy(&req.body).into_owned(),
-                        content_type: content_type
-                            .map_or_else(|| "text/plain".to_owned(), |c| c.to_string()),
-                        conversation_id,
-                        contribution_id,
-                        message_id: call_id,
-                        date_time: None,
-                        deferred,
-                        display_requested: false,
-                    })));
-            }
-            return;
-        }
-        let cpim = match Cpim::parse(req.body.clone()) {
-            Ok(c) => c,
-            Err(e) => {
-                let status = StatusCode::new(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
-                let reason = e.reason_phrase();
-                self.respond(now, key, req, status, Some(reason), &[]);
-                return;
-            }
-        };
-        let inner_type = cpim.content_type().unwrap_or("text/plain").to_owned();
-        let notification = mime::media_type(&inner_type) == mime::MESSAGE_IMDN_XML
-            || cpim
-                .content_header("Content-Disposition")
-                .is_some_and(|d| d.trim().to_ascii_lowercase().starts_with("notification"));
-        let from = cpim.from().ok().flatten().map_or(sip_from, |a| a.uri);
-        let dedup = cpim
-            .message_id()
-            .map_or_else(|| format!("call-id:{call_id}"), str::to_owned);
-        if notification {
-            let imdn = match Imdn::parse(&cpim.body) {
-                Ok(i) => i,
-                Err(e) => {
-                    let status = StatusCode::new(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
-                    self.respond(now, key, req, status, Some(e.reason_phrase()), &[]);
-                    return;
-                }
-            };
-            let fresh = self.remember(&dedup);
-            self.respond(now, key, req, StatusCode::OK, None, &[]);
-            if fresh {
-                self.events.push_back(Event::Imdn(Box::new(ReceivedImdn {
-                    from: aor_of(&from),
-                    message_id: imdn.message_id,
-                    notification: imdn.notification,
-                    datetime: imdn.datetime,
-                    recipient: imdn.recipient_uri,
-                })));
-            }
-            return;
-        }
-        let fresh = self.remember(&dedup);
-        self.respond(now, key, req, StatusCode::OK, None, &[]);
-        if !fresh {
-            return;
-        }
-        let to_uris: Vec<String> = cpim
-            .to_all()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|a| a.uri)
-            .collect();
-        let own = aor_of(&self.own_uri);
-        let recipient_uri = to_uris
-            .iter()
-            .find(|u| aor_of(u) == own)
-            .or_else(|| to_uris.first())
-            .cloned()
-            .unwrap_or(sip_to);
-        let dispositions = cpim.disposition_notification();
-        let message_id = cpim.message_id().map(str::to_owned);
-        let display_requested =
-            message_id.is_some() && dispositions.contains(&Disposition::Display);
-        self.events
-            .push_back(Event::Message(Box::new(ReceivedMessage {
-                from: aor_of(&from),
-                to: aor_of(&recipient_uri),
-                recipients: if to_uris.is_empty() {
-                    vec![aor_of(&recipient_uri)]
-                } else {
-                    to_uris.iter().map(|u| aor_of(u)).collect()
-                },
-                text: String::from_utf8_lossy(&cpim.body).into_owned(),
-                content_type: inner_type,
-                conversation_id: conversation_id.clone(),
-                contribution_id: contribution_id.clone(),
-                message_id: message_id.clone().unwrap_or(call_id),
-                date_time: cpim.date_time().map(str::to_owned),
-                deferred,
-                display_requested,
-            })));
-        let Some(message_id) = message_id else {
-            return;
-        };
-        let origin = Origin {
-            sender: from,
-            recipient: recipient_uri,
-            conversation_id,
-            contribution_id,
-        };
-        if dispositions.contains(&Disposition::PositiveDelivery) {
-            self.send_notification(
-                now,
-                &origin,
-                &message_id,
-                Notification::Delivery(DeliveryStatus::Delivered),
-            );
-        }
-        if display_requested {
-            if self.display_order.len() >= DISPLAY_CAPACITY
-                && let Some(old) = self.display_order.pop_front()
-            {
-                self.display_requests.remove(&old);
-            }
-            self.display_order.push_back(message_id.clone());
-            self.display_requests.insert(message_id, origin);
-        }
-    }
-
-    /// Sends an IMDN about `message_id` to its sender: a pager MESSAGE with CPIM wrapping
-    /// `message/imdn+xml` (RFC 5438 section 7), in the original's conversation.
-    fn send_notification(
-        &mut self,
-        now: Instant,
-        origin: &Origin,
-        message_id: &str,
-        notification: Notification,
-    ) {
-        let datetime = rfc3339_ms(self.unix_ms(now));
-        let xml = Imdn {
-            message_id: message_id.to_owned(),
-            datetime: datetime.clone(),
-            recipient_uri: Some(self.own_uri.clone()),
-            original_recipient_uri: Some(origin.recipient.clone()),
-            notification,
-        }
-        .to_xml();
-        let Ok(cpim) = CpimBuilder::new()
-            .from(&CpimAddress::new(self.own_uri.clone()))
-            .to(&CpimAddress::new(origin.sender.clone()))
-            .date_time(datetime)
-            .message_id(self.rng.token(16))
-            .content_type(mime::MESSAGE_IMDN_XML)
-            .content_header("Content-Disposition", "notification")
-            .body(xml)
-            .build()
-        else {
-            // Only a sender URI with a line break could fail here; such a message gets no
-            // notification.
-            return;
-        };
-        let call_id = self.rng.hex(24);
-        let from_tag = self.rng.hex(12);
-        let sender = origin.sender.clone();
-        let Ok(uri) = Uri::parse(&sender) else {
-            return;
-        };
-        let mut req = self.request(
-            Method::Message,
-            uri,
-            &format!("<{sender}>"),
-            &call_id,
-            &from_tag,
-            1,
-        );
-        add_icsi_headers(&mut req, ICSI_MSG);
-        let conversation = origin
-            .conversation_id
-            .clone()
-            .unwrap_or_else(|| self.rng.uuid());
-        let contribution = origin
-            .contribution_id
-            .clone()
-            .unwrap_or_else(|| self.rng.uuid());
-        req.headers
-            .push(Header::new(HeaderName::ConversationId, &conversation));
-        req.headers
-            .push(Header::new(HeaderName::ContributionId, &contribution));
-        set_body(&mut req, mime::MESSAGE_CPIM, cpim.to_bytes());
-        if !self.registered {
-            self.preauthorize(&mut req, true);
-        }
-        self.start(
-            now,
-            req,
-            Purpose::Notification {
-                to: aor_of(&sender),
-                message_id: message_id.to_owned(),
-                notification,
-            },
-        );
     }
 }
 

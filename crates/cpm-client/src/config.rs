@@ -32,10 +32,17 @@ pub struct ClientConfig {
     /// client send --wait-imdn` registers to hear the notifications) leaves it out, so that
     /// the user's stored messages wait for a real device.
     pub deferred: bool,
+    /// Whether the device registers the `…oma.cpm.session` ICSI, i.e. takes chat sessions
+    /// (and is offered them by the network).
+    pub sessions: bool,
+    /// Whether incoming sessions are accepted at once (180 then 200); otherwise the
+    /// application answers each [`crate::Event::SessionIncoming`] itself.
+    pub auto_accept: bool,
 }
 
 impl ClientConfig {
-    /// A configuration with the defaults: device `default`, UDP, 600 s, seed 0.
+    /// A configuration with the defaults: device `default`, UDP, 600 s, seed 0, deferred
+    /// messages and sessions taken, sessions accepted at once.
     pub fn new(
         aor: impl Into<String>,
         password: impl Into<String>,
@@ -52,6 +59,8 @@ impl ClientConfig {
             expires: 600,
             seed: 0,
             deferred: true,
+            sessions: true,
+            auto_accept: true,
         }
     }
 

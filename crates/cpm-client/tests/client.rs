@@ -175,7 +175,7 @@ fn register_digest_sha256_then_refresh_at_half_expiry() {
     assert_eq!(
         contact,
         format!(
-            "<sip:alice@127.0.0.1:40000>;+sip.instance=\"<{instance}>\";+g.3gpp.icsi-ref=\"urn%3Aurn-7%3A3gpp-service.ims.icsi.oma.cpm.msg,urn%3Aurn-7%3A3gpp-service.ims.icsi.oma.cpm.largemsg,urn%3Aurn-7%3A3gpp-service.ims.icsi.oma.cpm.deferred\""
+            "<sip:alice@127.0.0.1:40000>;+sip.instance=\"<{instance}>\";+g.3gpp.icsi-ref=\"urn%3Aurn-7%3A3gpp-service.ims.icsi.oma.cpm.msg,urn%3Aurn-7%3A3gpp-service.ims.icsi.oma.cpm.largemsg,urn%3Aurn-7%3A3gpp-service.ims.icsi.oma.cpm.deferred,urn%3Aurn-7%3A3gpp-service.ims.icsi.oma.cpm.session\""
         )
     );
     assert!(header(&reg, HeaderName::Authorization).is_none());
@@ -534,12 +534,16 @@ fn incoming_imdn_and_plain_text() {
     assert_eq!(responses(&drain(&mut c))[0].status, StatusCode::BAD_REQUEST);
     assert!(events(&mut c).is_empty());
 
-    // Other methods: 405 with Allow; OPTIONS: 200.
-    let bye = "BYE sip:alice@127.0.0.1:40000 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKbye\r\nMax-Forwards: 69\r\nFrom: <sip:bob@localhost>;tag=b4\r\nTo: <sip:alice@localhost>\r\nCall-ID: bye-1\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n";
-    c.handle_datagram(t0, server(), Bytes::from(bye));
+    // Other methods: 405 with Allow; OPTIONS: 200; a BYE outside any dialog: 481.
+    let sub = "SUBSCRIBE sip:alice@127.0.0.1:40000 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKsub\r\nMax-Forwards: 69\r\nFrom: <sip:bob@localhost>;tag=b4\r\nTo: <sip:alice@localhost>\r\nCall-ID: sub-1\r\nCSeq: 1 SUBSCRIBE\r\nEvent: presence\r\nContact: <sip:bob@127.0.0.1:5060>\r\nContent-Length: 0\r\n\r\n";
+    c.handle_datagram(t0, server(), Bytes::from(sub));
     let r = responses(&drain(&mut c));
     assert_eq!(r[0].status, StatusCode::METHOD_NOT_ALLOWED);
     assert!(r[0].headers.contains(&HeaderName::Allow));
+    let bye = "BYE sip:alice@127.0.0.1:40000 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKbye\r\nMax-Forwards: 69\r\nFrom: <sip:bob@localhost>;tag=b4\r\nTo: <sip:alice@localhost>;tag=a4\r\nCall-ID: bye-1\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n";
+    c.handle_datagram(t0, server(), Bytes::from(bye));
+    let r = responses(&drain(&mut c));
+    assert_eq!(r[0].status, StatusCode::CALL_DOES_NOT_EXIST);
 }
 
 #[test]

@@ -13,13 +13,17 @@
 //!   reopens the connection). Bytes read go to [`Client::handle_stream_data`] (the core frames
 //!   them with `cpm_sip::StreamFramer`); EOF, read or write errors and failed connects are
 //!   reported as [`Client::handle_connection_closed`]; [`Client::poll_close`] closes it.
+//! - MSRP (sessions): `msrp.rs`, one small task per connection the core asks for
+//!   ([`cpm_client::Client::poll_conn_command`]), reading through `cpm_msrp::Decoder` and
+//!   reporting to [`cpm_client::Client::handle_conn_event`]; no protocol logic.
 //! - Time: `std::time::Instant` is the core's `now`; the wall clock is read once, at start.
 //!   One `sleep_until(client.poll_timeout())`.
 //!
 //! The loop is [`Driver::step`]: flush every transmit, hand out one event if there is one,
 //! otherwise wait for a datagram/stream read, the core's deadline, the caller's deadline or the
-//! stop signal (SIGINT/SIGTERM/SIGHUP for `listen`). The commands (`listen`, `send`) are small
-//! programs over `step`; `history` is a plain HTTP GET with digest authentication.
+//! stop signal (SIGINT/SIGTERM/SIGHUP for `listen`). The commands (`listen`, `send`, `chat`
+//! in `chat.rs`) are small programs over `step`; `history` (`history.rs`) is a plain HTTP GET
+//! with digest authentication.
 
 use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -29,15 +33,22 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use clap::{Args, CommandFactory as _, Subcommand, ValueEnum};
 use cpm_client::{
-    Client, ClientConfig, Event, ReceivedImdn, ReceivedMessage, TransportKind, notification_kind,
-    notification_status,
+    Client, ClientConfig, Event, ReceivedImdn, ReceivedMessage, SessionKind, TransportKind,
+    notification_kind, notification_status,
 };
-use cpm_sip_core::digest::{self, Algorithm, Challenge};
 use serde_json::json;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpStream, UdpSocket};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
+
+mod chat;
+mod history;
+mod msrp;
+
+use history::history;
+#[cfg(test)]
+use history::{history_line, parse_http, query_escape};
 
 /// The SIP port of `--server HOST` without one.
 const SIP_PORT: u16 = 5060;
@@ -112,7 +123,8 @@ enum ClientCommand {
         expires: u32,
     },
     /// Send a pager-mode message (1-1, or 1-N to several recipients) and print the final
-    /// response. Exit status: 0 on a 2xx, 1 otherwise.
+    /// response; a text over 1,300 bytes to one recipient goes in Large Message Mode (an
+    /// MSRP session, the MSRP 200 its response). Exit status: 0 on a 2xx, 1 otherwise.
     Send {
         /// A recipient (repeatable).
         #[arg(long = "to", value_name = "AOR")]
@@ -124,6 +136,20 @@ enum ClientCommand {
         /// each.
         #[arg(long, value_name = "SECONDS")]
         wait_imdn: Option<f64>,
+    },
+    /// Register, start a chat session (MSRP) with PEER and send every line read from
+    /// stdin. On a terminal, incoming messages are printed as they come (and marked
+    /// displayed), with the delivery and display state of ours, until EOF (Ctrl-D), SIGINT or
+    /// the session's end. From a pipe: exit 0 once every line got its MSRP 200 (and, with
+    /// --wait-delivered, its delivery notification), 1 with the reason otherwise (the SIP
+    /// status of a refused session, a timeout).
+    Chat {
+        /// The peer, user@domain.
+        #[arg(value_name = "AOR")]
+        peer: String,
+        /// Also wait up to SECONDS for the delivery notification of every message sent.
+        #[arg(long, value_name = "SECONDS")]
+        wait_delivered: Option<f64>,
     },
     /// Print the user's stored message history (from the node's admin HTTP API).
     History {
@@ -264,6 +290,17 @@ pub(crate) fn run(args: ClientArgs) -> ExitCode {
             );
         }
     }
+    if let ClientCommand::Chat {
+        wait_delivered: Some(w),
+        ..
+    } = &args.command
+        && !(w.is_finite() && *w >= 0.0)
+    {
+        usage_error(
+            ErrorKind::InvalidValue,
+            "--wait-delivered wants a number of seconds",
+        );
+    }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -289,6 +326,10 @@ pub(crate) fn run(args: ClientArgs) -> ExitCode {
                 to.extend(words);
                 send(&common, &to, &text, wait_imdn).await
             }
+            ClientCommand::Chat {
+                peer,
+                wait_delivered,
+            } => chat::chat(&common, &peer, wait_delivered).await,
             ClientCommand::History { with, limit } => history(&common, with, limit).await,
         }
     });
@@ -418,9 +459,57 @@ fn event_line(ev: &Event, c: &Common, device: &str, json_out: bool) -> Option<St
                 format!("imdn-sent {what} to={to} id={message_id}: {status} {reason}")
             }
         }
+        Event::SessionIncoming { from, kind, .. } if json_out => json!({
+            "type": "session-incoming", "from": from, "kind": kind_name(*kind),
+        })
+        .to_string(),
+        Event::SessionIncoming { from, kind, .. } => {
+            format!("session-incoming from={from} kind={}", kind_name(*kind))
+        }
+        Event::SessionStarted {
+            peer,
+            kind,
+            incoming,
+            ..
+        } if json_out => json!({
+            "type": "session-started", "peer": peer, "kind": kind_name(*kind),
+            "incoming": incoming,
+        })
+        .to_string(),
+        Event::SessionStarted { peer, kind, .. } => {
+            format!("session-started peer={peer} kind={}", kind_name(*kind))
+        }
+        Event::SessionEnded {
+            status,
+            reason,
+            by_peer,
+            ..
+        } if json_out => json!({
+            "type": "session-ended", "status": status, "reason": reason, "by_peer": by_peer,
+        })
+        .to_string(),
+        Event::SessionEnded { status, reason, .. } => {
+            format!("session-ended: {status} {reason}")
+        }
+        Event::Composing { from, active, .. } if json_out => json!({
+            "type": "composing", "from": from, "state": if *active { "active" } else { "idle" },
+        })
+        .to_string(),
+        Event::Composing { from, active, .. } => format!(
+            "composing from={from} state={}",
+            if *active { "active" } else { "idle" }
+        ),
         // Send results are printed by `send` itself.
         Event::SendResult { .. } => return None,
     })
+}
+
+/// `chat` or `large-message`.
+fn kind_name(k: SessionKind) -> &'static str {
+    match k {
+        SessionKind::Chat => "chat",
+        SessionKind::LargeMessage => "large-message",
+    }
 }
 
 // -------------------------------------------------------------------- driver
@@ -433,6 +522,10 @@ enum Step {
     Deadline,
     /// SIGINT or SIGTERM.
     Stop,
+    /// A line read from stdin (`chat`).
+    Line(String),
+    /// Stdin is at its end (`chat`).
+    InputEnd,
 }
 
 /// The socket side of a client.
@@ -457,6 +550,10 @@ struct Driver {
     timeout: Duration,
     /// What `--server` named, for the messages (`host:port`, and the address if different).
     server_name: String,
+    /// The MSRP connections of the core's sessions.
+    msrp: msrp::MsrpTransport,
+    /// Lines read from stdin (`chat`), until its end.
+    input: Option<mpsc::UnboundedReceiver<String>>,
 }
 
 /// Resolves HOST:PORT (the first address).
@@ -571,6 +668,8 @@ impl Driver {
             heard: false,
             timeout: c.timeout,
             server_name,
+            msrp: msrp::MsrpTransport::new(c.timeout),
+            input: None,
         })
     }
 
@@ -598,6 +697,9 @@ impl Driver {
         loop {
             if self.client.poll_close() {
                 self.closed();
+            }
+            while let Some(cmd) = self.client.poll_conn_command() {
+                self.msrp.command(cmd);
             }
             let Some(t) = self.client.poll_transmit() else {
                 return;
@@ -686,9 +788,18 @@ impl Driver {
                 Closed,
                 Nothing,
                 Stop,
+                Msrp(cpm_client::ConnEvent),
+                Line(Option<String>),
             }
             let got = {
                 let buf = &mut self.buf;
+                let msrp = &mut self.msrp;
+                let input = async {
+                    match &mut self.input {
+                        Some(rx) => rx.recv().await,
+                        None => std::future::pending().await,
+                    }
+                };
                 let read = async {
                     match &mut self.net {
                         Net::Udp(sock) => match sock.recv_from(buf).await {
@@ -707,6 +818,8 @@ impl Driver {
                 };
                 tokio::select! {
                     g = read => g,
+                    ev = msrp.next_event() => ev.map_or(Got::Nothing, Got::Msrp),
+                    line = input => Got::Line(line),
                     () = sleep => Got::Nothing,
                     () = stop => Got::Stop,
                 }
@@ -723,12 +836,33 @@ impl Driver {
                     self.client.handle_stream_data(now, &self.buf[..n]);
                 }
                 Got::Closed => self.closed(),
+                Got::Msrp(ev) => self.client.handle_conn_event(now, ev),
+                Got::Line(Some(line)) => {
+                    self.flush().await;
+                    return Step::Line(line);
+                }
+                Got::Line(None) => {
+                    self.input = None;
+                    self.flush().await;
+                    return Step::InputEnd;
+                }
                 Got::Nothing => {}
                 Got::Stop => {
                     // Report the stop once; the shutdown that follows runs without it.
                     self.stop = None;
                     return Step::Stop;
                 }
+            }
+        }
+    }
+
+    /// Lets requests in flight (the BYE of a Large Message Mode session) finish, waiting at
+    /// most [`UNREGISTER_TIMEOUT`].
+    async fn settle(&mut self) {
+        let deadline = Instant::now() + UNREGISTER_TIMEOUT;
+        while self.client.has_pending() || !self.client.sessions().is_empty() {
+            if matches!(self.step(Some(deadline)).await, Step::Deadline | Step::Stop) {
+                return;
             }
         }
     }
@@ -822,16 +956,23 @@ async fn listen(c: &Common, auto_display: bool, expires: u32) -> Result<ExitCode
                         d.client.send_displayed(Instant::now(), &m.message_id);
                     }
                     // Printed above; nothing else to do (listed, so a new event is a compile
-                    // error here until it is handled).
+                    // error here until it is handled). Incoming sessions are accepted by the
+                    // core (`ClientConfig::auto_accept`); their messages come as `Message`.
                     Event::Registered { .. }
                     | Event::Unregistered { .. }
                     | Event::SendResult { .. }
                     | Event::Message(_)
                     | Event::Imdn(_)
-                    | Event::NotificationSent { .. } => {}
+                    | Event::NotificationSent { .. }
+                    | Event::SessionIncoming { .. }
+                    | Event::SessionStarted { .. }
+                    | Event::SessionEnded { .. }
+                    | Event::Composing { .. } => {}
                 }
             }
             Step::Stop => break,
+            // `listen` reads no input.
+            Step::Line(_) | Step::InputEnd => {}
             Step::Deadline => {
                 if !d.heard {
                     return Err(d.no_answer());
@@ -895,7 +1036,7 @@ async fn send(
                         auth_hint(status)
                     ));
                 }
-                Step::Event(_) => {}
+                Step::Event(_) | Step::Line(_) | Step::InputEnd => {}
                 Step::Deadline | Step::Stop if !d.heard => return Err(d.no_answer()),
                 Step::Deadline | Step::Stop => {
                     d.shutdown(|_| {}).await;
@@ -922,7 +1063,7 @@ async fn send(
                 ..
             }) if i == id => break (status, reason),
             Step::Event(Event::Imdn(i)) if i.message_id == message_id => early.push(*i),
-            Step::Event(_) => {}
+            Step::Event(_) | Step::Line(_) | Step::InputEnd => {}
             Step::Deadline | Step::Stop if !d.heard => return Err(d.no_answer()),
             Step::Deadline | Step::Stop => {
                 break (408, "Request Timeout (no final response)".to_owned());
@@ -930,6 +1071,8 @@ async fn send(
         }
     };
     response_line(c.json, status, &reason, &message_id);
+    // A large message's session still ends (its BYE): let it, briefly.
+    d.settle().await;
     if !(200..300).contains(&status) {
         eprintln!("cpm: send failed: {status} {reason}{}", auth_hint(status));
         if wait_imdn.is_some() {
@@ -959,7 +1102,7 @@ async fn send(
             Step::Event(Event::Imdn(i)) if i.message_id == message_id => {
                 report(&i, &mut waiting);
             }
-            Step::Event(_) => {}
+            Step::Event(_) | Step::Line(_) | Step::InputEnd => {}
             Step::Deadline | Step::Stop => break,
         }
     }
@@ -994,232 +1137,6 @@ fn response_line(json_out: bool, status: u16, reason: &str, message_id: &str) {
     } else {
         emit(&format!("{status} {reason}"));
     }
-}
-
-// -------------------------------------------------------------------- history
-
-/// One HTTP answer: status, headers, body.
-struct HttpAnswer {
-    status: u16,
-    reason: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-/// `GET path` over HTTP/1.1 with `Connection: close`, reading to EOF.
-///
-/// A hand-written GET rather than an HTTP client crate: `history` makes two requests to a
-/// known server, tokio is already here, and the only response features needed are
-/// Content-Length and chunked bodies; a crate (`ureq`, `hyper`) would add a dependency tree
-/// for that.
-async fn http_get(
-    addr: SocketAddr,
-    timeout: Duration,
-    host: &str,
-    path: &str,
-    authorization: Option<&str>,
-) -> Result<HttpAnswer, String> {
-    let mut s = connect(addr, timeout)
-        .await
-        .map_err(|e| format!("cannot connect to {addr}: {e} (is the node's HTTP API there?)"))?;
-    let mut req = format!(
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: cpm-client\r\nAccept: application/json\r\nConnection: close\r\n"
-    );
-    if let Some(a) = authorization {
-        req.push_str(&format!("Authorization: {a}\r\n"));
-    }
-    req.push_str("\r\n");
-    let io = async {
-        s.write_all(req.as_bytes()).await?;
-        let mut out = Vec::new();
-        (&mut s)
-            .take(MAX_HTTP_ANSWER as u64)
-            .read_to_end(&mut out)
-            .await?;
-        Ok::<_, std::io::Error>(out)
-    };
-    let raw = tokio::time::timeout(Duration::from_secs(30), io)
-        .await
-        .map_err(|_| format!("{addr}: no answer within 30 s"))?
-        .map_err(|e| format!("{addr}: {e}"))?;
-    parse_http(&raw).ok_or_else(|| format!("{addr}: malformed HTTP answer"))
-}
-
-fn parse_http(raw: &[u8]) -> Option<HttpAnswer> {
-    let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = std::str::from_utf8(&raw[..end]).ok()?;
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next()?;
-    let mut parts = status_line.splitn(3, ' ');
-    if !parts.next()?.starts_with("HTTP/1.") {
-        return None;
-    }
-    let status: u16 = parts.next()?.parse().ok()?;
-    let reason = parts.next().unwrap_or_default().to_owned();
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
-        .collect();
-    let header = |name: &str| {
-        headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    };
-    let rest = &raw[end + 4..];
-    let body = if header("Transfer-Encoding")
-        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
-    {
-        dechunk(rest)?
-    } else if let Some(n) = header("Content-Length").and_then(|v| v.parse::<usize>().ok()) {
-        rest.get(..n)?.to_vec()
-    } else {
-        rest.to_vec()
-    };
-    Some(HttpAnswer {
-        status,
-        reason,
-        headers,
-        body,
-    })
-}
-
-/// Decodes a chunked body (RFC 9112 section 7.1); trailers are ignored.
-fn dechunk(mut rest: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = rest.windows(2).position(|w| w == b"\r\n")?;
-        let size_text = std::str::from_utf8(&rest[..line_end]).ok()?;
-        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
-        rest = &rest[line_end + 2..];
-        if size == 0 {
-            return Some(out);
-        }
-        out.extend_from_slice(rest.get(..size)?);
-        rest = rest.get(size + 2..)?;
-    }
-}
-
-/// Percent-encodes a query value (RFC 3986 unreserved characters, `@` and `:` kept).
-fn query_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~@:".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// The strongest `WWW-Authenticate: Digest` challenge of an answer (SHA-256 before MD5).
-fn http_challenge(a: &HttpAnswer) -> Option<Challenge> {
-    let mut best: Option<Challenge> = None;
-    for (n, v) in &a.headers {
-        if !n.eq_ignore_ascii_case("WWW-Authenticate") {
-            continue;
-        }
-        let Ok(ch) = Challenge::parse(v) else {
-            continue;
-        };
-        if best
-            .as_ref()
-            .is_none_or(|b| b.algorithm == Algorithm::Md5 && ch.algorithm == Algorithm::Sha256)
-        {
-            best = Some(ch);
-        }
-    }
-    best
-}
-
-async fn history(c: &Common, with: Option<String>, limit: Option<u32>) -> Result<ExitCode, String> {
-    let http = match &c.http {
-        Some(h) => h.clone(),
-        None => {
-            // The server's host (`host:port`; an IPv6 literal keeps its brackets), port 8080.
-            let host = c
-                .server
-                .rsplit_once(':')
-                .map_or(c.server.as_str(), |(h, _)| h);
-            format!("{host}:{HTTP_PORT}")
-        }
-    };
-    let addr = resolve(&http).await?;
-    let mut query: Vec<String> = Vec::new();
-    if let Some(w) = &with {
-        query.push(format!("with={}", query_escape(w)));
-    }
-    if let Some(n) = limit {
-        query.push(format!("limit={n}"));
-    }
-    let path = if query.is_empty() {
-        "/api/v1/history".to_owned()
-    } else {
-        format!("/api/v1/history?{}", query.join("&"))
-    };
-    let mut answer = http_get(addr, c.timeout, &http, &path, None).await?;
-    let mut nc = 0;
-    let mut stale_retry = true;
-    while answer.status == 401 && nc < 2 {
-        let Some(ch) = http_challenge(&answer) else {
-            break;
-        };
-        // A second challenge is worth answering only if the nonce went stale.
-        if nc == 1 && !(ch.stale && stale_retry) {
-            break;
-        }
-        stale_retry = nc == 0;
-        nc += 1;
-        let cnonce = format!("{:016x}", seed());
-        let auth = digest::respond(&ch, "GET", &path, &c.user, &c.password, &cnonce, 1);
-        answer = http_get(addr, c.timeout, &http, &path, Some(&auth)).await?;
-    }
-    if answer.status != 200 {
-        let hint = if answer.status == 401 {
-            " (wrong user or password?)"
-        } else {
-            ""
-        };
-        return Err(format!(
-            "history: HTTP {} {}{hint}",
-            answer.status, answer.reason
-        ));
-    }
-    let doc: serde_json::Value = serde_json::from_slice(&answer.body)
-        .map_err(|e| format!("history: the answer is not JSON: {e}"))?;
-    let Some(messages) = doc.get("messages").and_then(|m| m.as_array()) else {
-        return Err("history: the answer has no \"messages\" list".into());
-    };
-    for m in messages {
-        if c.json {
-            emit(&m.to_string());
-        } else {
-            emit(&history_line(m));
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// `2026-11-25T16:00:00Z sent → bob@localhost [delivered] hello`.
-fn history_line(m: &serde_json::Value) -> String {
-    let s = |k: &str| m.get(k).and_then(|v| v.as_str()).unwrap_or("");
-    let when = m
-        .get("created_at_ms")
-        .and_then(serde_json::Value::as_u64)
-        .map_or_else(|| "-".to_owned(), cpm_client::time::rfc3339_secs);
-    let direction = s("direction");
-    let arrow = if direction == "received" {
-        "←"
-    } else {
-        "→"
-    };
-    format!(
-        "{when} {direction} {arrow} {} [{}] {}",
-        s("peer"),
-        s("state"),
-        one_line(s("text"))
-    )
 }
 
 #[cfg(test)]

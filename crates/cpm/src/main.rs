@@ -4,7 +4,7 @@
 //!   admin HTTP with `/health` and `/metrics`).
 //! - `cpm admin user add|list|remove`: accounts in the node's store (works while it runs).
 //! - `cpm sip check`: parse SIP messages and print the verdict a CPM node gives them.
-//! - `cpm client listen|send|history`: a CPM client (see `client.rs`).
+//! - `cpm client listen|send|chat|history`: a CPM client (see `client.rs`).
 
 mod api;
 mod client;
@@ -55,8 +55,8 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
-    /// A CPM client: register and listen, send pager messages (1-1 and 1-N), read the
-    /// stored history.
+    /// A CPM client: register and listen, send pager messages (1-1 and 1-N; Large Message
+    /// Mode over 1,300 bytes), chat in an MSRP session, read the stored history.
     Client(Box<client::ClientArgs>),
 }
 

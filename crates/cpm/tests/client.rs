@@ -756,3 +756,96 @@ fn listen_unregisters_on_sigterm_sigint_and_sighup() {
         );
     }
 }
+
+/// Runs `cpm client <args>` with `input` on its stdin (killed after 60 s).
+fn run_with_stdin(args: &[String], input: &str) -> (i32, String, String) {
+    use std::io::Write as _;
+    let mut child = Command::new(cpm_bin())
+        .arg("client")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start cpm client");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(input.as_bytes()).expect("write stdin");
+    drop(stdin);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if child.try_wait().ok().flatten().is_none() {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().expect("client output");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_chat_session_and_a_large_message_cross_both_pfs_and_are_in_both_histories() {
+    let node = Node::start(USERS, &[]);
+    let mut bob = Listener::start(&node, "bob@localhost", "bobpw", "udp", "phone");
+    // From a pipe: every line is sent, and the command ends when each got its MSRP 200
+    // (which the PF sends only once both histories have the message).
+    let (code, out, err) = run_with_stdin(
+        &with(&alice(&node), &["--json", "chat", "bob@localhost"]),
+        "hello bob\nsecond line\n",
+    );
+    assert_eq!(
+        code,
+        0,
+        "stdout {out} stderr {err}\nnode log:\n{}",
+        node.log()
+    );
+    for text in ["hello bob", "second line"] {
+        let m = bob.wait_for(text, |v| v["type"] == "message" && v["text"] == text);
+        assert_eq!(m["from"], "alice@localhost");
+    }
+    // Over 1,300 bytes, `send` switches to Large Message Mode by itself.
+    let big = "x".repeat(100 * 1024);
+    let (code, out, err) = run(&with(&alice(&node), &["send", "bob@localhost", &big]));
+    assert_eq!(
+        code,
+        0,
+        "stdout {out} stderr {err}\nnode log:\n{}",
+        node.log()
+    );
+    let m = bob.wait_for("the large message", |v| {
+        v["type"] == "message" && v["text"].as_str().is_some_and(|t| t.len() == big.len())
+    });
+    assert_eq!(m["from"], "alice@localhost");
+    // Both histories hold the three messages.
+    for (user, pw, peer) in [
+        ("alice@localhost", "alicepw", "bob@localhost"),
+        ("bob@localhost", "bobpw", "alice@localhost"),
+    ] {
+        let (code, out, err) = run_client(&[
+            "--server",
+            &node.sip.to_string(),
+            "--http",
+            &node.http.to_string(),
+            "--user",
+            user,
+            "--password",
+            pw,
+            "--json",
+            "history",
+            "--with",
+            peer,
+        ]);
+        assert_eq!(code, 0, "{user}: stdout {out} stderr {err}");
+        for text in ["hello bob", "second line"] {
+            assert!(out.contains(text), "{user}'s history lacks {text:?}: {out}");
+        }
+        assert!(
+            out.contains(&"x".repeat(1000)),
+            "{user}'s history lacks the large message"
+        );
+    }
+    let _ = bob.stop();
+}

@@ -806,6 +806,19 @@ impl ParticipatingFunction {
             }
             Relay::Plain => {}
         }
+        self.finish_draining(now, sid);
+    }
+
+    /// A session whose network leg ended is ended once its client has everything.
+    fn finish_draining(&mut self, now: Instant, sid: u64) {
+        let Some(s) = self.sessions.map.get(&sid) else {
+            return;
+        };
+        let m = s.media(s.owner_leg());
+        if s.draining && m.queue.is_empty() && m.relays.is_empty() {
+            let network = s.owner_leg().other();
+            self.end_session(now, sid, Some(network));
+        }
     }
 
     /// One of our SENDs failed (an error response, a timeout, the session ended first).
@@ -829,11 +842,11 @@ impl ParticipatingFunction {
             } => {
                 // It stays pending in the deferred queue: deliver it as a deferred message.
                 self.in_flight.remove(&(owner.clone(), peer, message_id));
-                let _ = now;
                 self.start_deferred_run(owner);
             }
             Relay::Plain => {}
         }
+        self.finish_draining(now, sid);
     }
 }
 

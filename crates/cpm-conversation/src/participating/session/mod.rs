@@ -167,6 +167,10 @@ pub(super) struct Session {
     pub(super) down_dialog: Option<Dialog>,
     pub(super) media: [MediaLeg; 2],
     pub(super) last_activity: Instant,
+    /// The network leg ended (BYE) while messages were still on their way to the served
+    /// user's client: the client's leg stays up until they are acknowledged (a Large
+    /// Message Mode session ends right after its one SEND), then gets its BYE.
+    pub(super) draining: bool,
 }
 
 impl Session {
@@ -463,6 +467,7 @@ impl ParticipatingFunction {
                 down_dialog: None,
                 media: [up_media, MediaLeg::new(down_local)],
                 last_activity: now,
+                draining: false,
             },
         );
         if self.sessions.next_sweep.is_none() {
@@ -665,6 +670,28 @@ impl ParticipatingFunction {
     /// Ends a session: BYE on every established leg but `from` (which ended it), CANCEL of an
     /// INVITE still out, the MSRP connections closed, the indexes cleaned.
     pub(super) fn end_session(&mut self, now: Instant, sid: u64, from: Option<Leg>) {
+        if let Some(s) = self.sessions.map.get_mut(&sid)
+            && let Some(from) = from
+            && from != s.owner_leg()
+            && s.state == SessionState::Established
+        {
+            let m = s.media(s.owner_leg());
+            if !m.queue.is_empty() || !m.relays.is_empty() {
+                // What the network sent before its BYE is delivered first.
+                s.draining = true;
+                s.last_activity = now;
+                match from {
+                    Leg::Up => s.up_dialog = None,
+                    Leg::Down => s.down_dialog = None,
+                }
+                if let Some(conn) = s.media_mut(from).conn.take() {
+                    self.sessions.conns.remove(&conn);
+                    self.outputs
+                        .push_back(Output::Msrp(cpm_msrp::ConnCommand::Close { conn }));
+                }
+                return;
+            }
+        }
         let Some(mut s) = self.sessions.map.remove(&sid) else {
             return;
         };
@@ -849,7 +876,14 @@ impl ParticipatingFunction {
                 .sessions
                 .map
                 .iter()
-                .filter(|(_, s)| now.saturating_duration_since(s.last_activity) >= idle)
+                .filter(|(_, s)| {
+                    let linger = if s.draining {
+                        idle.min(Duration::from_secs(30))
+                    } else {
+                        idle
+                    };
+                    now.saturating_duration_since(s.last_activity) >= linger
+                })
                 .map(|(id, _)| *id)
                 .collect();
             for sid in stale {

@@ -1,0 +1,1306 @@
+//! Sessions over MSRP: the 1-1 chat (OMA CPM session, PROTOCOL.md flow 2.3) and Large Message
+//! Mode (flow 2.2), both ways, several at once.
+//!
+//! The SIP side is an INVITE dialog (RFC 3261 sections 12-14) whose SDP (cpm-sdp) carries
+//! the MSRP media (RFC 4975 section 8); the MSRP side is one connection per session, which
+//! this client always opens itself (`a=setup:active`, RFC 6135: a client never listens), and
+//! on which it sends first, to bind it (RFC 4975 section 5.4). Bytes reach the core as
+//! [`ConnEvent`]s and leave it as [`ConnCommand`]s (the driver contract of `cpm_msrp::conn`).
+//!
+//! Outgoing, per session: INVITE, 1xx ignored, 2xx: ACK in the dialog, `Connect` to the first
+//! URI of the answer's `a=path`, on `Connected` the binding SEND (the first queued message,
+//! or an empty SEND), then every message as SENDs of at most 64 KiB, each reported by the
+//! MSRP 200 to its last chunk. Incoming: 180, then 200 with our answer (at once with
+//! [`crate::ClientConfig::auto_accept`]), `Connect` to the offer's path, the binding SEND,
+//! every SEND answered 200 per chunk and handed on like a pager message once whole.
+
+use core::net::{IpAddr, SocketAddr};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cpm_content::mime;
+use cpm_msrp::{
+    ChunkCursor, ConnCommand, ConnEvent, ConnId, MsrpUri, Reassembler, ReassemblyLimits,
+    Request as MsrpRequest, TransactId, TransactionConfig, Transactions,
+};
+use cpm_sdp::offer_answer::{self, AnswerPolicy};
+use cpm_sdp::{Direction, MsrpMedia, Sdp, Setup};
+use cpm_sip::{Header, HeaderName, Method, Request, Response, StatusCode, Uri};
+use cpm_sip_core::Peer;
+use cpm_sip_core::dialog::{Dialog, DialogState};
+use cpm_sip_core::transaction::{ClientKey, ServerKey, response_to};
+
+mod msrp;
+
+use msrp::composing_xml;
+
+use super::{
+    Client, Event, ICSI_LARGEMSG, ICSI_SESSION, Purpose, SendError, SendId, USER_AGENT,
+    add_icsi_headers, aor_of, set_body,
+};
+
+/// Texts longer than this (in bytes) go in Large Message Mode: OMA CPM 5.2.2 and TS 33.127
+/// Annex D.1 cap a pager-mode message at 1,300 bytes (PROTOCOL.md row 10).
+pub const LARGE_MESSAGE_THRESHOLD: usize = 1300;
+/// Messages a session keeps while its MSRP connection is not up yet.
+pub const MAX_QUEUED: usize = 64;
+/// The methods we take (the `Allow` of our answers).
+pub(crate) const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, MESSAGE, OPTIONS";
+/// Largest chunk we send (RFC 4975 section 7.1.1 lets the sender choose; 64 KiB keeps a
+/// large message from blocking others on the connection).
+const MAX_CHUNK: u64 = 64 * 1024;
+/// Largest incoming message we reassemble, and how many at once per session: the client
+/// holds a message whole (to read its CPIM), so both are small.
+const INCOMING_LIMITS: ReassemblyLimits = ReassemblyLimits {
+    max_message_len: 16 * 1024 * 1024,
+    max_messages: 8,
+};
+/// RFC 3994: the composing indication's media type.
+const ISCOMPOSING: &str = "application/im-iscomposing+xml";
+/// What our sessions carry (RFC 4975 section 8: `a=accept-types`): CPIM and the composing
+/// indication; inside CPIM, text and notifications (`a=accept-wrapped-types`).
+const ACCEPT_TYPES: [&str; 2] = [mime::MESSAGE_CPIM, ISCOMPOSING];
+const ACCEPT_WRAPPED_TYPES: [&str; 2] = ["text/plain", mime::MESSAGE_IMDN_XML];
+/// RFC 3261 timers for our 2xx retransmissions (section 13.3.1.4).
+const T1: Duration = Duration::from_millis(500);
+const T2: Duration = Duration::from_secs(4);
+
+/// Names one session of a [`Client`].
+#[derive(Clone, Copy, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct SessionId(pub u64);
+
+/// What a session is for.
+#[derive(Clone, Copy, Debug, Eq, Hash, PartialEq)]
+pub enum SessionKind {
+    /// A 1-1 chat (ICSI `…oma.cpm.session`).
+    Chat,
+    /// One large message (ICSI `…oma.cpm.largemsg`, OMA CPM 5.2.2).
+    LargeMessage,
+}
+
+/// Where a session stands.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+enum Phase {
+    /// Outgoing: our INVITE waits for its final response.
+    Inviting,
+    /// Incoming: 180 sent, the application has not answered yet.
+    Offered,
+    /// The SDP exchange is done; the MSRP connection is being opened.
+    Connecting,
+    /// The MSRP connection is open and bound.
+    Up,
+}
+
+/// What an outgoing MSRP message is.
+#[derive(Clone, Debug)]
+enum What {
+    /// A chat message (or the one message of Large Message Mode): [`Event::SendResult`].
+    Chat { id: SendId, message_id: String },
+    /// A disposition notification: [`Event::NotificationSent`] (a [`Purpose::Notification`]).
+    Notification(Purpose),
+    /// A composing indication or the empty binding SEND: nobody waits for it.
+    Quiet,
+}
+
+/// An outgoing MSRP message: queued until the connection is up, then in flight until the
+/// response to each of its chunks came.
+#[derive(Clone, Debug)]
+struct Item {
+    what: What,
+    /// `None` for the empty binding SEND (no Content-Type, no body).
+    content_type: Option<String>,
+    body: Bytes,
+    /// Chunks sent and not answered yet.
+    chunks_left: usize,
+}
+
+/// The UAS side of an incoming INVITE, until it is answered and acknowledged.
+#[derive(Clone, Debug)]
+struct Uas {
+    key: ServerKey,
+    invite: Request,
+    /// Our To tag (the same in the 180 and the 200, RFC 3261 section 12.1.1).
+    tag: String,
+    peer: Peer,
+    /// The 200, retransmitted over UDP until the ACK (RFC 3261 section 13.3.1.4).
+    ok: Option<Bytes>,
+    resend_at: Option<Instant>,
+    interval: Duration,
+    give_up: Option<Instant>,
+}
+
+/// One session.
+#[derive(Debug)]
+struct Session {
+    kind: SessionKind,
+    incoming: bool,
+    phase: Phase,
+    /// The peer's URI.
+    peer: String,
+    conversation_id: String,
+    contribution_id: String,
+    /// The INVITE's service was `…oma.cpm.deferred` (messages the network kept for us).
+    deferred: bool,
+    /// Outgoing: the INVITE's client transaction, and whether the application ended the
+    /// session before the answer (CANCEL sent; a 2xx still gets ACK and BYE).
+    invite_key: Option<ClientKey>,
+    cancelled: bool,
+    /// The ACK we sent for the 2xx, re-sent when the 2xx is retransmitted.
+    ack: Option<(ClientKey, Bytes)>,
+    uas: Option<Uas>,
+    dialog: Option<Dialog>,
+    /// Our media and SDP (the offer, or the answer).
+    local_media: MsrpMedia,
+    local_sdp: Bytes,
+    local_path: MsrpUri,
+    /// The peer's `a=path` (our To-Path).
+    remote_path: Vec<MsrpUri>,
+    conn: Option<ConnId>,
+    tx: Transactions,
+    /// Item numbers waiting for the connection, in order.
+    queue: VecDeque<u64>,
+    items: BTreeMap<u64, Item>,
+    next_item: u64,
+    in_flight: HashMap<TransactId, u64>,
+    reassembler: Reassembler,
+    /// Bodies of incoming messages being reassembled, by MSRP Message-ID.
+    bodies: HashMap<String, Vec<u8>>,
+}
+
+impl Session {
+    fn push_item(&mut self, item: Item) -> u64 {
+        let n = self.next_item;
+        self.next_item += 1;
+        self.items.insert(n, item);
+        self.queue.push_back(n);
+        n
+    }
+
+    /// Chat messages and notifications waiting for the connection (the binding SEND and
+    /// composing indications do not count against [`MAX_QUEUED`]).
+    fn queued_messages(&self) -> usize {
+        self.queue
+            .iter()
+            .filter(|n| {
+                self.items
+                    .get(n)
+                    .is_some_and(|i| !matches!(i.what, What::Quiet))
+            })
+            .count()
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        let uas = self
+            .uas
+            .as_ref()
+            .map(|u| [u.resend_at, u.give_up].into_iter().flatten().min());
+        [self.tx.poll_timeout(), uas.flatten()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+}
+
+/// What a connection is in the middle of reading.
+#[derive(Debug)]
+enum Reading {
+    /// Between messages.
+    Idle,
+    /// A message we do not take (a response, a refused request): until its end-line.
+    Discard,
+    /// A SEND for one of our sessions; `cursor` is `None` once refused (already answered).
+    Send {
+        session: SessionId,
+        request: MsrpRequest,
+        cursor: Option<ChunkCursor>,
+    },
+}
+
+/// Every session of a client, and the MSRP side of the driver contract.
+#[derive(Debug, Default)]
+pub(crate) struct Sessions {
+    next: u64,
+    map: BTreeMap<SessionId, Session>,
+    reading: HashMap<ConnId, Reading>,
+    commands: VecDeque<ConnCommand>,
+}
+
+impl Sessions {
+    /// The earliest deadline of any session (MSRP transaction timeouts, 2xx retransmission).
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        self.map.values().filter_map(Session::deadline).min()
+    }
+
+    /// The `imdn.Message-ID` of a message sent in a session and not answered yet.
+    pub(crate) fn message_id(&self, id: SendId) -> Option<&str> {
+        self.map.values().find_map(|s| {
+            s.items.values().find_map(|i| match &i.what {
+                What::Chat { id: i, message_id } if *i == id => Some(message_id.as_str()),
+                _ => None,
+            })
+        })
+    }
+
+    fn by_conn(&self, conn: ConnId) -> Option<SessionId> {
+        self.map
+            .iter()
+            .find_map(|(id, s)| (s.conn == Some(conn)).then_some(*id))
+    }
+
+    /// The session whose own path URI (RFC 4975 section 6.1: the session-id part) is `uri`.
+    fn by_path(&self, uri: &MsrpUri) -> Option<SessionId> {
+        self.map
+            .iter()
+            .find_map(|(id, s)| s.local_path.equivalent(uri).then_some(*id))
+    }
+
+    /// The session whose dialog a request belongs to (RFC 3261 section 12.2.2: Call-ID, the
+    /// To tag ours, the From tag the peer's).
+    fn by_dialog(&self, req: &Request) -> Option<SessionId> {
+        let call_id = req.headers.call_id().ok().flatten()?.0;
+        let from_tag = req.headers.from().ok().flatten()?.tag().map(str::to_owned);
+        let to_tag = req.headers.to().ok().flatten()?.tag().map(str::to_owned);
+        self.map.iter().find_map(|(id, s)| {
+            let d = s.dialog.as_ref()?;
+            (d.id.call_id == call_id
+                && from_tag.as_deref() == Some(d.id.remote_tag.as_str())
+                && to_tag.as_deref() == Some(d.id.local_tag.as_str()))
+            .then_some(*id)
+        })
+    }
+}
+
+/// The socket address of an MSRP URI (the client resolves no names: its peer is the
+/// network's MSRP endpoint, given by address).
+fn uri_addr(uri: &MsrpUri) -> Option<SocketAddr> {
+    let ip: IpAddr = uri
+        .host()
+        .as_str()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()?;
+    Some(SocketAddr::new(ip, uri.port()?))
+}
+
+/// Whether a request asks for the Large Message Mode service (TS 24.229 7.2A.8: the ICSI in
+/// Accept-Contact, P-Asserted-Service or P-Preferred-Service).
+fn names_service(req: &Request, service: &str) -> bool {
+    let needle = service.replace(':', "%3A").to_ascii_lowercase();
+    let plain = service.to_ascii_lowercase();
+    [
+        HeaderName::AcceptContact,
+        HeaderName::PAssertedService,
+        HeaderName::PPreferredService,
+    ]
+    .iter()
+    .flat_map(|n| req.headers.get_all(n))
+    .any(|h| {
+        let v = String::from_utf8_lossy(h.value_bytes()).to_ascii_lowercase();
+        v.contains(&needle) || v.contains(&plain)
+    })
+}
+
+impl Client {
+    // ---------------------------------------------------------------- commands
+
+    /// Starts a chat session with `to` (`user@domain`, a bare user name in our domain, or a
+    /// SIP URI): an INVITE with the `…oma.cpm.session` ICSI and an SDP offer of MSRP media.
+    /// [`Event::SessionStarted`] follows once the MSRP connection is up,
+    /// [`Event::SessionEnded`] if it is refused. Messages can be given at once
+    /// ([`Client::send_chat`]); they wait for the connection.
+    pub fn start_session(&mut self, now: Instant, to: &str) -> Result<SessionId, SendError> {
+        let target = self.target_uri(to)?;
+        let id = self.new_session(SessionKind::Chat, &target);
+        self.invite(now, id)?;
+        Ok(id)
+    }
+
+    /// Sends `text` (`text/plain` in CPIM, asking for delivery and display notifications)
+    /// in a session; before the MSRP connection is up it waits in a queue of at most
+    /// [`MAX_QUEUED`]. The MSRP 200 to its last chunk (the network stored it) comes as
+    /// [`Event::SendResult`] with status 200; a timeout (408) or an MSRP error response
+    /// gives that status, and a session that ends first the session's (see
+    /// [`Event::SessionEnded`]).
+    pub fn send_chat(
+        &mut self,
+        now: Instant,
+        session: SessionId,
+        text: &str,
+    ) -> Result<SendId, SendError> {
+        let peer = match self.sessions.map.get(&session) {
+            Some(s) if s.kind == SessionKind::Chat => s.peer.clone(),
+            _ => return Err(SendError::NoSession),
+        };
+        if self
+            .sessions
+            .map
+            .get(&session)
+            .is_some_and(|s| s.phase != Phase::Up && s.queued_messages() >= MAX_QUEUED)
+        {
+            return Err(SendError::QueueFull);
+        }
+        let (cpim, message_id) = self.build_cpim(now, &[peer], text)?;
+        let id = SendId(self.next_send);
+        self.next_send += 1;
+        self.queue_item(
+            now,
+            session,
+            Item {
+                what: What::Chat { id, message_id },
+                content_type: Some(mime::MESSAGE_CPIM.to_owned()),
+                body: cpim,
+                chunks_left: 0,
+            },
+        );
+        Ok(id)
+    }
+
+    /// Tells the peer we are typing (`active`) or stopped (RFC 3994); returns whether the
+    /// session could take it. Nothing reports its outcome.
+    pub fn send_composing(&mut self, now: Instant, session: SessionId, active: bool) -> bool {
+        match self.sessions.map.get(&session) {
+            Some(s) if s.kind == SessionKind::Chat && s.phase == Phase::Up => {}
+            _ => return false,
+        }
+        self.queue_item(
+            now,
+            session,
+            Item {
+                what: What::Quiet,
+                content_type: Some(ISCOMPOSING.to_owned()),
+                body: Bytes::from(composing_xml(active)),
+                chunks_left: 0,
+            },
+        );
+        true
+    }
+
+    /// Ends a session: BYE once it is set up (RFC 3261 section 15), CANCEL while our INVITE
+    /// waits (RFC 3261 section 9.1), 603 to an invitation not answered yet. Messages not
+    /// answered yet fail; [`Event::SessionEnded`] follows (for an INVITE being cancelled,
+    /// when its final response comes).
+    pub fn end_session(&mut self, now: Instant, session: SessionId) {
+        let Some(s) = self.sessions.map.get_mut(&session) else {
+            return;
+        };
+        match s.phase {
+            Phase::Inviting => {
+                s.cancelled = true;
+                if let Some(key) = s.invite_key.clone() {
+                    self.tx.cancel(now, &key);
+                }
+            }
+            Phase::Offered => {
+                self.reject_session(now, session);
+            }
+            Phase::Connecting | Phase::Up => {
+                self.finish_session(now, session, 200, "Session Ended", false);
+            }
+        }
+    }
+
+    /// Accepts an invitation ([`Event::SessionIncoming`], when
+    /// [`crate::ClientConfig::auto_accept`] is off): 200 with our SDP answer, then the MSRP
+    /// connection. Returns whether there was such an invitation.
+    pub fn accept_session(&mut self, now: Instant, session: SessionId) -> bool {
+        let Some(s) = self.sessions.map.get_mut(&session) else {
+            return false;
+        };
+        if s.phase != Phase::Offered {
+            return false;
+        }
+        let Some(uas) = s.uas.as_mut() else {
+            return false;
+        };
+        let icsi = match s.kind {
+            SessionKind::Chat => ICSI_SESSION,
+            SessionKind::LargeMessage => ICSI_LARGEMSG,
+        };
+        let (key, invite, tag, reliable) = (
+            uas.key.clone(),
+            uas.invite.clone(),
+            uas.tag.clone(),
+            uas.peer.transport.is_reliable(),
+        );
+        let sdp = s.local_sdp.clone();
+        let contact = self.contact_for(&[icsi]);
+        let mut resp = self.invite_response(&invite, StatusCode::OK, &tag, &contact);
+        resp.headers.set(HeaderName::ContentType, "application/sdp");
+        resp.headers
+            .set(HeaderName::ContentLength, &sdp.len().to_string());
+        resp.body = sdp;
+        let bytes = resp.to_bytes();
+        if self.tx.respond(now, &key, &resp).is_err() {
+            return false;
+        }
+        let Some(s) = self.sessions.map.get_mut(&session) else {
+            return false;
+        };
+        // RFC 3261 section 12.1.1: the dialog of the UAS.
+        s.dialog = Dialog::from_uas(&invite, &tag, DialogState::Confirmed).ok();
+        if let Some(uas) = s.uas.as_mut()
+            && !reliable
+        {
+            uas.ok = Some(bytes);
+            uas.interval = T1;
+            uas.resend_at = Some(now + T1);
+            uas.give_up = Some(now + 64 * T1);
+        }
+        s.phase = Phase::Connecting;
+        self.connect(now, session);
+        true
+    }
+
+    /// Declines an invitation not answered yet (603, RFC 3261 section 21.6.2); returns
+    /// whether there was one.
+    pub fn reject_session(&mut self, now: Instant, session: SessionId) -> bool {
+        let Some(s) = self.sessions.map.get(&session) else {
+            return false;
+        };
+        let Some(uas) = s.uas.clone().filter(|_| s.phase == Phase::Offered) else {
+            return false;
+        };
+        let resp = response_to(&uas.invite, StatusCode::DECLINE, Some(&uas.tag));
+        let _ = self.tx.respond(now, &uas.key, &resp);
+        self.finish_session(now, session, 603, "Decline", false);
+        true
+    }
+
+    /// The sessions that exist, oldest first.
+    pub fn sessions(&self) -> Vec<SessionId> {
+        self.sessions.map.keys().copied().collect()
+    }
+
+    /// A session's peer (`user@domain`).
+    pub fn session_peer(&self, session: SessionId) -> Option<String> {
+        self.sessions.map.get(&session).map(|s| aor_of(&s.peer))
+    }
+
+    // ---------------------------------------------------------------- MSRP inputs/outputs
+
+    /// What the driver's MSRP transport reports: a connection we asked for is open (or not),
+    /// a frame read on one, a connection gone.
+    pub fn handle_conn_event(&mut self, now: Instant, event: ConnEvent) {
+        match event {
+            // A client never listens (RFC 6135): whatever connected to us is not ours.
+            ConnEvent::Accepted { conn, .. } => {
+                self.sessions
+                    .commands
+                    .push_back(ConnCommand::Close { conn });
+            }
+            ConnEvent::Connected { token, conn } => self.on_connected(now, SessionId(token), conn),
+            ConnEvent::ConnectFailed { token } => {
+                let session = SessionId(token);
+                if self.sessions.map.contains_key(&session) {
+                    self.finish_session(now, session, 503, "MSRP Connection Failed", true);
+                }
+            }
+            ConnEvent::Frame { conn, frame } => self.on_frame(now, conn, frame),
+            // The head could not be read: there is no To-Path to answer to (a message-scoped
+            // error skips its body by itself; a connection-scoped one closes the
+            // connection, and Closed follows).
+            ConnEvent::Error { conn, .. } => {
+                self.sessions.reading.insert(conn, Reading::Idle);
+            }
+            ConnEvent::Closed { conn } => {
+                self.sessions.reading.remove(&conn);
+                if let Some(session) = self.sessions.by_conn(conn) {
+                    if let Some(s) = self.sessions.map.get_mut(&session) {
+                        s.conn = None;
+                    }
+                    // RFC 4975 section 5.4: the session cannot go on without its connection.
+                    self.finish_session(now, session, 503, "MSRP Connection Closed", true);
+                }
+            }
+        }
+    }
+
+    /// The next thing the MSRP transport must do: open a connection, write bytes, close one.
+    pub fn poll_conn_command(&mut self) -> Option<ConnCommand> {
+        self.sessions.commands.pop_front()
+    }
+
+    // ---------------------------------------------------------------- for client.rs
+
+    /// `send_message` over [`LARGE_MESSAGE_THRESHOLD`]: Large Message Mode (OMA CPM 5.2.2,
+    /// PROTOCOL.md flow 2.2): an INVITE with the `…oma.cpm.largemsg` ICSI and `a=sendonly`,
+    /// the message in one SEND (chunked over 64 KiB), BYE after its 200. The outcome comes
+    /// as [`Event::SendResult`], as for a pager message.
+    pub(crate) fn send_large(
+        &mut self,
+        now: Instant,
+        target: &str,
+        text: &str,
+    ) -> Result<SendId, SendError> {
+        let (cpim, message_id) = self.build_cpim(now, &[target.to_owned()], text)?;
+        let session = self.new_session(SessionKind::LargeMessage, target);
+        let id = SendId(self.next_send);
+        self.next_send += 1;
+        if let Some(s) = self.sessions.map.get_mut(&session) {
+            s.push_item(Item {
+                what: What::Chat { id, message_id },
+                content_type: Some(mime::MESSAGE_CPIM.to_owned()),
+                body: cpim,
+                chunks_left: 0,
+            });
+        }
+        if let Err(e) = self.invite(now, session) {
+            self.sessions.map.remove(&session);
+            return Err(e);
+        }
+        Ok(id)
+    }
+
+    /// Sends a notification (CPIM wrapping `message/imdn+xml`) in a chat session that is
+    /// still there; false when there is none (it goes by pager MESSAGE then). Large Message
+    /// Mode sessions end at once, so their notifications go by pager MESSAGE.
+    pub(crate) fn notify_in_session(
+        &mut self,
+        now: Instant,
+        session: SessionId,
+        cpim: Bytes,
+        purpose: Purpose,
+    ) -> bool {
+        match self.sessions.map.get(&session) {
+            Some(s)
+                if s.kind == SessionKind::Chat
+                    && matches!(s.phase, Phase::Connecting | Phase::Up)
+                    && s.queued_messages() < MAX_QUEUED => {}
+            _ => return false,
+        }
+        self.queue_item(
+            now,
+            session,
+            Item {
+                what: What::Notification(purpose),
+                content_type: Some(mime::MESSAGE_CPIM.to_owned()),
+                body: cpim,
+                chunks_left: 0,
+            },
+        );
+        true
+    }
+
+    /// Our INVITE was retried with credentials: a new transaction.
+    pub(crate) fn rekey_invite(&mut self, session: SessionId, key: ClientKey) {
+        if let Some(s) = self.sessions.map.get_mut(&session) {
+            s.invite_key = Some(key);
+        }
+    }
+
+    /// A final response to our INVITE (after any digest retry).
+    pub(crate) fn on_invite_final(
+        &mut self,
+        now: Instant,
+        session: SessionId,
+        key: ClientKey,
+        invite: &Request,
+        resp: &Response,
+    ) {
+        let status = resp.status.as_u16();
+        if !resp.status.is_success() {
+            // The transaction layer sent the ACK (RFC 3261 section 17.1.1.3).
+            let cancelled = self.sessions.map.get(&session).is_some_and(|s| s.cancelled);
+            self.finish_session(now, session, status, &resp.reason, !cancelled);
+            return;
+        }
+        // RFC 3261 section 12.1.2: the UAC's dialog; section 13.2.2.4: ACK every 2xx.
+        let Ok(mut dialog) = Dialog::from_uac(invite, resp) else {
+            self.finish_session(now, session, 502, "Bad Answer (no dialog)", true);
+            return;
+        };
+        let seq = invite.headers.cseq().ok().flatten().map_or(1, |c| c.seq);
+        let mut ack = dialog.request(Method::Ack, Some(seq));
+        self.in_dialog_headers(&mut ack);
+        // RFC 3261 section 22.1: the ACK for a 2xx carries the INVITE's credentials.
+        for name in [HeaderName::Authorization, HeaderName::ProxyAuthorization] {
+            if let Some(h) = invite.headers.get(&name) {
+                ack.headers.push(h.clone());
+            }
+        }
+        ack.headers
+            .push(Header::new(HeaderName::ContentLength, "0"));
+        let bytes = ack.to_bytes();
+        let peer = self.server_peer();
+        self.transmits.push_back(cpm_sip_core::Transmit {
+            peer,
+            payload: bytes.clone(),
+        });
+        let answer = self.answer_media(resp);
+        let Some(s) = self.sessions.map.get_mut(&session) else {
+            // Ended meanwhile: the dialog still needs its BYE.
+            self.bye(now, dialog);
+            return;
+        };
+        s.ack = Some((key, bytes));
+        s.dialog = Some(dialog);
+        if s.cancelled {
+            self.finish_session(now, session, 487, "Request Terminated", false);
+            return;
+        }
+        let remote = match answer {
+            Ok(m) => m,
+            Err(reason) => {
+                self.finish_session(now, session, 488, reason, true);
+                return;
+            }
+        };
+        // RFC 4145 section 4.1 / RFC 6135: we offered `active`, the answer must leave the
+        // connection to us.
+        if !offer_answer::connects(s.local_media.setup, remote.setup, true) {
+            self.finish_session(now, session, 488, "Answer Wants Us To Listen", true);
+            return;
+        }
+        s.remote_path = remote.path;
+        s.phase = Phase::Connecting;
+        self.connect(now, session);
+    }
+
+    /// The INVITE got no final response (408) or its connection closed (503).
+    pub(crate) fn on_invite_failed(
+        &mut self,
+        now: Instant,
+        session: SessionId,
+        status: u16,
+        reason: &str,
+    ) {
+        self.finish_session(now, session, status, reason, true);
+    }
+
+    /// A response no transaction waits for: a retransmitted 2xx to an INVITE we answered
+    /// gets the ACK again (RFC 3261 section 13.2.2.4).
+    pub(crate) fn on_late_final(&mut self, key: &ClientKey, resp: &Response) {
+        if !resp.status.is_success() {
+            return;
+        }
+        let ack = self.sessions.map.values().find_map(|s| {
+            s.ack
+                .as_ref()
+                .and_then(|(k, b)| (k == key).then(|| b.clone()))
+        });
+        if let Some(payload) = ack {
+            let peer = self.server_peer();
+            self.transmits
+                .push_back(cpm_sip_core::Transmit { peer, payload });
+        }
+    }
+
+    /// The ACK for our 2xx: its retransmissions stop (RFC 3261 section 13.3.1.4).
+    pub(crate) fn on_ack(&mut self, req: &Request) {
+        if let Some(session) = self.sessions.by_dialog(req)
+            && let Some(s) = self.sessions.map.get_mut(&session)
+        {
+            s.uas = None;
+        }
+    }
+
+    /// An INVITE: a new session offered to us (or a re-INVITE in one of ours).
+    pub(crate) fn on_invite(&mut self, now: Instant, key: &ServerKey, peer: Peer, req: &Request) {
+        let has_to_tag = req
+            .headers
+            .to()
+            .ok()
+            .flatten()
+            .is_some_and(|t| t.tag().is_some());
+        if has_to_tag {
+            self.on_reinvite(now, key, req);
+            return;
+        }
+        let tag = self.rng.hex(12);
+        let refuse = |c: &mut Self, status: u16, reason: &str, extra: &[(HeaderName, &str)]| {
+            let mut resp = response_to(
+                req,
+                StatusCode::new(status).unwrap_or(StatusCode::BAD_REQUEST),
+                Some(&tag),
+            );
+            resp.reason = reason.to_owned();
+            resp.headers
+                .push(Header::new(HeaderName::UserAgent, USER_AGENT));
+            for (n, v) in extra {
+                resp.headers.push(Header::new(n.clone(), v));
+            }
+            let _ = c.tx.respond(now, key, &resp);
+        };
+        if !self.cfg.sessions {
+            refuse(self, 488, "Sessions Not Taken", &[]);
+            return;
+        }
+        let is_sdp = req
+            .headers
+            .content_type()
+            .ok()
+            .flatten()
+            .is_some_and(|c| c.is("application", "sdp"));
+        if !is_sdp {
+            // RFC 3261 section 21.4.13.
+            refuse(
+                self,
+                415,
+                "Unsupported Media Type",
+                &[(HeaderName::Accept, "application/sdp")],
+            );
+            return;
+        }
+        let offer = match Sdp::parse(&req.body) {
+            Ok(sdp) => sdp,
+            Err(e) => {
+                refuse(self, 400, e.reason(), &[]);
+                return;
+            }
+        };
+        // RFC 3264 section 6 / RFC 4975 section 8: the offer must carry MSRP media we can
+        // take; otherwise 488 (RFC 3261 section 21.4.26).
+        let offered = match offer.msrp() {
+            Some(Ok((_, m))) => m,
+            Some(Err(e)) => {
+                refuse(self, 488, e.reason(), &[]);
+                return;
+            }
+            None => {
+                refuse(self, 488, "No MSRP Media", &[]);
+                return;
+            }
+        };
+        let kind = if names_service(req, ICSI_LARGEMSG) {
+            SessionKind::LargeMessage
+        } else {
+            SessionKind::Chat
+        };
+        let sip_from = req
+            .headers
+            .from()
+            .ok()
+            .flatten()
+            .map(|a| a.uri.to_string())
+            .unwrap_or_default();
+        let session = self.new_session(kind, &sip_from);
+        let local_path = match self.sessions.map.get(&session) {
+            Some(s) => s.local_path.clone(),
+            None => return,
+        };
+        let policy = AnswerPolicy {
+            path: vec![local_path],
+            accept_types: ACCEPT_TYPES.iter().map(|s| (*s).to_owned()).collect(),
+            accept_wrapped_types: ACCEPT_WRAPPED_TYPES
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+            prefer: Setup::Active,
+            max_size: None,
+        };
+        let answer = match offer_answer::answer(&offered, &policy) {
+            Ok(a) => a,
+            Err(e) => {
+                self.sessions.map.remove(&session);
+                refuse(self, e.status, e.reason, &[]);
+                return;
+            }
+        };
+        // We never listen (RFC 6135): an offer that wants to connect to us is refused.
+        let connect_to = offered.path.first().and_then(uri_addr);
+        if !offer_answer::connects(answer.setup, offered.setup, false) || connect_to.is_none() {
+            self.sessions.map.remove(&session);
+            refuse(self, 488, "Client Cannot Listen", &[]);
+            return;
+        }
+        let sdp = self.sdp_bytes(&answer);
+        let h = &req.headers;
+        let conversation_id = h.conversation_id().ok().flatten();
+        let contribution_id = h.contribution_id().ok().flatten();
+        let deferred = names_service(req, cpm_sip::cpm::ICSI_DEFERRED);
+        let Some(s) = self.sessions.map.get_mut(&session) else {
+            return;
+        };
+        s.incoming = true;
+        s.phase = Phase::Offered;
+        s.deferred = deferred;
+        if let Some(c) = conversation_id {
+            s.conversation_id = c;
+        }
+        if let Some(c) = contribution_id {
+            s.contribution_id = c;
+        }
+        s.remote_path = offered.path;
+        s.local_media = answer;
+        s.local_sdp = sdp;
+        s.uas = Some(Uas {
+            key: key.clone(),
+            invite: req.clone(),
+            tag: tag.clone(),
+            peer,
+            ok: None,
+            resend_at: None,
+            interval: T1,
+            give_up: None,
+        });
+        let icsi = match kind {
+            SessionKind::Chat => ICSI_SESSION,
+            SessionKind::LargeMessage => ICSI_LARGEMSG,
+        };
+        let contact = self.contact_for(&[icsi]);
+        let ringing = self.invite_response(req, StatusCode::RINGING, &tag, &contact);
+        let _ = self.tx.respond(now, key, &ringing);
+        self.events.push_back(Event::SessionIncoming {
+            session,
+            from: aor_of(&sip_from),
+            kind,
+        });
+        if self.cfg.auto_accept {
+            self.accept_session(now, session);
+        }
+    }
+
+    /// A BYE (RFC 3261 section 15.1.2): 200, and the session is over; 481 for a dialog we do
+    /// not have.
+    pub(crate) fn on_bye(&mut self, now: Instant, key: &ServerKey, req: &Request) {
+        let session = self.sessions.by_dialog(req);
+        let status = if session.is_some() {
+            StatusCode::OK
+        } else {
+            StatusCode::CALL_DOES_NOT_EXIST
+        };
+        let mut resp = response_to(req, status, None);
+        resp.headers
+            .push(Header::new(HeaderName::UserAgent, USER_AGENT));
+        let _ = self.tx.respond(now, key, &resp);
+        if let Some(session) = session {
+            self.finish_without_bye(now, session, 200, "Ended By Peer", true);
+        }
+    }
+
+    /// A CANCEL (RFC 3261 section 9.2): 200 to it; an INVITE still unanswered gets 487 and
+    /// its session ends quietly (the network gave the session to another device).
+    pub(crate) fn on_cancel(&mut self, now: Instant, key: &ServerKey, req: &Request) {
+        let invite_key = self.tx.invite_for_cancel(key);
+        let session = invite_key.as_ref().and_then(|ik| {
+            self.sessions.map.iter().find_map(|(id, s)| {
+                s.uas
+                    .as_ref()
+                    .is_some_and(|u| &u.key == ik && s.phase == Phase::Offered)
+                    .then_some(*id)
+            })
+        });
+        let call_id = req.headers.call_id().ok().flatten().map(|c| c.0);
+        let known = session.is_some()
+            || self.sessions.map.values().any(|s| {
+                s.uas.as_ref().is_some_and(|u| {
+                    u.invite.headers.call_id().ok().flatten().map(|c| c.0) == call_id
+                })
+            });
+        let status = if known {
+            StatusCode::OK
+        } else {
+            StatusCode::CALL_DOES_NOT_EXIST
+        };
+        let resp = response_to(req, status, None);
+        let _ = self.tx.respond(now, key, &resp);
+        if let (Some(session), Some(ik)) = (session, invite_key) {
+            if let Some(uas) = self.sessions.map.get(&session).and_then(|s| s.uas.clone()) {
+                let resp = response_to(&uas.invite, StatusCode::REQUEST_TERMINATED, Some(&uas.tag));
+                let _ = self.tx.respond(now, &ik, &resp);
+            }
+            self.finish_without_bye(now, session, 487, "Request Terminated", true);
+        }
+    }
+
+    /// The sessions' timers: MSRP transaction timeouts, 2xx retransmissions.
+    pub(crate) fn handle_session_timeouts(&mut self, now: Instant) {
+        let due: Vec<SessionId> = self
+            .sessions
+            .map
+            .iter()
+            .filter(|(_, s)| s.deadline().is_some_and(|d| d <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for session in due {
+            let Some(s) = self.sessions.map.get_mut(&session) else {
+                continue;
+            };
+            s.tx.handle_timeout(now);
+            let mut resend = None;
+            let mut no_ack = false;
+            if let Some(u) = s.uas.as_mut() {
+                if u.give_up.is_some_and(|g| g <= now) {
+                    no_ack = true;
+                } else if u.resend_at.is_some_and(|r| r <= now) {
+                    u.interval = (u.interval * 2).min(T2);
+                    u.resend_at = Some(now + u.interval);
+                    resend = u.ok.clone().map(|b| (u.peer, b));
+                }
+            }
+            if let Some((peer, payload)) = resend {
+                self.transmits
+                    .push_back(cpm_sip_core::Transmit { peer, payload });
+            }
+            if no_ack {
+                // RFC 3261 section 13.3.1.4: no ACK for the 2xx: the dialog ends with a BYE.
+                self.finish_session(now, session, 408, "No ACK", true);
+                continue;
+            }
+            self.drain_outcomes(now, session);
+        }
+    }
+
+    // ---------------------------------------------------------------- internals
+
+    fn new_session(&mut self, kind: SessionKind, peer: &str) -> SessionId {
+        self.sessions.next += 1;
+        let id = SessionId(self.sessions.next);
+        // RFC 4975 section 14.1: the session-id part of our URI must be hard to guess; port 9
+        // with `setup:active` since we never listen (RFC 4145 section 4, RFC 6135).
+        let session_part = self.rng.token(20);
+        let host = self.cfg.local_addr.ip().to_string();
+        let local_path = MsrpUri::new(false, &host, 9, &session_part)
+            .or_else(|_| MsrpUri::new(false, "127.0.0.1", 9, &session_part))
+            .expect("invariant: an IP address and an alphanumeric session-id make a valid URI");
+        let local_media = MsrpMedia {
+            port: 9,
+            secure: false,
+            path: vec![local_path.clone()],
+            accept_types: ACCEPT_TYPES.iter().map(|s| (*s).to_owned()).collect(),
+            accept_wrapped_types: ACCEPT_WRAPPED_TYPES
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+            setup: Some(Setup::Active),
+            max_size: None,
+            direction: match kind {
+                SessionKind::Chat => Direction::SendRecv,
+                SessionKind::LargeMessage => Direction::SendOnly,
+            },
+            file: None,
+            connection: None,
+            other: Vec::new(),
+        };
+        let conversation_id = self.conversation_for(&[peer.to_owned()]);
+        let contribution_id = self.rng.uuid();
+        self.sessions.map.insert(
+            id,
+            Session {
+                kind,
+                incoming: false,
+                phase: Phase::Inviting,
+                peer: peer.to_owned(),
+                conversation_id,
+                contribution_id,
+                deferred: false,
+                invite_key: None,
+                cancelled: false,
+                ack: None,
+                uas: None,
+                dialog: None,
+                local_media,
+                local_sdp: Bytes::new(),
+                local_path,
+                remote_path: Vec::new(),
+                conn: None,
+                tx: Transactions::new(TransactionConfig::default()),
+                queue: VecDeque::new(),
+                items: BTreeMap::new(),
+                next_item: 0,
+                in_flight: HashMap::new(),
+                reassembler: Reassembler::new(INCOMING_LIMITS),
+                bodies: HashMap::new(),
+            },
+        );
+        id
+    }
+
+    /// Our SDP for `media` (RFC 4566 `o=`/`c=` with our address).
+    fn sdp_bytes(&mut self, media: &MsrpMedia) -> Bytes {
+        let session_id = self.rng.next_u64() >> 1;
+        Bytes::from(
+            Sdp::for_msrp(&self.user, session_id, 1, self.cfg.local_addr.ip(), media).to_bytes(),
+        )
+    }
+
+    /// Sends the INVITE of a session we start (PROTOCOL.md flows 2.2 and 2.3).
+    fn invite(&mut self, now: Instant, session: SessionId) -> Result<(), SendError> {
+        let Some(s) = self.sessions.map.get(&session) else {
+            return Err(SendError::NoSession);
+        };
+        let (kind, peer, conversation, contribution, media) = (
+            s.kind,
+            s.peer.clone(),
+            s.conversation_id.clone(),
+            s.contribution_id.clone(),
+            s.local_media.clone(),
+        );
+        let sdp = self.sdp_bytes(&media);
+        let uri = Uri::parse(&peer).map_err(|_| SendError::BadRecipient(peer.clone()))?;
+        let call_id = self.rng.hex(24);
+        let from_tag = self.rng.hex(12);
+        let mut req = self.request(
+            Method::Invite,
+            uri,
+            &format!("<{peer}>"),
+            &call_id,
+            &from_tag,
+            1,
+        );
+        let icsi = match kind {
+            SessionKind::Chat => ICSI_SESSION,
+            SessionKind::LargeMessage => ICSI_LARGEMSG,
+        };
+        add_icsi_headers(&mut req, icsi);
+        let contact = self.contact_for(&[icsi]);
+        req.headers.push(Header::new(HeaderName::Contact, &contact));
+        req.headers
+            .push(Header::new(HeaderName::ConversationId, &conversation));
+        req.headers
+            .push(Header::new(HeaderName::ContributionId, &contribution));
+        req.headers.push(Header::new(HeaderName::Allow, ALLOW));
+        set_body(&mut req, "application/sdp", sdp.clone());
+        if !self.registered {
+            self.preauthorize(&mut req, true);
+        }
+        let key = self.start(now, req, Purpose::Invite { session });
+        if let Some(s) = self.sessions.map.get_mut(&session) {
+            s.local_sdp = sdp;
+            s.invite_key = key;
+        }
+        Ok(())
+    }
+
+    /// A provisional or 2xx response to an INVITE we received: our To tag, Contact,
+    /// Record-Route copied (RFC 3261 section 12.1.1), Allow.
+    fn invite_response(
+        &self,
+        invite: &Request,
+        status: StatusCode,
+        tag: &str,
+        contact: &str,
+    ) -> Response {
+        let mut resp = response_to(invite, status, Some(tag));
+        for rr in invite.headers.get_all(&HeaderName::RecordRoute) {
+            resp.headers.push(rr.clone());
+        }
+        resp.headers.push(Header::new(HeaderName::Contact, contact));
+        resp.headers.push(Header::new(HeaderName::Allow, ALLOW));
+        resp.headers
+            .push(Header::new(HeaderName::UserAgent, USER_AGENT));
+        resp
+    }
+
+    /// The MSRP media of an SDP answer, or why it cannot be used.
+    fn answer_media(&self, resp: &Response) -> Result<MsrpMedia, &'static str> {
+        let is_sdp = resp
+            .headers
+            .content_type()
+            .ok()
+            .flatten()
+            .is_some_and(|c| c.is("application", "sdp"));
+        if !is_sdp {
+            return Err("Answer Without SDP");
+        }
+        let sdp = Sdp::parse(&resp.body).map_err(|e| e.reason())?;
+        match sdp.msrp() {
+            Some(Ok((_, m))) if !m.path.is_empty() => Ok(m),
+            Some(Ok(_)) | None => Err("Answer Without MSRP Media"),
+            Some(Err(e)) => Err(e.reason()),
+        }
+    }
+
+    /// Via, Max-Forwards and User-Agent of a request in a dialog (the dialog gives the rest).
+    fn in_dialog_headers(&mut self, req: &mut Request) {
+        let via = self.via();
+        req.headers.push_front(Header::new(HeaderName::Via, &via));
+        req.headers.push(Header::new(HeaderName::MaxForwards, "70"));
+        req.headers
+            .push(Header::new(HeaderName::UserAgent, USER_AGENT));
+    }
+
+    /// Sends a BYE in `dialog` (RFC 3261 section 15.1.1).
+    fn bye(&mut self, now: Instant, mut dialog: Dialog) {
+        let mut req = dialog.request(Method::Bye, None);
+        self.in_dialog_headers(&mut req);
+        req.headers
+            .push(Header::new(HeaderName::ContentLength, "0"));
+        if !self.registered {
+            self.preauthorize(&mut req, true);
+        }
+        self.start(now, req, Purpose::Bye);
+    }
+
+    /// Asks the transport for the session's MSRP connection: to the first URI of the peer's
+    /// path (RFC 4975 section 5.4; its To-Path for us).
+    fn connect(&mut self, now: Instant, session: SessionId) {
+        let addr = self
+            .sessions
+            .map
+            .get(&session)
+            .and_then(|s| s.remote_path.first())
+            .and_then(uri_addr);
+        match addr {
+            Some(addr) => self.sessions.commands.push_back(ConnCommand::Connect {
+                token: session.0,
+                addr,
+            }),
+            None => self.finish_session(now, session, 488, "MSRP Path Not An Address", true),
+        }
+    }
+
+    fn on_connected(&mut self, now: Instant, session: SessionId, conn: ConnId) {
+        let Some(s) = self
+            .sessions
+            .map
+            .get_mut(&session)
+            .filter(|s| s.phase == Phase::Connecting && s.conn.is_none())
+        else {
+            self.sessions
+                .commands
+                .push_back(ConnCommand::Close { conn });
+            return;
+        };
+        s.conn = Some(conn);
+        s.phase = Phase::Up;
+        if s.queue.is_empty() {
+            // RFC 4975 section 5.4: the active side binds the connection with a SEND; with
+            // nothing to say, an empty one (no Content-Type, no body).
+            let n = s.push_item(Item {
+                what: What::Quiet,
+                content_type: None,
+                body: Bytes::new(),
+                chunks_left: 0,
+            });
+            s.queue.retain(|x| *x != n);
+            s.queue.push_front(n);
+        }
+        let (peer, kind, incoming) = (aor_of(&s.peer), s.kind, s.incoming);
+        self.sessions.reading.insert(conn, Reading::Idle);
+        self.events.push_back(Event::SessionStarted {
+            session,
+            peer,
+            kind,
+            incoming,
+        });
+        self.flush_queue(now, session);
+    }
+
+    fn queue_item(&mut self, now: Instant, session: SessionId, item: Item) {
+        let Some(s) = self.sessions.map.get_mut(&session) else {
+            return;
+        };
+        s.push_item(item);
+        if s.phase == Phase::Up {
+            self.flush_queue(now, session);
+        }
+    }
+
+    /// Ends a session: its messages fail, its connection closes, a BYE goes out if it had a
+    /// dialog, [`Event::SessionEnded`].
+    fn finish_session(
+        &mut self,
+        now: Instant,
+        session: SessionId,
+        status: u16,
+        reason: &str,
+        by_peer: bool,
+    ) {
+        self.end(now, session, status, reason, by_peer, true);
+    }
+
+    /// [`Client::finish_session`] for a dialog the peer ended (BYE, CANCEL): no BYE.
+    fn finish_without_bye(
+        &mut self,
+        now: Instant,
+        session: SessionId,
+        status: u16,
+        reason: &str,
+        by_peer: bool,
+    ) {
+        self.end(now, session, status, reason, by_peer, false);
+    }
+
+    fn end(
+        &mut self,
+        now: Instant,
+        session: SessionId,
+        status: u16,
+        reason: &str,
+        by_peer: bool,
+        send_bye: bool,
+    ) {
+        let Some(s) = self.sessions.map.remove(&session) else {
+            return;
+        };
+        // What was not answered fails with the session's status (its refusal), or 503 when
+        // a session that was up ended.
+        let (fail, fail_reason) = if (200..300).contains(&status) {
+            (503, "Session Ended")
+        } else {
+            (status, reason)
+        };
+        for (_, item) in s.items {
+            self.report_item(now, session, item.what, fail, fail_reason);
+        }
+        if let Some(conn) = s.conn {
+            self.sessions.reading.remove(&conn);
+            self.sessions
+                .commands
+                .push_back(ConnCommand::Close { conn });
+        }
+        if send_bye && let Some(dialog) = s.dialog {
+            self.bye(now, dialog);
+        }
+        self.events.push_back(Event::SessionEnded {
+            session,
+            status,
+            reason: reason.to_owned(),
+            by_peer,
+        });
+    }
+
+    /// A re-INVITE (RFC 3261 section 14.2): the session stays as it is; the answer repeats
+    /// our SDP (a session-timer refresh, RFC 4028, changes nothing here).
+    fn on_reinvite(&mut self, now: Instant, key: &ServerKey, req: &Request) {
+        let found = self.sessions.by_dialog(req).and_then(|id| {
+            let s = self.sessions.map.get_mut(&id)?;
+            let ok = s.dialog.as_mut()?.on_remote_request(req);
+            Some((
+                ok,
+                s.local_sdp.clone(),
+                s.dialog.as_ref()?.id.local_tag.clone(),
+                s.kind,
+            ))
+        });
+        let Some((true, sdp, tag, kind)) = found else {
+            let status = if found.is_some() {
+                StatusCode::SERVER_INTERNAL_ERROR
+            } else {
+                StatusCode::CALL_DOES_NOT_EXIST
+            };
+            let resp = response_to(req, status, None);
+            let _ = self.tx.respond(now, key, &resp);
+            return;
+        };
+        let icsi = match kind {
+            SessionKind::Chat => ICSI_SESSION,
+            SessionKind::LargeMessage => ICSI_LARGEMSG,
+        };
+        let contact = self.contact_for(&[icsi]);
+        let mut resp = self.invite_response(req, StatusCode::OK, &tag, &contact);
+        resp.headers.set(HeaderName::ContentType, "application/sdp");
+        resp.headers
+            .set(HeaderName::ContentLength, &sdp.len().to_string());
+        resp.body = sdp;
+        let _ = self.tx.respond(now, key, &resp);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_addresses() {
+        let u: MsrpUri = "msrp://127.0.0.1:2855/abcd;tcp".parse().unwrap();
+        assert_eq!(uri_addr(&u), Some("127.0.0.1:2855".parse().unwrap()));
+        let u: MsrpUri = "msrp://[::1]:2855/abcd;tcp".parse().unwrap();
+        assert_eq!(uri_addr(&u), Some("[::1]:2855".parse().unwrap()));
+        let u: MsrpUri = "msrp://relay.example:2855/abcd;tcp".parse().unwrap();
+        assert_eq!(uri_addr(&u), None);
+    }
+}
