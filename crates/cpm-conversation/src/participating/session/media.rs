@@ -264,13 +264,8 @@ impl ParticipatingFunction {
         let m = s.media_mut(leg);
         m.conn = Some(conn);
         match req.method {
-            Method::Send => {
-                let has_body = req.headers.content_type().is_some();
-                m.reading = Some((req, BytesMut::new()));
-                if !has_body {
-                    // No body, no Data frames: the end-line follows.
-                }
-            }
+            // Without a body no Data frames come: the end-line follows.
+            Method::Send => m.reading = Some((req, BytesMut::new())),
             // A REPORT about what we sent: nothing to answer (RFC 4975 section 7.1.2).
             Method::Report => {}
             _ => {

@@ -270,6 +270,24 @@ fn icsi_of(kind: SessionKind) -> &'static str {
     }
 }
 
+/// The Call-ID of a request (every request the PF handles has one: `check_request`).
+fn call_id_of(r: &Request) -> String {
+    r.headers
+        .call_id()
+        .ok()
+        .flatten()
+        .map(|c| c.0)
+        .unwrap_or_default()
+}
+
+/// The tag of a From or To header, empty when it has none.
+fn tag_of(a: Result<Option<cpm_sip::NameAddr>, cpm_sip::HeaderError>) -> String {
+    a.ok()
+        .flatten()
+        .and_then(|f| f.tag().map(str::to_owned))
+        .unwrap_or_default()
+}
+
 /// The socket address of an MSRP URI whose host is an IP literal (or `localhost`).
 pub(super) fn uri_addr(u: &MsrpUri) -> Option<SocketAddr> {
     let host = u.host().as_str();
@@ -409,27 +427,13 @@ impl ParticipatingFunction {
         let sid = self.sessions.next_id;
         self.sessions.next_id += 1;
         let up_tag = self.tag();
-        let call_id = |r: &Request| {
-            r.headers
-                .call_id()
-                .ok()
-                .flatten()
-                .map(|c| c.0)
-                .unwrap_or_default()
-        };
-        let down_tag = out
-            .headers
-            .from()
-            .ok()
-            .flatten()
-            .and_then(|f| f.tag().map(str::to_owned))
-            .unwrap_or_default();
+        let down_tag = tag_of(out.headers.from());
         self.sessions
             .dialogs
-            .insert((call_id(&req), up_tag.clone()), (sid, Leg::Up));
+            .insert((call_id_of(&req), up_tag.clone()), (sid, Leg::Up));
         self.sessions
             .dialogs
-            .insert((call_id(&out), down_tag), (sid, Leg::Down));
+            .insert((call_id_of(&out), down_tag), (sid, Leg::Down));
         for (uri, leg) in [(&up_local, Leg::Up), (&down_local, Leg::Down)] {
             if let Some(id) = uri.session_id() {
                 self.sessions.msrp_ids.insert(id.to_owned(), (sid, leg));
@@ -512,7 +516,7 @@ impl ParticipatingFunction {
         if status.is_success() {
             if let Some(d) = s.down_dialog.clone() {
                 // A retransmitted 2xx: its ACK got lost (RFC 3261 13.2.2.4).
-                self.send_ack(now, d, &resp.headers);
+                self.send_ack(d);
                 return;
             }
             let Ok(dialog) = Dialog::from_uac(&s.down_invite, resp) else {
@@ -523,7 +527,7 @@ impl ParticipatingFunction {
                 .and_then(|sdp| sdp.msrp())
                 .and_then(Result::ok);
             s.down_dialog = Some(dialog.clone());
-            self.send_ack(now, dialog, &resp.headers);
+            self.send_ack(dialog);
             let Some((_, answer)) = answer else {
                 self.end_session(now, sid, None);
                 return;
@@ -567,11 +571,10 @@ impl ParticipatingFunction {
     }
 
     /// Sends the ACK for the down leg's 2xx, in its dialog (RFC 3261 13.2.2.4).
-    fn send_ack(&mut self, now: Instant, mut dialog: Dialog, _resp: &cpm_sip::Headers) {
+    fn send_ack(&mut self, mut dialog: Dialog) {
         let seq = dialog.local_seq;
         let mut ack = dialog.request(Method::Ack, Some(seq));
         self.dress(&mut ack);
-        let _ = now;
         let dest = self.core_peer();
         self.send_stateless(dest, cpm_sip::Message::Request(ack));
     }
@@ -724,28 +727,13 @@ impl ParticipatingFunction {
                 }
             }
         }
-        let call_id = |r: &Request| {
-            r.headers
-                .call_id()
-                .ok()
-                .flatten()
-                .map(|c| c.0)
-                .unwrap_or_default()
-        };
         self.sessions
             .dialogs
-            .remove(&(call_id(&s.up_invite), s.up_tag.clone()));
-        let down_tag = s
-            .down_invite
-            .headers
-            .from()
-            .ok()
-            .flatten()
-            .and_then(|f| f.tag().map(str::to_owned))
-            .unwrap_or_default();
+            .remove(&(call_id_of(&s.up_invite), s.up_tag.clone()));
+        let down_tag = tag_of(s.down_invite.headers.from());
         self.sessions
             .dialogs
-            .remove(&(call_id(&s.down_invite), down_tag));
+            .remove(&(call_id_of(&s.down_invite), down_tag));
         for leg in [Leg::Up, Leg::Down] {
             let m = s.media_mut(leg);
             if let Some(id) = m.local.session_id() {
@@ -774,21 +762,8 @@ impl ParticipatingFunction {
         key: Option<&ServerKey>,
         req: &Request,
     ) -> bool {
-        let call_id = req
-            .headers
-            .call_id()
-            .ok()
-            .flatten()
-            .map(|c| c.0)
-            .unwrap_or_default();
-        let to_tag = req
-            .headers
-            .to()
-            .ok()
-            .flatten()
-            .and_then(|t| t.tag().map(str::to_owned))
-            .unwrap_or_default();
-        let Some(&(sid, leg)) = self.sessions.dialogs.get(&(call_id, to_tag)) else {
+        let dialog = (call_id_of(req), tag_of(req.headers.to()));
+        let Some(&(sid, leg)) = self.sessions.dialogs.get(&dialog) else {
             return false;
         };
         match req.method {
