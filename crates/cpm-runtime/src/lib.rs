@@ -102,6 +102,7 @@
 mod msrp;
 mod sip;
 pub mod store;
+mod stream;
 
 pub use msrp::{MsrpDispatcher, MsrpHandle, MsrpStats, MsrpTransport, MsrpTransportConfig};
 

@@ -8,7 +8,7 @@
 
 use core::net::SocketAddr;
 use core::pin::pin;
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use core::time::Duration;
 use std::io;
 use std::sync::Arc;
@@ -21,12 +21,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep, sleep_until, timeout, timeout_at};
 use tracing::{debug, trace, warn};
 
-use super::{Counters, Shared, stopped};
+use super::{Counters, Shared};
+use crate::stream::{Activity, CLOSE_LINGER, drain_until_eof, stopped};
 
-/// How long a closing connection may take to flush its queue, and how long we then read and
-/// discard what the peer still sends (closing with unread data would reset the connection
-/// and could destroy the answer we just sent).
-const CLOSE_LINGER: Duration = Duration::from_secs(5);
 /// After a decode error that loses the framing, how long the core has to answer (its
 /// [`cpm_msrp::ConnCommand::Send`]s, then its Close) before the connection closes anyway.
 const ERROR_GRACE: Duration = Duration::from_secs(1);
@@ -48,8 +45,8 @@ pub(super) struct ConnEntry {
 struct ConnCtl {
     /// Set once the connection is to end: by [`close`], [`send`], the read or the write task.
     closing: watch::Sender<bool>,
-    /// Last read or write, in milliseconds since [`Shared::epoch`].
-    last_activity: AtomicU64,
+    /// Last read or write.
+    activity: Activity,
     /// Octets queued and not yet written.
     queued: AtomicUsize,
     /// Closed for a full queue: close at once, without flushing or lingering.
@@ -57,20 +54,6 @@ struct ConnCtl {
 }
 
 impl ConnCtl {
-    fn touch(&self, epoch: Instant) {
-        self.last_activity
-            .store(millis_since(epoch), Ordering::Relaxed);
-    }
-
-    fn idle_deadline(&self, epoch: Instant, idle: Duration) -> Instant {
-        let last = Duration::from_millis(self.last_activity.load(Ordering::Relaxed));
-        epoch
-            .checked_add(last)
-            .and_then(|t| t.checked_add(idle))
-            // An idle timeout too large to represent never fires.
-            .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365))
-    }
-
     fn close(&self) {
         self.closing.send_replace(true);
     }
@@ -78,11 +61,6 @@ impl ConnCtl {
     fn overflowed(&self) -> bool {
         self.overflow.load(Ordering::Relaxed)
     }
-}
-
-/// Milliseconds from `epoch` to now.
-fn millis_since(epoch: Instant) -> u64 {
-    u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 /// A connection just entered in the table, before its tasks run.
@@ -103,11 +81,11 @@ fn register(shared: &Shared) -> Option<NewConn> {
     let (closing, _) = watch::channel(false);
     let ctl = Arc::new(ConnCtl {
         closing,
-        last_activity: AtomicU64::new(0),
+        activity: Activity::default(),
         queued: AtomicUsize::new(0),
         overflow: AtomicBool::new(false),
     });
-    ctl.touch(shared.epoch);
+    ctl.activity.touch(shared.epoch);
     table.insert(
         id,
         ConnEntry {
@@ -273,7 +251,7 @@ async fn serve<S>(shared: Arc<Shared>, conn: NewConn, stream: S, opener: usize, 
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
-    conn.ctl.touch(shared.epoch);
+    conn.ctl.activity.touch(shared.epoch);
     let (rd, wr) = tokio::io::split(stream);
     shared.runtime.spawn(write_loop(
         Arc::clone(&shared),
@@ -416,7 +394,7 @@ async fn read_loop<R: AsyncRead>(
         if framing_lost.is_none() {
             buf.reserve(READ_CHUNK);
         }
-        let idle_deadline = ctl.idle_deadline(shared.epoch, idle);
+        let idle_deadline = ctl.activity.idle_deadline(shared.epoch, idle);
         let deadline = framing_lost.map_or(idle_deadline, |g| g.min(idle_deadline));
         tokio::select! {
             biased;
@@ -425,7 +403,7 @@ async fn read_loop<R: AsyncRead>(
             read = rd.read_buf(&mut buf), if framing_lost.is_none() => match read {
                 Ok(0) => break End::Peer,
                 Ok(n) => {
-                    ctl.touch(shared.epoch);
+                    ctl.activity.touch(shared.epoch);
                     Counters::add(&shared.counters.bytes_in, n as u64);
                     trace!(conn = id.0, n, "MSRP read");
                 }
@@ -440,7 +418,7 @@ async fn read_loop<R: AsyncRead>(
                     break End::FramingLost;
                 }
                 // The write task may have moved the idle deadline meanwhile.
-                if ctl.idle_deadline(shared.epoch, idle) <= now {
+                if ctl.activity.idle_deadline(shared.epoch, idle) <= now {
                     break End::Idle;
                 }
             }
@@ -464,23 +442,6 @@ async fn read_loop<R: AsyncRead>(
     // peer did not read gives its descriptor back at once.
     if matches!(end, End::Local | End::Idle | End::FramingLost) && !ctl.overflowed() {
         drain_until_eof(rd, &mut stop).await;
-    }
-}
-
-/// After we closed: read and discard until the peer closes too, for at most [`CLOSE_LINGER`].
-async fn drain_until_eof<R: AsyncRead>(mut rd: ReadHalf<R>, stop: &mut watch::Receiver<bool>) {
-    let deadline = Instant::now() + CLOSE_LINGER;
-    let mut sink = [0u8; 2048];
-    loop {
-        tokio::select! {
-            biased;
-            () = stopped(stop) => return,
-            () = sleep_until(deadline) => return,
-            read = rd.read(&mut sink) => match read {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            },
-        }
     }
 }
 
@@ -529,7 +490,7 @@ async fn write_loop<W: AsyncWrite>(
         match write(&mut wr, &bytes, &ctl, &mut stop, &mut closing, &mut linger).await {
             Written::Done => {
                 ctl.queued.fetch_sub(bytes.len(), Ordering::Relaxed);
-                ctl.touch(shared.epoch);
+                ctl.activity.touch(shared.epoch);
                 Counters::add(&shared.counters.bytes_out, bytes.len() as u64);
                 trace!(conn = id.0, len = bytes.len(), "MSRP sent");
             }

@@ -177,11 +177,7 @@ impl Shared {
     }
 }
 
-/// Resolves once the shutdown flag is set (or its sender is gone).
-async fn stopped(stop: &mut watch::Receiver<bool>) {
-    // An error means the sender was dropped: stop as well.
-    let _ = stop.wait_for(|&s| s).await;
-}
+pub(super) use crate::stream::stopped;
 
 /// The MSRP transport of one shard: its event source.
 ///

@@ -312,11 +312,7 @@ impl Shared {
     }
 }
 
-/// Resolves once the shutdown flag is set (or its sender is gone).
-async fn stopped(stop: &mut watch::Receiver<bool>) {
-    // An error means the sender was dropped: stop as well.
-    let _ = stop.wait_for(|&s| s).await;
-}
+pub(super) use crate::stream::stopped;
 
 /// The SIP transport driver: UDP and TCP on one address, delivering [`NetEvent`]s.
 ///

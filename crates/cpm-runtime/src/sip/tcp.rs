@@ -8,7 +8,7 @@
 
 use core::net::{IpAddr, SocketAddr};
 use core::pin::pin;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, Ordering};
 use core::time::Duration;
 use std::collections::HashMap;
 use std::io;
@@ -25,14 +25,11 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep, sleep_until, timeout, timeout_at};
 use tracing::{debug, trace, warn};
 
-use super::{NetEvent, Shared, stopped};
+use super::{NetEvent, Shared};
+use crate::stream::{Activity, CLOSE_LINGER, drain_until_eof, millis_since, stopped};
 
 /// How long an outbound connect may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a closing connection may take to flush its queue, and how long we then read and
-/// discard what the peer still sends (closing with unread data would reset the connection
-/// and could destroy the answer we just sent).
-const CLOSE_LINGER: Duration = Duration::from_secs(5);
 /// Free space ensured in a connection's buffer before each read.
 const READ_CHUNK: usize = 8 * 1024;
 /// Pause after an accept error that is not about one connection (such as too many open
@@ -108,7 +105,7 @@ impl ConnTable {
             .map(|(id, _)| *id);
         unproven.or_else(|| {
             inbound()
-                .map(|(id, e)| (*id, e.ctl.last_activity.load(Ordering::Relaxed)))
+                .map(|(id, e)| (*id, e.ctl.activity.millis()))
                 .filter(|(_, last)| now_ms.saturating_sub(*last) >= EVICT_MIN_IDLE_MS)
                 .min_by_key(|(_, last)| *last)
                 .map(|(id, _)| id)
@@ -129,8 +126,8 @@ impl ConnTable {
 struct ConnCtl {
     /// Set once the connection is to end: by [`close`], the read task or the write task.
     closing: watch::Sender<bool>,
-    /// Last read or write, in milliseconds since [`Shared::epoch`].
-    last_activity: AtomicU64,
+    /// Last read or write.
+    activity: Activity,
     /// A complete message has arrived on it (it is a SIP peer, not an idle socket).
     proven: AtomicBool,
     /// Closed to make room: its descriptor is freed at once, without the linger.
@@ -138,28 +135,9 @@ struct ConnCtl {
 }
 
 impl ConnCtl {
-    fn touch(&self, epoch: Instant) {
-        self.last_activity
-            .store(millis_since(epoch), Ordering::Relaxed);
-    }
-
-    fn idle_deadline(&self, epoch: Instant, idle: Duration) -> Instant {
-        let last = Duration::from_millis(self.last_activity.load(Ordering::Relaxed));
-        epoch
-            .checked_add(last)
-            .and_then(|t| t.checked_add(idle))
-            // An idle timeout too large to represent never fires.
-            .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365))
-    }
-
     fn close(&self) {
         self.closing.send_replace(true);
     }
-}
-
-/// Milliseconds from `epoch` to now.
-fn millis_since(epoch: Instant) -> u64 {
-    u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 /// A connection just entered in the table, before its tasks run.
@@ -191,11 +169,11 @@ fn register(
     let (closing, _) = watch::channel(false);
     let ctl = Arc::new(ConnCtl {
         closing,
-        last_activity: AtomicU64::new(0),
+        activity: Activity::default(),
         proven: AtomicBool::new(false),
         evicted: AtomicBool::new(false),
     });
-    ctl.touch(shared.epoch);
+    ctl.activity.touch(shared.epoch);
     table.by_id.insert(
         id,
         ConnEntry {
@@ -363,7 +341,7 @@ fn start(shared: &Arc<Shared>, conn: NewConn, stream: TcpStream) {
     if let Err(e) = stream.set_nodelay(true) {
         debug!(conn = conn.id.0, error = %e, "TCP_NODELAY not set");
     }
-    conn.ctl.touch(shared.epoch);
+    conn.ctl.activity.touch(shared.epoch);
     let (rd, wr) = stream.into_split();
     shared.runtime.spawn(read_loop(
         Arc::clone(shared),
@@ -448,7 +426,7 @@ async fn read_loop(
             .into_iter()
             .flatten()
             .min();
-        let idle_deadline = ctl.idle_deadline(shared.epoch, idle);
+        let idle_deadline = ctl.activity.idle_deadline(shared.epoch, idle);
         let deadline = message_deadline.map_or(idle_deadline, |m| m.min(idle_deadline));
         tokio::select! {
             biased;
@@ -457,7 +435,7 @@ async fn read_loop(
             read = rd.read_buf(&mut buf), if !framing_lost => match read {
                 Ok(0) => break End::Peer,
                 Ok(n) => {
-                    ctl.touch(shared.epoch);
+                    ctl.activity.touch(shared.epoch);
                     trace!(conn = id.0, n, "TCP read");
                 }
                 Err(e) => {
@@ -471,7 +449,7 @@ async fn read_loop(
                     break End::MessageTimeout;
                 }
                 // The write task may have moved the idle deadline meanwhile.
-                if ctl.idle_deadline(shared.epoch, idle) <= now {
+                if ctl.activity.idle_deadline(shared.epoch, idle) <= now {
                     break End::Idle;
                 }
             }
@@ -553,23 +531,6 @@ fn head_copy(buf: &[u8], max_head_len: usize) -> Option<Bytes> {
     Some(Bytes::copy_from_slice(&buf[..end]))
 }
 
-/// After we closed: read and discard until the peer closes too, for at most [`CLOSE_LINGER`].
-async fn drain_until_eof(mut rd: OwnedReadHalf, stop: &mut watch::Receiver<bool>) {
-    let deadline = Instant::now() + CLOSE_LINGER;
-    let mut sink = [0u8; 2048];
-    loop {
-        tokio::select! {
-            biased;
-            () = stopped(stop) => return,
-            () = sleep_until(deadline) => return,
-            read = rd.read(&mut sink) => match read {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            },
-        }
-    }
-}
-
 /// How one write ended.
 enum Written {
     Done,
@@ -619,7 +580,7 @@ async fn write_loop(
         .await
         {
             Written::Done => {
-                ctl.touch(shared.epoch);
+                ctl.activity.touch(shared.epoch);
                 debug!(conn = id.0, len, "TCP sent");
             }
             Written::Stopped => return,
