@@ -684,6 +684,40 @@ impl Driver {
 
     /// `deadline`, or the end of the wait for a first answer if that is earlier and nothing
     /// was heard yet (from `start`).
+    /// Registers and waits for the answer (at most [`REGISTER_TIMEOUT`]): `Ok(true)` once
+    /// registered, `Ok(false)` when a stop signal came first; a refusal or no answer is an
+    /// error.
+    async fn register_and_wait(&mut self) -> Result<bool, String> {
+        let start = Instant::now();
+        self.client.register(start);
+        let deadline = start + REGISTER_TIMEOUT;
+        loop {
+            match self.step(self.answer_deadline(start, Some(deadline))).await {
+                Step::Event(Event::Registered { .. }) => return Ok(true),
+                Step::Event(Event::RegistrationFailed {
+                    status,
+                    reason,
+                    will_retry: false,
+                }) => {
+                    return Err(format!(
+                        "registration failed: {status} {reason}{}",
+                        auth_hint(status)
+                    ));
+                }
+                Step::Event(_) | Step::Line(_) | Step::InputEnd => {}
+                Step::Deadline | Step::Stop if !self.heard => return Err(self.no_answer()),
+                Step::Deadline => {
+                    self.shutdown(|_| {}).await;
+                    return Err("registration timed out".into());
+                }
+                Step::Stop => {
+                    self.shutdown(|_| {}).await;
+                    return Ok(false);
+                }
+            }
+        }
+    }
+
     fn answer_deadline(&self, start: Instant, deadline: Option<Instant>) -> Option<Instant> {
         if self.heard {
             return deadline;
@@ -1018,32 +1052,9 @@ async fn send(
     // A device registered only to hear the notifications does not take the user's
     // deferred messages.
     let mut d = Driver::open(c, &device, 600, c.device.is_some()).await?;
-    if wait_imdn.is_some() {
-        // Register first, so that the notifications can reach this device.
-        let start = Instant::now();
-        d.client.register(start);
-        let deadline = start + REGISTER_TIMEOUT;
-        loop {
-            match d.step(d.answer_deadline(start, Some(deadline))).await {
-                Step::Event(Event::Registered { .. }) => break,
-                Step::Event(Event::RegistrationFailed {
-                    status,
-                    reason,
-                    will_retry: false,
-                }) => {
-                    return Err(format!(
-                        "registration failed: {status} {reason}{}",
-                        auth_hint(status)
-                    ));
-                }
-                Step::Event(_) | Step::Line(_) | Step::InputEnd => {}
-                Step::Deadline | Step::Stop if !d.heard => return Err(d.no_answer()),
-                Step::Deadline | Step::Stop => {
-                    d.shutdown(|_| {}).await;
-                    return Err("registration timed out".into());
-                }
-            }
-        }
+    // Register first, so that the notifications can reach this device.
+    if wait_imdn.is_some() && !d.register_and_wait().await? {
+        return Err("registration timed out".into());
     }
     let id = d
         .client

@@ -16,8 +16,8 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::{
-    Common, Driver, REGISTER_TIMEOUT, RESPONSE_TIMEOUT, Step, UNREGISTER_TIMEOUT, auth_hint, emit,
-    event_line, message_line, one_line,
+    Common, Driver, RESPONSE_TIMEOUT, Step, UNREGISTER_TIMEOUT, auth_hint, emit, event_line,
+    message_line, one_line,
 };
 
 /// A chat event as one JSON object: `type` (as `listen --json` names its objects) and
@@ -74,33 +74,8 @@ pub(super) async fn chat(
     d.stop = Some(super::stop_signal());
     // Register first, as `listen` does: the peer's messages and notifications reach this
     // device too.
-    let start = Instant::now();
-    d.client.register(start);
-    let deadline = start + REGISTER_TIMEOUT;
-    loop {
-        match d.step(d.answer_deadline(start, Some(deadline))).await {
-            Step::Event(Event::Registered { .. }) => break,
-            Step::Event(Event::RegistrationFailed {
-                status,
-                reason,
-                will_retry: false,
-            }) => {
-                return Err(format!(
-                    "registration failed: {status} {reason}{}",
-                    auth_hint(status)
-                ));
-            }
-            Step::Event(_) | Step::Line(_) | Step::InputEnd => {}
-            Step::Deadline | Step::Stop if !d.heard => return Err(d.no_answer()),
-            Step::Deadline => {
-                d.shutdown(|_| {}).await;
-                return Err("registration timed out".into());
-            }
-            Step::Stop => {
-                d.shutdown(|_| {}).await;
-                return Ok(ExitCode::from(1));
-            }
-        }
+    if !d.register_and_wait().await? {
+        return Ok(ExitCode::from(1));
     }
     let mut st = Chat {
         session: Some(
