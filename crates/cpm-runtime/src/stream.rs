@@ -4,13 +4,47 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 use core::time::Duration;
+use std::io;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::watch;
-use tokio::time::{Instant, sleep_until};
+use tokio::time::{Instant, sleep, sleep_until};
+use tracing::{debug, warn};
 
 /// How long a closed connection flushes what is queued, and then reads until the peer closes.
 pub(crate) const CLOSE_LINGER: Duration = Duration::from_secs(5);
+
+/// How long an accept loop pauses after an error of the listener itself (out of descriptors,
+/// out of memory) before it tries again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// What an accept loop does after `accept` failed: an error of one connection (reset, aborted
+/// before it was taken) is skipped at once; an error of the listener pauses the loop for
+/// [`ACCEPT_BACKOFF`]. Returns `false` when the transport is shutting down meanwhile.
+pub(crate) async fn accept_failed(
+    e: &io::Error,
+    what: &str,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
+    let per_connection = matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::WouldBlock
+    );
+    if per_connection {
+        debug!(error = %e, "{what} accept error");
+        return true;
+    }
+    warn!(error = %e, "{what} accept error, pausing");
+    tokio::select! {
+        biased;
+        () = stopped(stop) => false,
+        () = sleep(ACCEPT_BACKOFF) => true,
+    }
+}
 
 /// Resolves once the shutdown flag is set (or its sender is gone).
 pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {

@@ -10,7 +10,6 @@ use core::net::SocketAddr;
 use core::pin::pin;
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use core::time::Duration;
-use std::io;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -18,20 +17,17 @@ use cpm_msrp::{ConnEvent, ConnId, Decoder, Frame, Scope};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
-use tokio::time::{Instant, sleep, sleep_until, timeout, timeout_at};
+use tokio::time::{Instant, sleep_until, timeout, timeout_at};
 use tracing::{debug, trace, warn};
 
 use super::{Counters, Shared};
-use crate::stream::{Activity, CLOSE_LINGER, drain_until_eof, stopped};
+use crate::stream::{Activity, CLOSE_LINGER, accept_failed, drain_until_eof, stopped};
 
 /// After a decode error that loses the framing, how long the core has to answer (its
 /// [`cpm_msrp::ConnCommand::Send`]s, then its Close) before the connection closes anyway.
 const ERROR_GRACE: Duration = Duration::from_secs(1);
 /// Free space ensured in a connection's buffer before each read.
 const READ_CHUNK: usize = 8 * 1024;
-/// Pause after an accept error that is not about one connection (such as too many open
-/// files), so the loop does not spin.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// A connection in the table: the way to its writer.
 pub(super) struct ConnEntry {
@@ -172,23 +168,8 @@ pub(super) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
                     .spawn(serve(Arc::clone(&shared), conn, stream, 0, first));
             }
             Err(e) => {
-                let per_connection = matches!(
-                    e.kind(),
-                    io::ErrorKind::ConnectionAborted
-                        | io::ErrorKind::ConnectionReset
-                        | io::ErrorKind::ConnectionRefused
-                        | io::ErrorKind::Interrupted
-                        | io::ErrorKind::WouldBlock
-                );
-                if per_connection {
-                    debug!(error = %e, "MSRP accept error");
-                    continue;
-                }
-                warn!(error = %e, "MSRP accept error, pausing");
-                tokio::select! {
-                    biased;
-                    () = stopped(&mut stop) => return,
-                    () = sleep(ACCEPT_BACKOFF) => {}
+                if !accept_failed(&e, "MSRP", &mut stop).await {
+                    return;
                 }
             }
         }

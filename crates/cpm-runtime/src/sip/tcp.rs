@@ -11,7 +11,6 @@ use core::pin::pin;
 use core::sync::atomic::{AtomicBool, Ordering};
 use core::time::Duration;
 use std::collections::HashMap;
-use std::io;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -22,19 +21,18 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
-use tokio::time::{Instant, sleep, sleep_until, timeout, timeout_at};
+use tokio::time::{Instant, sleep_until, timeout, timeout_at};
 use tracing::{debug, trace, warn};
 
 use super::{NetEvent, Shared};
-use crate::stream::{Activity, CLOSE_LINGER, drain_until_eof, millis_since, stopped};
+use crate::stream::{
+    Activity, CLOSE_LINGER, accept_failed, drain_until_eof, millis_since, stopped,
+};
 
 /// How long an outbound connect may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Free space ensured in a connection's buffer before each read.
 const READ_CHUNK: usize = 8 * 1024;
-/// Pause after an accept error that is not about one connection (such as too many open
-/// files), so the loop does not spin.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// A connection active more recently than this is never evicted to make room.
 const EVICT_MIN_IDLE_MS: u64 = 1000;
 
@@ -288,23 +286,8 @@ pub(super) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
                 start(&shared, conn, stream);
             }
             Err(e) => {
-                let per_connection = matches!(
-                    e.kind(),
-                    io::ErrorKind::ConnectionAborted
-                        | io::ErrorKind::ConnectionReset
-                        | io::ErrorKind::ConnectionRefused
-                        | io::ErrorKind::Interrupted
-                        | io::ErrorKind::WouldBlock
-                );
-                if per_connection {
-                    debug!(error = %e, "TCP accept error");
-                    continue;
-                }
-                warn!(error = %e, "TCP accept error, pausing");
-                tokio::select! {
-                    biased;
-                    () = stopped(&mut stop) => return,
-                    () = sleep(ACCEPT_BACKOFF) => {}
+                if !accept_failed(&e, "TCP", &mut stop).await {
+                    return;
                 }
             }
         }
