@@ -242,9 +242,9 @@ fn path_of(body: &[u8]) -> String {
     m.path[0].to_string()
 }
 
-#[test]
-fn a_session_to_a_device_is_anchored_stored_before_its_200_and_ended_by_bye() {
-    let mut h = Harness::new();
+/// carol (behind the trusted peer core) invites bob, whose device answers: the PFs' MSRP
+/// URIs on bob's leg and on carol's, and the 200 carol got.
+fn established(h: &mut Harness) -> (String, String, cpm_sip::Response) {
     h.sip(PEER_CORE, invite());
     // The terminating PF offered bob its own MSRP path.
     let to_bob: Vec<_> = h.sent.drain(..).filter(|(a, _)| a == BOB).collect();
@@ -293,7 +293,13 @@ fn a_session_to_a_device_is_anchored_stored_before_its_200_and_ended_by_bye() {
     };
     let pf_up = path_of(&up_ok.body);
     assert!(pf_up.starts_with("msrp://127.0.0.1:2855/s0-") && pf_up != pf_down);
+    (pf_down, pf_up, up_ok.clone())
+}
 
+#[test]
+fn a_session_to_a_device_is_anchored_stored_before_its_200_and_ended_by_bye() {
+    let mut h = Harness::new();
+    let (pf_down, pf_up, up_ok) = established(&mut h);
     // bob's device connects and binds its connection with an empty SEND.
     let bob_conn = ConnId(1);
     h.msrp_in(
@@ -556,4 +562,42 @@ fn a_session_to_a_user_with_no_device_is_accepted_for_them_and_delivered_when_a_
                 && std::str::from_utf8(&r.body).is_ok_and(|b| b.contains("while you were out")))
     });
     assert!(delivered.is_some(), "{sent:?}");
+}
+
+#[test]
+fn messages_that_arrive_before_the_devices_connection_wait_for_it() {
+    let mut h = Harness::new();
+    let (pf_down, pf_up, _) = established(&mut h);
+    // carol's PF sends before bob's device has connected.
+    let carol_conn = ConnId(2);
+    let cpim = "From: <sip:carol@peer.test>\nTo: <sip:bob@localhost>\nNS: imdn <urn:ietf:params:imdn>\nimdn.Message-ID: early1\nDateTime: 2026-12-04T10:00:00Z\n\nContent-Type: text/plain\n\nearly bird";
+    h.msrp_in(
+        carol_conn,
+        &format!(
+            "MSRP early1 SEND\nTo-Path: {pf_up}\nFrom-Path: msrp://127.0.0.9:2855/carolpf1;tcp\nMessage-ID: emsg1\nByte-Range: 1-{n}/{n}\nContent-Type: message/cpim\n\n{cpim}\n-------early1$\n",
+            n = cpim.replace('\n', "\r\n").len()
+        ),
+    );
+    h.commit();
+    assert_eq!(
+        h.msrp_out(carol_conn),
+        vec![("200 early1".to_owned(), None)]
+    );
+    // bob's device connects (we are passive on its leg): the message follows its binding.
+    let bob_conn = ConnId(1);
+    h.msrp_in(
+        bob_conn,
+        &format!("MSRP bnd0 SEND\nTo-Path: {pf_down}\nFrom-Path: msrp://127.0.0.1:9/bob1;tcp\nMessage-ID: msg0\n-------bnd0$\n"),
+    );
+    let out = h.msrp_out(bob_conn);
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert!(
+        out[0].0.starts_with("SEND ") || out[1].0.starts_with("SEND "),
+        "{out:?}"
+    );
+    assert!(out.iter().any(|(l, _)| l == "200 bnd0"), "{out:?}");
+    assert!(out.iter().any(|(_, b)| {
+        b.as_ref()
+            .is_some_and(|b| std::str::from_utf8(b).unwrap().contains("early bird"))
+    }));
 }

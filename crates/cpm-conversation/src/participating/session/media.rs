@@ -263,6 +263,13 @@ impl ParticipatingFunction {
         s.last_activity = now;
         let m = s.media_mut(leg);
         m.conn = Some(conn);
+        // The peer opened the connection (we are passive on this leg): what waited for it
+        // goes out now.
+        let queued: Vec<_> = if bound.is_none() {
+            m.queue.drain(..).collect()
+        } else {
+            Vec::new()
+        };
         match req.method {
             // Without a body no Data frames come: the end-line follows.
             Method::Send => m.reading = Some((req, BytesMut::new())),
@@ -274,6 +281,9 @@ impl ParticipatingFunction {
                     self.sessions.discarding.insert(conn);
                 }
             }
+        }
+        for (r, bytes) in queued {
+            self.msrp_write(now, sid, leg, &r, bytes);
         }
     }
 
