@@ -601,3 +601,21 @@ fn messages_that_arrive_before_the_devices_connection_wait_for_it() {
             .is_some_and(|b| std::str::from_utf8(b).unwrap().contains("early bird"))
     }));
 }
+
+#[test]
+fn a_device_that_connects_before_its_answer_arrives_is_bound() {
+    let mut h = Harness::new();
+    h.sip(PEER_CORE, invite());
+    let to_bob: Vec<_> = h.sent.drain(..).filter(|(a, _)| a == BOB).collect();
+    let Some((_, Message::Request(bob_invite))) = to_bob.first() else {
+        panic!("an INVITE to bob: {to_bob:?}")
+    };
+    let pf_down = path_of(&bob_invite.body);
+    // The MSRP connection overtakes the 200 (TCP and UDP race): bound all the same.
+    let bob_conn = ConnId(1);
+    h.msrp_in(
+        bob_conn,
+        &format!("MSRP bnd0 SEND\nTo-Path: {pf_down}\nFrom-Path: msrp://127.0.0.1:9/bob1;tcp\nMessage-ID: msg0\n-------bnd0$\n"),
+    );
+    assert_eq!(h.msrp_out(bob_conn), vec![("200 bnd0".to_owned(), None)]);
+}

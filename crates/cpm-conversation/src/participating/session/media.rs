@@ -231,7 +231,12 @@ impl ParticipatingFunction {
                     let m = s.media(leg);
                     let from_ok = match (req.headers.from_path().last(), m.remote.last()) {
                         (Some(a), Some(b)) => a.equivalent(b),
-                        _ => false,
+                        // The device connected before its SDP answer reached us (the answer
+                        // crosses SIP, the connection TCP: either may come first). The
+                        // session id it names is the unguessable part; the path it gives
+                        // is taken until the answer confirms it.
+                        (Some(_), None) => true,
+                        (None, _) => false,
                     };
                     if m.conn.is_some_and(|c| c != conn) {
                         Err(MsrpStatus::SessionAlreadyBound)
@@ -263,6 +268,11 @@ impl ParticipatingFunction {
         s.last_activity = now;
         let m = s.media_mut(leg);
         m.conn = Some(conn);
+        if m.remote.is_empty() {
+            // Back along the path the request came: From-Path lists the previous hop first
+            // and the sender last, as a To-Path towards the sender does (RFC 4975 7.1.1).
+            m.remote = req.headers.from_path().to_vec();
+        }
         // The peer opened the connection (we are passive on this leg): what waited for it
         // goes out now.
         let queued: Vec<_> = if bound.is_none() {
