@@ -407,3 +407,35 @@ fn a_cpim_body_that_rebinds_the_default_namespace_is_403() {
     assert_eq!(h.statuses(), [403]);
     assert!(h.store.messages().is_empty());
 }
+
+/// OMA CPM 5.2.2: pager mode carries up to 1,300 octets of content (the body inside CPIM);
+/// a larger message is refused before anything is stored, so the client sends it in Large
+/// Message Mode.
+#[test]
+fn a_pager_message_over_1300_octets_is_413_use_large_message_mode() {
+    let mut h = Harness::new(|_| {});
+    h.send(&message(
+        "orig",
+        "b1",
+        PAI,
+        "message/cpim",
+        &cpim(&"x".repeat(1301)),
+    ));
+    let r = h.responses();
+    assert_eq!(
+        r.iter()
+            .map(|r| (r.status.as_u16(), r.reason.as_str()))
+            .collect::<Vec<_>>(),
+        [(413, "Use Large Message Mode")]
+    );
+    assert!(h.store.messages().is_empty());
+    // 1,300 octets of text (the CPIM around it does not count) is a pager message.
+    h.send(&message(
+        "orig",
+        "b2",
+        PAI,
+        "message/cpim",
+        &cpim(&"y".repeat(1300)),
+    ));
+    assert!(!h.store.messages().is_empty(), "stored: {:?}", h.statuses());
+}

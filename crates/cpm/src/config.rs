@@ -78,6 +78,9 @@ pub(crate) struct PfSection {
     pub(crate) max_deferred_bytes_per_recipient: u64,
     /// Most messages from one sender waiting in one recipient's queue; more get 486.
     pub(crate) max_deferred_per_sender: u64,
+    /// The largest pager-mode message content in octets (OMA CPM: 1,300); a larger one gets
+    /// `413 Use Large Message Mode` (the client then sends it in a session).
+    pub(crate) max_pager_bytes: usize,
 }
 
 /// `[store]`.
@@ -101,6 +104,7 @@ impl Default for PfSection {
             max_deferred_per_recipient: 1000,
             max_deferred_bytes_per_recipient: 16 * 1024 * 1024,
             max_deferred_per_sender: 100,
+            max_pager_bytes: 1300,
         }
     }
 }

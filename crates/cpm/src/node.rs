@@ -150,6 +150,7 @@ fn node_config(
             (cfg.pf.deferred_ttl_secs > 0).then(|| Duration::from_secs(cfg.pf.deferred_ttl_secs));
         c.expiry_interval = Duration::from_millis(cfg.pf.expiry_interval_ms);
         c.max_in_progress = cfg.pf.max_in_progress;
+        c.max_pager_message = cfg.pf.max_pager_bytes;
         c.deferred_quota = Some(cpm_store::DeferredQuota {
             max_messages: cfg.pf.max_deferred_per_recipient,
             max_bytes: cfg.pf.max_deferred_bytes_per_recipient,

@@ -91,6 +91,8 @@ pub(super) struct MessageBody {
     pub(super) disposition: Vec<String>,
     /// The body is a notification.
     pub(super) imdn: Option<Imdn>,
+    /// The size of the message content: the body inside CPIM, else the whole body.
+    pub(super) content_len: usize,
 }
 
 impl MessageBody {
@@ -128,6 +130,7 @@ impl MessageBody {
                 message_id: cpim.message_id().map(str::to_owned),
                 disposition,
                 imdn,
+                content_len: cpim.body.len(),
             })
         } else if media == mime::MESSAGE_IMDN_XML {
             let imdn = Imdn::parse(&req.body)?;
@@ -136,6 +139,7 @@ impl MessageBody {
                 message_id: None,
                 disposition: Vec::new(),
                 imdn: Some(imdn),
+                content_len: req.body.len(),
             })
         } else {
             Ok(Self {
@@ -147,6 +151,7 @@ impl MessageBody {
                 message_id: None,
                 disposition: Vec::new(),
                 imdn: None,
+                content_len: req.body.len(),
             })
         }
     }

@@ -106,6 +106,9 @@ pub struct PfConfig {
     pub timers: TimerConfig,
     /// Seed of the PF's tags, branches and Call-IDs (random in production, fixed in tests).
     pub rng_seed: u64,
+    /// The largest pager-mode message content in octets (the body inside CPIM; OMA CPM
+    /// 5.2.2: 1,300): a larger MESSAGE from a served user gets `413 Use Large Message Mode`.
+    pub max_pager_message: usize,
     /// Whether this PF runs the expiry of deferred messages (`deferred_ttl`): one PF per
     /// store does, when a node runs one PF per shard.
     pub expire_deferred: bool,
@@ -140,6 +143,7 @@ impl PfConfig {
             }),
             timers: TimerConfig::default(),
             rng_seed: 0x5eed_0fcf,
+            max_pager_message: 1300,
             expire_deferred: true,
             msrp: None,
             max_session_message: 4 * 1024 * 1024,

@@ -46,6 +46,10 @@ impl ParticipatingFunction {
             Ok(b) => b,
             Err(r) => return self.refuse(now, &key, &req, r),
         };
+        if body.imdn.is_none() && body.content_len > self.cfg.max_pager_message {
+            // OMA CPM 5.2.2: larger messages go in Large Message Mode.
+            return self.refuse(now, &key, &req, Refusal::PagerTooLarge);
+        }
         let Some(recipient) = aor_of(&req.uri) else {
             return self.refuse(now, &key, &req, Refusal::RecipientNotAor);
         };

@@ -42,8 +42,10 @@ fn a_full_deferred_queue_is_refused_and_only_what_was_accepted_arrives() {
     let config = dir.path().join("cpm.toml");
     std::fs::write(
         &config,
+        // Large pager messages (past the 1,300-octet pager limit, which is lifted here) fill
+        // the queue quickest.
         "[pf]\nmax_deferred_per_sender = 3\nmax_deferred_per_recipient = 5\n\
-         max_deferred_bytes_per_recipient = 4500000\n",
+         max_deferred_bytes_per_recipient = 4500000\nmax_pager_bytes = 1048576\n",
     )
     .expect("config");
     let node = Node::start(
