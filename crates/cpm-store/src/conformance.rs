@@ -66,6 +66,11 @@ macro_rules! suite {
             fn invalid_ops_are_answered_alone() {
                 crate::conformance::invalid_ops_are_answered_alone($make);
             }
+
+            #[test]
+            fn media_objects() {
+                crate::conformance::media_objects($make);
+            }
         }
     };
 }
@@ -1013,4 +1018,88 @@ pub(crate) fn deferred_quota<B: Backend>(make: impl Fn() -> B) {
         ),
         Err(OpError::Invalid(_))
     ));
+}
+
+/// A media object is written in pieces (in any order), completed only at its announced size
+/// together with the record that links it, refused (and deleted) at any other size, and an
+/// interrupted one is dropped; ids that could escape a directory are invalid.
+pub(crate) fn media_objects<B: Backend>(make: impl Fn() -> B) {
+    let mut b = make();
+    let write = |b: &mut B, id: &str, offset: u64, data: &[u8]| {
+        done(
+            b,
+            StoreOp::WriteMedia {
+                id: id.to_owned(),
+                offset,
+                data: data.to_vec(),
+            },
+        );
+    };
+    write(&mut b, "file-1", 5, b"world");
+    write(&mut b, "file-1", 0, b"hello");
+    let mut linked = record("bob@x", Direction::Received, "alice@x", "f1", 10);
+    linked.content_type = "application/vnd.cpm.file+json".to_owned();
+    match one(
+        &mut b,
+        StoreOp::FinishMedia {
+            id: "file-1".to_owned(),
+            size: 10,
+            record: Some(linked),
+        },
+    ) {
+        Ok(Outcome::Appended {
+            duplicate: false, ..
+        }) => {}
+        other => panic!("the object completes with its record: {other:?}"),
+    }
+    assert_eq!(ids(&all_of(&mut b, "bob@x")), ["f1"]);
+    // Short of its size: refused, nothing linked.
+    write(&mut b, "file-2", 0, b"abc");
+    assert!(matches!(
+        one(
+            &mut b,
+            StoreOp::FinishMedia {
+                id: "file-2".to_owned(),
+                size: 4,
+                record: Some(record("bob@x", Direction::Received, "alice@x", "f2", 11)),
+            }
+        ),
+        Err(OpError::Invalid(_))
+    ));
+    assert_eq!(ids(&all_of(&mut b, "bob@x")), ["f1"]);
+    // An interrupted transfer is dropped; finishing it afterwards finds nothing.
+    write(&mut b, "file-3", 0, b"abc");
+    done(
+        &mut b,
+        StoreOp::DropMedia {
+            id: "file-3".to_owned(),
+        },
+    );
+    assert!(
+        one(
+            &mut b,
+            StoreOp::FinishMedia {
+                id: "file-3".to_owned(),
+                size: 3,
+                record: None
+            }
+        )
+        .is_err()
+    );
+    for id in ["", "../x", "a/b", "a.part", &"x".repeat(65)] {
+        assert!(
+            matches!(
+                one(
+                    &mut b,
+                    StoreOp::WriteMedia {
+                        id: id.to_owned(),
+                        offset: 0,
+                        data: b"x".to_vec()
+                    }
+                ),
+                Err(OpError::Invalid(_))
+            ),
+            "{id:?}"
+        );
+    }
 }

@@ -58,8 +58,9 @@ pub mod ops;
 
 pub use memory::MemoryStore;
 pub use ops::{
-    Backend, BindingRecord, DeferredQuota, DeliveryState, Direction, HistoryQuery, MAX_TIME_MS,
-    MessageRecord, OpError, OpId, Outcome, QuotaExceeded, Receipt, StoreOp,
+    Backend, BindingRecord, DeferredQuota, DeliveryState, Direction, HistoryQuery, MAX_MEDIA_SIZE,
+    MAX_TIME_MS, MessageRecord, OpError, OpId, Outcome, QuotaExceeded, Receipt, StoreOp,
+    media_id_ok,
 };
 
 #[cfg(feature = "sqlite")]

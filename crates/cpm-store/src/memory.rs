@@ -34,6 +34,8 @@ pub struct MemoryStore {
     expiry: BTreeSet<(u64, usize)>,
     /// Bindings by `(aor, key)`.
     bindings: BTreeMap<(String, String), BindingRecord>,
+    /// Media objects by id: their content and whether they are complete.
+    media: HashMap<String, (Vec<u8>, bool)>,
     /// How many of the next batches fail.
     failing_commits: u32,
     /// Batches committed so far.
@@ -63,6 +65,14 @@ impl MemoryStore {
         &self.messages
     }
 
+    /// A complete media object's content.
+    pub fn media(&self, id: &str) -> Option<&[u8]> {
+        self.media
+            .get(id)
+            .filter(|(_, complete)| *complete)
+            .map(|(data, _)| data.as_slice())
+    }
+
     /// Every stored binding (expired ones too), ordered by `(aor, key)`.
     pub fn bindings(&self) -> impl Iterator<Item = &BindingRecord> {
         self.bindings.values()
@@ -72,6 +82,38 @@ impl MemoryStore {
         match op {
             StoreOp::AppendMessage(record) => self.append(record),
             StoreOp::AppendDeferred { record, quota } => self.append_deferred(record, quota),
+            StoreOp::WriteMedia { id, offset, data } => {
+                let (content, _) = self.media.entry(id.clone()).or_default();
+                let Ok(start) = usize::try_from(*offset) else {
+                    return Answer::Refused(OpError::Invalid("media offset too large".into()));
+                };
+                let end = start + data.len();
+                if content.len() < end {
+                    content.resize(end, 0);
+                }
+                content[start..end].copy_from_slice(data);
+                Answer::Done
+            }
+            StoreOp::FinishMedia { id, size, record } => {
+                let len = self.media.get(id).map_or(0, |(c, _)| c.len() as u64);
+                if len != *size {
+                    self.media.remove(id);
+                    return Answer::Refused(OpError::Invalid(format!(
+                        "media object {id} holds {len} octets, not {size}"
+                    )));
+                }
+                self.media.entry(id.clone()).or_default().1 = true;
+                match record {
+                    Some(r) => self.append(r),
+                    None => Answer::Done,
+                }
+            }
+            StoreOp::DropMedia { id } => {
+                if self.media.get(id).is_some_and(|(_, complete)| !complete) {
+                    self.media.remove(id);
+                }
+                Answer::Done
+            }
             StoreOp::UpdateState {
                 owner,
                 peer,

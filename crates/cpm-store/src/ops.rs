@@ -267,11 +267,55 @@ pub enum StoreOp {
         /// The current time (ms since the epoch).
         now_ms: u64,
     },
+    /// Writes a piece of a media object (a file being transferred) at `offset`; the object
+    /// is created, incomplete, by its first piece, and is not part of any history until
+    /// [`StoreOp::FinishMedia`]. Answer: [`Outcome::Done`] (the piece is written, not yet
+    /// synced: only the finish makes the object durable).
+    WriteMedia {
+        /// The object's id ([`media_id_ok`]).
+        id: String,
+        /// Where the piece goes, in octets from the start.
+        offset: u64,
+        /// The octets.
+        data: Vec<u8>,
+    },
+    /// Completes a media object: it must hold exactly `size` octets; it is synced, kept, and
+    /// `record` (the history entry that links it, if any) is appended in the same batch.
+    /// Answer: [`Outcome::Appended`] with a record, [`Outcome::Done`] without; a size that
+    /// does not match is [`OpError::Invalid`] and the object is deleted.
+    FinishMedia {
+        /// The object's id.
+        id: String,
+        /// Its expected size.
+        size: u64,
+        /// The history entry that links it.
+        record: Option<MessageRecord>,
+    },
+    /// Deletes an incomplete media object (the transfer was interrupted). Answer:
+    /// [`Outcome::Done`].
+    DropMedia {
+        /// The object's id.
+        id: String,
+    },
+}
+
+/// The largest media object a store keeps (16 GiB): a core bounds files far lower.
+pub const MAX_MEDIA_SIZE: u64 = 16 << 30;
+
+/// Whether `id` may name a media object: 1 to 64 characters of `[A-Za-z0-9_-]` (a backend
+/// uses it as a file name).
+pub fn media_id_ok(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 impl StoreOp {
     /// Whether the operation writes (its outcome then carries a [`Receipt`]).
     pub fn is_write(&self) -> bool {
+        // Media pieces are files, not rows, but they write too.
         !matches!(
             self,
             Self::PendingDeferred { .. } | Self::History(_) | Self::LoadBindings { .. }
@@ -323,7 +367,29 @@ impl StoreOp {
                 non_empty("key", key)
             }
             Self::LoadBindings { .. } => Ok(()),
+            Self::WriteMedia { id, offset, data } => {
+                media_id(id)?;
+                if offset.saturating_add(data.len() as u64) > MAX_MEDIA_SIZE {
+                    return Err(OpError::Invalid(
+                        "media object past its largest size".into(),
+                    ));
+                }
+                Ok(())
+            }
+            Self::DropMedia { id } => media_id(id),
+            Self::FinishMedia { id, record, .. } => {
+                media_id(id)?;
+                record.as_ref().map_or(Ok(()), MessageRecord::validate)
+            }
         }
+    }
+}
+
+fn media_id(id: &str) -> Result<(), OpError> {
+    if media_id_ok(id) {
+        Ok(())
+    } else {
+        Err(OpError::Invalid(format!("bad media id {id:?}")))
     }
 }
 

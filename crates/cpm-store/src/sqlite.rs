@@ -1,6 +1,7 @@
 //! The SQLite store: one database file, WAL mode, versioned migrations.
 
 mod backend;
+mod media;
 mod messages;
 mod users;
 

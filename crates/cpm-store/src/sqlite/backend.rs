@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, TransactionBehavior};
 
-use super::{StoreError, messages, open_connection};
+use super::{StoreError, media, messages, open_connection};
 use crate::batch::{self, Answer};
 use crate::ops::{Backend, OpError, OpId, Outcome, StoreOp};
 
@@ -61,6 +61,8 @@ impl SqliteOptions {
 pub struct SqliteBackend {
     conn: Connection,
     path: PathBuf,
+    /// Where media objects are kept (`data_dir/media`).
+    media: PathBuf,
 }
 
 impl SqliteBackend {
@@ -75,7 +77,12 @@ impl SqliteBackend {
         let (conn, path) = open_connection(data_dir)?;
         conn.pragma_update(None, "synchronous", options.synchronous.pragma())?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-        Ok(Self { conn, path })
+        let media = data_dir.join("media");
+        std::fs::create_dir_all(&media).map_err(|source| StoreError::DataDir {
+            path: media.clone(),
+            source,
+        })?;
+        Ok(Self { conn, path, media })
     }
 
     /// The database file.
@@ -95,7 +102,7 @@ impl SqliteBackend {
         let tx = self.conn.transaction_with_behavior(behavior)?;
         let mut answers = Vec::with_capacity(ops.len());
         for op in ops {
-            answers.push(apply(&tx, op)?);
+            answers.push(apply(&tx, &self.media, op)?);
         }
         // On an error above, or of the commit, dropping `tx` rolls back.
         tx.commit()?;
@@ -103,8 +110,22 @@ impl SqliteBackend {
     }
 }
 
-fn apply(conn: &Connection, op: &StoreOp) -> rusqlite::Result<Answer> {
+fn apply(conn: &Connection, media_dir: &Path, op: &StoreOp) -> rusqlite::Result<Answer> {
     Ok(match op {
+        StoreOp::WriteMedia { id, offset, data } => media::write(media_dir, id, *offset, data),
+        StoreOp::FinishMedia { id, size, record } => {
+            if let Some(answer) = media::finish(media_dir, id, *size) {
+                return Ok(answer);
+            }
+            match record {
+                Some(record) => {
+                    let (duplicate, state) = messages::append(conn, record)?;
+                    Answer::Appended { duplicate, state }
+                }
+                None => Answer::Done,
+            }
+        }
+        StoreOp::DropMedia { id } => media::drop_incomplete(media_dir, id),
         StoreOp::AppendMessage(record) => {
             let (duplicate, state) = messages::append(conn, record)?;
             Answer::Appended { duplicate, state }
@@ -273,6 +294,48 @@ mod tests {
             .query_row("SELECT count(*) FROM bindings", [], |r| r.get(0))
             .unwrap();
         assert_eq!(bindings, 0);
+    }
+
+    #[test]
+    fn a_media_object_is_a_file_under_the_data_directory_once_complete() {
+        let dir = TempDir::new("media-files");
+        let mut backend = SqliteBackend::open(dir.path()).unwrap();
+        let ops = vec![
+            (
+                OpId(1),
+                StoreOp::WriteMedia {
+                    id: "ft-1".into(),
+                    offset: 0,
+                    data: b"content".to_vec(),
+                },
+            ),
+            (
+                OpId(2),
+                StoreOp::FinishMedia {
+                    id: "ft-1".into(),
+                    size: 7,
+                    record: None,
+                },
+            ),
+        ];
+        assert!(backend.execute(ops).iter().all(|(_, r)| r.is_ok()));
+        let media = dir.path().join("media");
+        assert_eq!(std::fs::read(media.join("ft-1")).unwrap(), b"content");
+        assert!(!media.join("ft-1.part").exists());
+        // An interrupted one leaves no file behind.
+        let ops = vec![
+            (
+                OpId(3),
+                StoreOp::WriteMedia {
+                    id: "ft-2".into(),
+                    offset: 0,
+                    data: b"half".to_vec(),
+                },
+            ),
+            (OpId(4), StoreOp::DropMedia { id: "ft-2".into() }),
+        ];
+        assert!(backend.execute(ops).iter().all(|(_, r)| r.is_ok()));
+        assert!(!media.join("ft-2.part").exists() && !media.join("ft-2").exists());
     }
 
     #[test]
