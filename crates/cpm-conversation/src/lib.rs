@@ -16,6 +16,7 @@ pub mod ids;
 pub mod participating;
 
 pub use participating::{
-    ICSI_FILETRANSFER, ICSI_SESSION, Input, Output, PF_CONTACT_PARAM, ParticipatingFunction,
+    FILE_RECORD_TYPE, ICSI_FILETRANSFER, ICSI_SESSION, Input, Output, PF_CONTACT_PARAM,
+    ParticipatingFunction,
     PfConfig, PfStats, Refusal, msrp_session_shard,
 };

@@ -619,3 +619,195 @@ fn a_device_that_connects_before_its_answer_arrives_is_bound() {
     );
     assert_eq!(h.msrp_out(bob_conn), vec![("200 bnd0".to_owned(), None)]);
 }
+
+/// alice invites bob with `icsi` and an SDP offer with `alice_extra` lines; bob answers with
+/// `bob_extra`; both connect and bind. The PF URIs on alice's leg and on bob's.
+fn alice_to_bob(
+    h: &mut Harness,
+    icsi: &str,
+    alice_extra: &str,
+    bob_extra: &str,
+) -> (String, String) {
+    let offer = sdp_body("alice", 9, "alice1", "active") + alice_extra;
+    let tag = icsi.replace(':', "%3A");
+    let raw = format!(
+        "INVITE sip:bob@localhost SIP/2.0\r\nVia: SIP/2.0/UDP {ALICE};branch=z9hG4bKft1\r\nMax-Forwards: 70\r\nFrom: <sip:alice@localhost>;tag=a1\r\nTo: <sip:bob@localhost>\r\nCall-ID: ft-1\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@{ALICE}>\r\nP-Preferred-Service: {icsi}\r\nAccept-Contact: *;+g.3gpp.icsi-ref=\"{tag}\"\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{offer}",
+        offer.len()
+    );
+    h.sip(ALICE, Message::parse(raw.into_bytes()).unwrap());
+    let sent = std::mem::take(&mut h.sent);
+    let Some((_, Message::Request(bob_invite))) = sent
+        .iter()
+        .find(|(a, m)| a == BOB && matches!(m, Message::Request(r) if r.method == Method::Invite))
+    else {
+        panic!("the INVITE reaches bob: {sent:?}")
+    };
+    let pf_b = path_of(&bob_invite.body);
+    let mut ok = cpm_sip_core::transaction::response_to(bob_invite, StatusCode::OK, Some("b1"));
+    ok.headers.push(cpm_sip::Header::new(
+        cpm_sip::HeaderName::Contact,
+        "<sip:bob@127.0.0.1:5072>",
+    ));
+    for rr in bob_invite
+        .headers
+        .get_all(&cpm_sip::HeaderName::RecordRoute)
+    {
+        ok.headers.push(rr.clone());
+    }
+    h.sip(
+        BOB,
+        with_body(ok, sdp_body("bob", 9, "bob1", "active") + bob_extra),
+    );
+    let sent = std::mem::take(&mut h.sent);
+    let Some((_, Message::Response(alice_ok))) = sent.iter().find(|(a, m)| {
+        a == ALICE && matches!(m, Message::Response(r) if r.status == StatusCode::OK)
+    }) else {
+        panic!("alice gets 200: {sent:?}")
+    };
+    let pf_a = path_of(&alice_ok.body);
+    h.msrp_in(ConnId(1), &format!("MSRP abnd SEND\nTo-Path: {pf_a}\nFrom-Path: msrp://127.0.0.1:9/alice1;tcp\nMessage-ID: amsg0\n-------abnd$\n"));
+    h.msrp_in(ConnId(2), &format!("MSRP bbnd SEND\nTo-Path: {pf_b}\nFrom-Path: msrp://127.0.0.1:9/bob1;tcp\nMessage-ID: bmsg0\n-------bbnd$\n"));
+    assert_eq!(h.msrp_out(ConnId(1)).len(), 1);
+    assert_eq!(h.msrp_out(ConnId(2)).len(), 1);
+    (pf_a, pf_b)
+}
+
+/// The SHA-1 of `data` in RFC 5547's `hash:sha-1:` form.
+fn sha1_selector(data: &[u8]) -> String {
+    use sha1::Digest as _;
+    let d = sha1::Sha1::digest(data);
+    d.iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn chunk(pf: &str, tid: &str, data: &str, start: usize, total: usize, flag: char) -> String {
+    let end = start + data.len() - 1;
+    format!(
+        "MSRP {tid} SEND\nTo-Path: {pf}\nFrom-Path: msrp://127.0.0.1:9/alice1;tcp\nMessage-ID: file1\nByte-Range: {start}-{end}/{total}\nContent-Type: text/plain\n\n{data}\n-------{tid}{flag}\n"
+    )
+}
+
+/// Answers the node's SEND on `conn` (the first one written since the last read) with 200.
+fn answer_send(h: &mut Harness, conn: ConnId, pf: &str) -> String {
+    let out = h.msrp_out(conn);
+    let Some((line, Some(body))) = out.iter().find(|(l, _)| l.starts_with("SEND ")) else {
+        panic!("a SEND on {conn:?}: {out:?}")
+    };
+    let tid = line.trim_start_matches("SEND ").to_owned();
+    let body = String::from_utf8(body.to_vec()).unwrap();
+    h.msrp_in(
+        conn,
+        &format!("MSRP {tid} 200 OK\nTo-Path: {pf}\nFrom-Path: msrp://127.0.0.1:9/bob1;tcp\n-------{tid}$\n"),
+    );
+    body
+}
+
+#[test]
+fn a_file_crosses_both_pfs_chunk_by_chunk_and_is_a_media_object_linked_from_both_histories() {
+    let mut h = Harness::new();
+    let file = "hello world, this is a file!";
+    let attrs = format!(
+        "a=file-selector:name:\"greeting.txt\" type:text/plain size:{} hash:sha-1:{}\r\na=file-transfer-id:xfer1\r\n",
+        file.len(),
+        sha1_selector(file.as_bytes())
+    );
+    let (pf_a, pf_b) = alice_to_bob(
+        &mut h,
+        cpm_sip::cpm::ICSI_FILETRANSFER,
+        &format!("a=sendonly\r\n{attrs}"),
+        &format!("a=recvonly\r\n{attrs}"),
+    );
+    let (alice, bob) = (ConnId(1), ConnId(2));
+    let (first, rest) = file.split_at(10);
+    h.msrp_in(alice, &chunk(&pf_a, "fch1", first, 1, file.len(), '+'));
+    h.commit();
+    // Written at both PFs and relayed to bob; alice hears 200 only when bob took it.
+    assert!(h.msrp_out(alice).is_empty());
+    assert_eq!(answer_send(&mut h, bob, &pf_b), first);
+    h.commit();
+    assert_eq!(h.msrp_out(alice), vec![("200 fch1".to_owned(), None)]);
+    h.msrp_in(alice, &chunk(&pf_a, "fch2", rest, 11, file.len(), '$'));
+    h.commit();
+    assert_eq!(answer_send(&mut h, bob, &pf_b), rest);
+    h.commit();
+    assert_eq!(h.msrp_out(alice), vec![("200 fch2".to_owned(), None)]);
+    // Both histories link a complete media object holding the file.
+    for owner in ["alice@localhost", "bob@localhost"] {
+        let linked: Vec<_> = h
+            .store
+            .messages()
+            .iter()
+            .filter(|r| r.owner == owner && r.content_type == cpm_conversation::FILE_RECORD_TYPE)
+            .collect();
+        assert_eq!(linked.len(), 1, "{owner}");
+        let body = String::from_utf8(linked[0].body.clone()).unwrap();
+        assert!(body.contains("\"name\":\"greeting.txt\""), "{body}");
+        let id = body
+            .split("\"media\":\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
+        assert_eq!(h.store.media(id), Some(file.as_bytes()), "{owner}'s object");
+        assert_eq!(
+            linked[0].state,
+            cpm_store::DeliveryState::Delivered,
+            "{owner}"
+        );
+    }
+}
+
+#[test]
+fn an_interrupted_transfer_or_a_wrong_hash_leaves_no_file_in_any_history() {
+    for (name, last_flag, hash_of) in [
+        ("aborted", '#', "hello world, this is a file!"),
+        ("wrong hash", '$', "something else"),
+    ] {
+        let mut h = Harness::new();
+        let file = "hello world, this is a file!";
+        let attrs = format!(
+            "a=file-selector:name:\"f.txt\" type:text/plain size:{} hash:sha-1:{}\r\n",
+            file.len(),
+            sha1_selector(hash_of.as_bytes())
+        );
+        let (pf_a, pf_b) = alice_to_bob(
+            &mut h,
+            cpm_sip::cpm::ICSI_FILETRANSFER,
+            &format!("a=sendonly\r\n{attrs}"),
+            &format!("a=recvonly\r\n{attrs}"),
+        );
+        let (alice, bob) = (ConnId(1), ConnId(2));
+        let (first, rest) = file.split_at(10);
+        h.msrp_in(alice, &chunk(&pf_a, "fch1", first, 1, file.len(), '+'));
+        h.commit();
+        answer_send(&mut h, bob, &pf_b);
+        h.commit();
+        h.msrp_in(
+            alice,
+            &chunk(&pf_a, "fch2", rest, 11, file.len(), last_flag),
+        );
+        h.commit();
+        assert!(
+            !h.store
+                .messages()
+                .iter()
+                .any(|r| r.content_type == cpm_conversation::FILE_RECORD_TYPE),
+            "{name}: nothing linked"
+        );
+        assert_eq!(
+            h.node.participating().unwrap().sessions(),
+            0,
+            "{name}: the sessions ended"
+        );
+        let sent = std::mem::take(&mut h.sent);
+        assert!(
+            sent.iter()
+                .any(|(a, m)| a == BOB
+                    && matches!(m, Message::Request(r) if r.method == Method::Bye)),
+            "{name}: bob's client hears the end: {sent:?}"
+        );
+    }
+}

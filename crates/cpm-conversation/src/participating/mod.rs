@@ -67,7 +67,9 @@ mod pager;
 mod session;
 
 pub use error::Refusal;
-pub use session::{ICSI_FILETRANSFER, ICSI_SESSION, PF_CONTACT_PARAM, msrp_session_shard};
+pub use session::{
+    FILE_RECORD_TYPE, ICSI_FILETRANSFER, ICSI_SESSION, PF_CONTACT_PARAM, msrp_session_shard,
+};
 
 /// Our Via branch prefix (RFC 3261 magic cookie, then a PF marker).
 const BRANCH_PREFIX: &str = "z9hG4bK-pf-";
@@ -122,6 +124,9 @@ pub struct PfConfig {
     pub session_idle: Duration,
     /// At most this many sessions at once; more are refused with 503.
     pub max_sessions: usize,
+    /// The largest file a transfer may announce, in octets; a larger offer is refused
+    /// (488).
+    pub max_file_size: u64,
     /// The shard this PF runs on (written into its MSRP session ids and dialog Contacts).
     pub shard: u16,
 }
@@ -149,6 +154,7 @@ impl PfConfig {
             max_session_message: 4 * 1024 * 1024,
             session_idle: Duration::from_secs(30 * 60),
             max_sessions: 100_000,
+            max_file_size: 1 << 30,
             shard: 0,
         }
     }

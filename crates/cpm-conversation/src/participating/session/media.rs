@@ -36,6 +36,18 @@ pub(in crate::participating) enum Relay {
         peer: String,
         message_id: String,
     },
+    /// A chunk of a file relayed on: the chunk it relays (from the other leg) is answered
+    /// with what the next hop answers, so the sender's window paces the whole path; the
+    /// last chunk from the network also marks the file delivered.
+    Chunk {
+        /// The chunk received.
+        answer: cpm_msrp::Request,
+        /// The leg it came on.
+        from: Leg,
+        /// For the last chunk: the record to mark delivered (owner, peer, message id,
+        /// direction).
+        delivered: Option<(String, String, String, Direction)>,
+    },
     /// Nothing waits on the answer (the binding SEND, isComposing, notifications).
     Plain,
 }
@@ -43,15 +55,23 @@ pub(in crate::participating) enum Relay {
 /// What to do once a session message's store operation committed.
 #[derive(Debug)]
 pub(in crate::participating) struct SessionStore {
-    sid: u64,
-    leg: Leg,
-    head: cpm_msrp::Request,
-    body: Bytes,
-    then: Then,
+    pub(super) sid: u64,
+    pub(super) leg: Leg,
+    pub(super) head: cpm_msrp::Request,
+    pub(super) body: Bytes,
+    pub(super) then: Then,
 }
 
 #[derive(Debug)]
-enum Then {
+pub(super) enum Then {
+    /// A file chunk is written (the last one: the file is complete and linked from the
+    /// history): relay it on with its range and flag.
+    RelayChunk {
+        range: ByteRange,
+        flag: Flag,
+        /// The last chunk: the record to mark delivered once the next hop has it.
+        delivered: Option<(String, String, String, Direction)>,
+    },
     /// The served user's message is in their history: relay it to the network.
     RelayOutbound,
     /// A message from the network is in the served user's history: answer `200`, then
@@ -152,7 +172,7 @@ impl ParticipatingFunction {
                 // The active side binds the connection with a SEND (RFC 4975 section 5.4);
                 // what waited goes out after it.
                 let queued: Vec<_> = s.media_mut(leg).queue.drain(..).collect();
-                self.msrp_send(now, sid, leg, None, None, Relay::Plain);
+                self.msrp_send(now, sid, leg, None, None, Relay::Plain, None);
                 for (req, bytes) in queued {
                     self.msrp_write(now, sid, leg, &req, bytes);
                 }
@@ -187,7 +207,7 @@ impl ParticipatingFunction {
     }
 
     /// Writes a response on a connection (nothing when none is due).
-    fn msrp_answer(&mut self, conn: ConnId, req: &cpm_msrp::Request, status: MsrpStatus) {
+    pub(super) fn msrp_answer(&mut self, conn: ConnId, req: &cpm_msrp::Request, status: MsrpStatus) {
         if let Some(resp) = report::response(req, status) {
             let mut out = BytesMut::new();
             if cpm_msrp::encode(&Head::Response(resp), None, Flag::Complete, &mut out).is_ok() {
@@ -341,10 +361,14 @@ impl ParticipatingFunction {
         let Some(s) = self.sessions.map.get_mut(&sid) else {
             return;
         };
+        let is_file = s.file.is_some();
         let m = s.media_mut(leg);
         let Some((req, chunk)) = m.reading.take() else {
             return;
         };
+        if is_file && req.headers.content_type().is_some() {
+            return self.file_chunk(now, sid, leg, conn, req, chunk.freeze(), flag);
+        }
         let id = req.headers.message_id().unwrap_or_default().to_owned();
         match flag {
             // More chunks follow (RFC 4975 section 5.1): keep this one, acknowledge it.
@@ -568,6 +592,34 @@ impl ParticipatingFunction {
         let owner = s.owner.clone();
         let peer = s.peer.clone();
         match then {
+            Then::RelayChunk {
+                range,
+                flag,
+                delivered,
+            } => {
+                if stand_in {
+                    if let Some(conn) = conn {
+                        self.msrp_answer(conn, &head, MsrpStatus::Ok);
+                    }
+                    return;
+                }
+                let ct = head.headers.content_type().map(str::to_owned);
+                let mid = head.headers.message_id().map(str::to_owned);
+                let relay = Relay::Chunk {
+                    answer: head,
+                    from: leg,
+                    delivered,
+                };
+                self.msrp_send(
+                    now,
+                    sid,
+                    leg.other(),
+                    ct.zip(Some(body)),
+                    mid,
+                    relay,
+                    Some((range, flag)),
+                );
+            }
             Then::RelayOutbound => {
                 let total = body.len() as u64;
                 self.relay(
@@ -628,11 +680,12 @@ impl ParticipatingFunction {
     ) {
         let ct = from.headers.content_type().map(str::to_owned);
         let mid = from.headers.message_id().map(str::to_owned);
-        self.msrp_send(now, sid, leg, ct.zip(Some(body)), mid, relay);
+        self.msrp_send(now, sid, leg, ct.zip(Some(body)), mid, relay, None);
     }
 
     /// A new SEND on a leg: written now, or queued until the connection is up.
-    fn msrp_send(
+    #[allow(clippy::too_many_arguments)] // One SEND's parts; a struct would only rename them.
+    pub(super) fn msrp_send(
         &mut self,
         now: Instant,
         sid: u64,
@@ -640,6 +693,7 @@ impl ParticipatingFunction {
         content: Option<(String, Bytes)>,
         message_id: Option<String>,
         relay: Relay,
+        chunk: Option<(ByteRange, Flag)>,
     ) {
         let message_id = message_id.unwrap_or_else(|| format!("{:016x}", self.random()));
         let Some(s) = self.sessions.map.get(&sid) else {
@@ -653,12 +707,16 @@ impl ParticipatingFunction {
         };
         headers.set(Header::MessageId(message_id));
         let len = content.as_ref().map_or(0, |(_, b)| b.len() as u64);
-        if content.is_some() {
-            headers.set(Header::ByteRange(ByteRange {
+        let (range, flag) = chunk.unwrap_or((
+            ByteRange {
                 start: 1,
                 end: Some(len),
                 total: Some(len),
-            }));
+            },
+            Flag::Complete,
+        ));
+        if content.is_some() {
+            headers.set(Header::ByteRange(range));
         }
         if let Some((ct, _)) = &content {
             headers.set(Header::ContentType(ct.clone()));
@@ -679,7 +737,7 @@ impl ParticipatingFunction {
             if cpm_msrp::encode(
                 &head,
                 content.as_ref().map(|(_, b)| &b[..]),
-                Flag::Complete,
+                flag,
                 &mut out,
             )
             .is_ok()
@@ -778,6 +836,18 @@ impl ParticipatingFunction {
     /// The next hop took one of our SENDs.
     fn relay_done(&mut self, now: Instant, sid: u64, relay: Relay) {
         match relay {
+            Relay::Chunk {
+                answer,
+                from,
+                delivered,
+            } => {
+                if let Some(conn) = self.sessions.map.get(&sid).and_then(|s| s.media(from).conn) {
+                    self.msrp_answer(conn, &answer, MsrpStatus::Ok);
+                }
+                if let Some((owner, peer, message_id, direction)) = delivered {
+                    self.mark_delivered(now, owner, peer, message_id, direction);
+                }
+            }
             Relay::Outbound { answer, total } => {
                 // Both histories have it now: the client's SEND gets its 200 (and the
                 // success REPORT it asked for).
@@ -802,26 +872,37 @@ impl ParticipatingFunction {
                 owner,
                 peer,
                 message_id,
-            } => {
-                self.in_flight
-                    .remove(&(owner.clone(), peer.clone(), message_id.clone()));
-                self.stats.delivered += 1;
-                let at_ms = self.unix_ms(now);
-                self.store(
-                    OpPurpose::Background,
-                    StoreOp::UpdateState {
-                        owner,
-                        peer: Some(peer),
-                        direction: Some(Direction::Received),
-                        message_id,
-                        state: DeliveryState::Delivered,
-                        at_ms,
-                    },
-                );
-            }
+            } => self.mark_delivered(now, owner, peer, message_id, Direction::Received),
             Relay::Plain => {}
         }
         self.finish_draining(now, sid);
+    }
+
+    /// The next hop took a message (for one from the network: the served user's client):
+    /// its record says so.
+    fn mark_delivered(
+        &mut self,
+        now: Instant,
+        owner: String,
+        peer: String,
+        message_id: String,
+        direction: Direction,
+    ) {
+        self.in_flight
+            .remove(&(owner.clone(), peer.clone(), message_id.clone()));
+        self.stats.delivered += 1;
+        let at_ms = self.unix_ms(now);
+        self.store(
+            OpPurpose::Background,
+            StoreOp::UpdateState {
+                owner,
+                peer: Some(peer),
+                direction: Some(direction),
+                message_id,
+                state: DeliveryState::Delivered,
+                at_ms,
+            },
+        );
     }
 
     /// A session whose network leg ended is ended once its client has everything.
@@ -849,6 +930,16 @@ impl ParticipatingFunction {
                 if let Some(conn) = self.owner_conn(sid) {
                     self.msrp_answer(conn, &answer, status);
                 }
+            }
+            Relay::Chunk { answer, from, .. } => {
+                // The file cannot get through: the sender hears why, the transfer ends.
+                let status = MsrpStatus::from_code(code)
+                    .filter(|s| *s != MsrpStatus::RequestTimeout && *s != MsrpStatus::Ok)
+                    .unwrap_or(MsrpStatus::Forbidden);
+                if let Some(conn) = self.sessions.map.get(&sid).and_then(|s| s.media(from).conn) {
+                    self.msrp_answer(conn, &answer, status);
+                }
+                self.end_session(now, sid, None);
             }
             Relay::Inbound {
                 owner,

@@ -44,10 +44,13 @@ use cpm_sip_core::transaction::{ClientKey, ServerKey, response_to};
 use foldhash::fast::FixedState;
 
 use super::message::{ConversationIds, asserted_identity};
-use super::{BRANCH_PREFIX, ClientPurpose, Output, ParticipatingFunction, Refusal};
+use super::{BRANCH_PREFIX, ClientPurpose, OpPurpose, Output, ParticipatingFunction, Refusal};
 use crate::ids::aor_of;
 
+mod file;
 mod media;
+
+pub use file::FILE_RECORD_TYPE;
 
 pub(super) use media::SessionStore;
 
@@ -171,6 +174,8 @@ pub(super) struct Session {
     /// user's client: the client's leg stays up until they are acknowledged (a Large
     /// Message Mode session ends right after its one SEND), then gets its BYE.
     pub(super) draining: bool,
+    /// A file session's transfer.
+    pub(super) file: Option<file::FileState>,
 }
 
 impl Session {
@@ -411,6 +416,24 @@ impl ParticipatingFunction {
         };
         let down_sdp = Sdp::for_msrp("cpm", session_version, 1, msrp_at.ip(), &down_offer);
         let kind = kind_of(&req);
+        let file = if kind == SessionKind::FileTransfer {
+            let media_id = format!("ft-{:016x}{:016x}", self.random(), self.random());
+            let max = self.cfg.max_file_size;
+            match offer.file.as_ref().map(|f| file::FileState::new(f, media_id, max)) {
+                Some(Some(f)) => Some(f),
+                // RFC 5547: a push offer describes the file; we keep only what we can bound.
+                _ => {
+                    return self.refuse(
+                        now,
+                        &key,
+                        &req,
+                        Refusal::BadSdp(488, "File Selector Needs A Size Within The Limit"),
+                    );
+                }
+            }
+        } else {
+            None
+        };
         let ids = ConversationIds::of(&req);
         let mut out = self.onward(&req, &ids, req.uri.clone(), None);
         out.headers.set(HeaderName::CSeq, "1 INVITE");
@@ -472,6 +495,7 @@ impl ParticipatingFunction {
                 media: [up_media, MediaLeg::new(down_local)],
                 last_activity: now,
                 draining: false,
+                file,
             },
         );
         if self.sessions.next_sweep.is_none() {
@@ -699,6 +723,13 @@ impl ParticipatingFunction {
             return;
         };
         self.stats.sessions_ended += 1;
+        if let Some(f) = s.file.take().filter(|f| !f.complete) {
+            // Interrupted: no half file is kept.
+            self.store(
+                OpPurpose::Background,
+                cpm_store::StoreOp::DropMedia { id: f.media_id },
+            );
+        }
         if s.state == SessionState::Inviting && from != Some(Leg::Up) {
             let r = response_to(
                 &s.up_invite,
