@@ -33,11 +33,42 @@ struct Harness {
     /// Connections the node opened to its own listener, both ends (the loopback).
     loops: Vec<(ConnId, ConnId)>,
     next_conn: u64,
+    /// The last session `alice_to_bob` set up: the 200 alice got, the INVITE bob got.
+    setup: Option<(cpm_sip::Response, cpm_sip::Request)>,
 }
 
 impl Harness {
     fn new() -> Self {
-        let now = Instant::now();
+        let mut h = Self {
+            node: Self::node(Instant::now()),
+            now: Instant::now(),
+            store: MemoryStore::new(),
+            held: Vec::new(),
+            sent: Vec::new(),
+            msrp: Vec::new(),
+            loops: Vec::new(),
+            next_conn: 100,
+            setup: None,
+        };
+        h.drain();
+        h.commit();
+        h.sent.clear();
+        h
+    }
+
+    /// The node crashes: what it had not committed is lost, its sessions and connections
+    /// with it; a new node starts on the same store.
+    fn crash_and_restart(&mut self) {
+        self.held.clear();
+        self.msrp.clear();
+        self.loops.clear();
+        self.node = Self::node(self.now);
+        self.drain();
+        self.commit();
+        self.sent.clear();
+    }
+
+    fn node(now: Instant) -> Node {
         let mut core = ProxyConfig::new("localhost", NODE.parse().unwrap());
         core.trusted_peers
             .push(TrustedPeer::parse("127.0.0.9").unwrap());
@@ -63,20 +94,7 @@ impl Harness {
             expires_at_ms: UNIX_MS + 3_600_000,
         };
         node.restore_bindings(now, UNIX_MS, &[bob, alice]);
-        let mut h = Self {
-            node,
-            now,
-            store: MemoryStore::new(),
-            held: Vec::new(),
-            sent: Vec::new(),
-            msrp: Vec::new(),
-            loops: Vec::new(),
-            next_conn: 100,
-        };
-        h.drain();
-        h.commit();
-        h.sent.clear();
-        h
+        node
     }
 
     fn drain(&mut self) {
@@ -665,6 +683,7 @@ fn alice_to_bob(
         panic!("alice gets 200: {sent:?}")
     };
     let pf_a = path_of(&alice_ok.body);
+    h.setup = Some((alice_ok.clone(), bob_invite.clone()));
     h.msrp_in(ConnId(1), &format!("MSRP abnd SEND\nTo-Path: {pf_a}\nFrom-Path: msrp://127.0.0.1:9/alice1;tcp\nMessage-ID: amsg0\n-------abnd$\n"));
     h.msrp_in(ConnId(2), &format!("MSRP bbnd SEND\nTo-Path: {pf_b}\nFrom-Path: msrp://127.0.0.1:9/bob1;tcp\nMessage-ID: bmsg0\n-------bbnd$\n"));
     assert_eq!(h.msrp_out(ConnId(1)).len(), 1);
@@ -810,4 +829,144 @@ fn an_interrupted_transfer_or_a_wrong_hash_leaves_no_file_in_any_history() {
             "{name}: bob's client hears the end: {sent:?}"
         );
     }
+}
+
+fn chat_send(pf: &str, tid: &str, message_id: &str, text: &str) -> String {
+    let cpim = format!(
+        "From: <sip:alice@localhost>\nTo: <sip:bob@localhost>\nNS: imdn <urn:ietf:params:imdn>\nimdn.Message-ID: {message_id}\nDateTime: 2026-12-04T10:00:00Z\n\nContent-Type: text/plain\n\n{text}"
+    );
+    format!(
+        "MSRP {tid} SEND\nTo-Path: {pf}\nFrom-Path: msrp://127.0.0.1:9/alice1;tcp\nMessage-ID: m-{tid}\nByte-Range: 1-{n}/{n}\nContent-Type: message/cpim\n\n{cpim}\n-------{tid}$\n",
+        n = cpim.replace('\n', "\r\n").len()
+    )
+}
+
+fn records_of(h: &Harness, owner: &str, message_id: &str) -> usize {
+    h.store
+        .messages()
+        .iter()
+        .filter(|r| r.owner == owner && r.message_id == message_id)
+        .count()
+}
+
+/// The node crashes after alice's copy committed and before bob's did: alice never got her
+/// 200, so her client sends the message again in a new session; each history holds it once.
+#[test]
+fn a_crash_between_a_send_and_its_commit_costs_a_resend_and_stores_nothing_twice() {
+    let mut h = Harness::new();
+    let (pf_a, _) = alice_to_bob(&mut h, cpm_sip::cpm::ICSI_SESSION, "", "");
+    h.msrp_in(
+        ConnId(1),
+        &chat_send(&pf_a, "snd1", "crash1", "before the crash"),
+    );
+    // alice's record commits; PF B asks for bob's, and the node dies before that commit.
+    let first = std::mem::take(&mut h.held);
+    for (id, result) in h.store.execute(first) {
+        h.node.handle_input(h.now, Input::Stored { id, result });
+    }
+    h.drain();
+    assert!(
+        !h.held.is_empty(),
+        "bob's record is on its way to the store"
+    );
+    assert!(
+        h.msrp_out(ConnId(1)).is_empty(),
+        "no 200 for alice before bob's commit"
+    );
+    h.crash_and_restart();
+    assert_eq!(records_of(&h, "alice@localhost", "crash1"), 1);
+    assert_eq!(records_of(&h, "bob@localhost", "crash1"), 0);
+    // alice's client resends in a new session.
+    let (pf_a, pf_b) = alice_to_bob(&mut h, cpm_sip::cpm::ICSI_SESSION, "", "");
+    h.msrp_in(
+        ConnId(1),
+        &chat_send(&pf_a, "snd2", "crash1", "before the crash"),
+    );
+    h.commit();
+    assert_eq!(h.msrp_out(ConnId(1)), vec![("200 snd2".to_owned(), None)]);
+    assert_eq!(
+        answer_send(&mut h, ConnId(2), &pf_b).contains("before the crash"),
+        true
+    );
+    h.commit();
+    assert_eq!(
+        records_of(&h, "alice@localhost", "crash1"),
+        1,
+        "alice's history: once"
+    );
+    assert_eq!(
+        records_of(&h, "bob@localhost", "crash1"),
+        1,
+        "bob's history: once"
+    );
+}
+
+/// Both ends hang up at the same moment: every leg ends, nothing is left behind, and the
+/// crossing BYEs are answered (200 or 481), never left hanging.
+#[test]
+fn both_sides_bye_at_once() {
+    let mut h = Harness::new();
+    alice_to_bob(&mut h, cpm_sip::cpm::ICSI_SESSION, "", "");
+    assert_eq!(h.node.participating().unwrap().sessions(), 2);
+    h.sent.clear();
+    let (alice_ok, bob_invite) = h.setup.clone().expect("a session");
+    let value = |m: &cpm_sip::Headers, n: cpm_sip::HeaderName| {
+        m.get(&n).map(|h| h.value().unwrap().into_owned()).unwrap()
+    };
+    let target = |contact: String| {
+        contact
+            .trim_start_matches('<')
+            .split('>')
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    let routes = |m: &cpm_sip::Headers| {
+        m.get_all(&cpm_sip::HeaderName::RecordRoute)
+            .map(|r| format!("Route: {}\r\n", r.value().unwrap()))
+            .collect::<String>()
+    };
+    let bye = |target: String,
+               route: String,
+               from: String,
+               to: String,
+               call_id: String,
+               via: &str| {
+        Message::parse(
+            format!("BYE {target} SIP/2.0\r\nVia: SIP/2.0/UDP {via};branch=z9hG4bKbye{}\r\nMax-Forwards: 70\r\n{route}From: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: 9 BYE\r\nContent-Length: 0\r\n\r\n", via.len())
+                .into_bytes(),
+        )
+        .unwrap()
+    };
+    // alice's BYE to PF A, bob's to PF B, one right after the other (they cross inside).
+    let a = bye(
+        target(value(&alice_ok.headers, cpm_sip::HeaderName::Contact)),
+        routes(&alice_ok.headers),
+        "<sip:alice@localhost>;tag=a1".into(),
+        value(&alice_ok.headers, cpm_sip::HeaderName::To),
+        "ft-1".into(),
+        ALICE,
+    );
+    let b = bye(
+        target(value(&bob_invite.headers, cpm_sip::HeaderName::Contact)),
+        routes(&bob_invite.headers),
+        format!(
+            "{};tag=b1",
+            value(&bob_invite.headers, cpm_sip::HeaderName::To)
+        ),
+        value(&bob_invite.headers, cpm_sip::HeaderName::From),
+        value(&bob_invite.headers, cpm_sip::HeaderName::CallId),
+        BOB,
+    );
+    h.sip(ALICE, a);
+    h.sip(BOB, b);
+    h.commit();
+    let sent = std::mem::take(&mut h.sent);
+    for who in [ALICE, BOB] {
+        assert!(
+            sent.iter().any(|(a, m)| a == who && matches!(m, Message::Response(r) if r.status == StatusCode::OK || r.status.as_u16() == 481)),
+            "{who}'s BYE is answered: {sent:?}"
+        );
+    }
+    assert_eq!(h.node.participating().unwrap().sessions(), 0);
 }
