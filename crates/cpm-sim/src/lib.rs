@@ -33,6 +33,7 @@
 #![forbid(unsafe_code)]
 
 pub mod link;
+pub mod msrp;
 pub mod network;
 mod rng;
 

@@ -283,6 +283,8 @@ pub struct Network {
     default_link: LinkConfig,
     links: HashMap<(Node, Node), LinkConfig>,
     wire: BinaryHeap<Reverse<Flight>>,
+    /// The MSRP connections (reliable, ordered).
+    msrp: crate::msrp::MsrpNet,
     next_seq: u64,
     stats: WireStats,
     transcript: Option<Vec<String>>,
@@ -311,6 +313,7 @@ impl Network {
             default_link: LinkConfig::default(),
             links: HashMap::new(),
             wire: BinaryHeap::new(),
+            msrp: crate::msrp::MsrpNet::default(),
             next_seq: 0,
             stats: WireStats::default(),
             transcript: Some(Vec::new()),
@@ -356,6 +359,8 @@ impl Network {
         proxy.nonce_secret = secret;
         let mut pf = PfConfig::new(core_addr, Peer::local(Function::Core, core_addr));
         pf.rng_seed = derive_seed(self.seed, &format!("pf {name}"));
+        // The PF anchors sessions on the node's MSRP listener.
+        pf.msrp = Some(SocketAddr::new(core_addr.ip(), crate::msrp::MSRP_PORT));
         let mut config = DomainConfig {
             proxy,
             pf,
@@ -373,6 +378,9 @@ impl Network {
             commit_at: None,
             users: BTreeMap::new(),
         };
+        if let Some(at) = domain.config.pf.msrp {
+            self.msrp.listen(at, Node::Domain(DomainId(i)));
+        }
         self.domains.push(domain);
         self.hosts.insert(core_addr, Node::Domain(DomainId(i)));
         self.rewire();
@@ -630,6 +638,17 @@ impl Network {
             self.deliver(f);
             self.flush();
         }
+        while let Some((host, events)) = self.msrp.pop_due(now) {
+            for ev in events {
+                match host {
+                    Node::Client(c) => self.clients[c.0].client.handle_conn_event(now, ev),
+                    Node::Domain(d) => self.domains[d.0]
+                        .node
+                        .handle_input(now, cpm_node::Input::Msrp(ev)),
+                }
+            }
+            self.flush();
+        }
         for i in 0..self.clients.len() {
             let c = &mut self.clients[i].client;
             if c.poll_timeout().is_some_and(|t| t <= now) {
@@ -658,6 +677,9 @@ impl Network {
 
     fn next_deadline(&self) -> Option<Instant> {
         let mut next: Option<Instant> = self.wire.peek().map(|Reverse(f)| f.at);
+        if let Some(t) = self.msrp.next_at() {
+            next = Some(next.map_or(t, |n| n.min(t)));
+        }
         let mut take = |t: Option<Instant>| {
             if let Some(t) = t {
                 next = Some(next.map_or(t, |n| n.min(t)));
@@ -702,11 +724,18 @@ impl Network {
             moved = true;
             host.events.push((now, e));
         }
+        let mut msrp = Vec::new();
+        while let Some(c) = host.client.poll_conn_command() {
+            msrp.push(c);
+        }
         // UDP only: there is no connection to close.
         let _ = host.client.poll_close();
         let addr = host.addr;
         let tamper = host.tamper;
-        moved |= !out.is_empty();
+        moved |= !out.is_empty() || !msrp.is_empty();
+        for c in msrp {
+            self.msrp.command(now, Node::Client(ClientId(i)), c);
+        }
         for mut t in out {
             if let Some(tamper) = tamper {
                 t.payload = tamper(t.payload);
@@ -727,6 +756,7 @@ impl Network {
             captured: self.capture.is_some().then(Vec::new),
         };
         let mut out: Vec<Transmit> = Vec::new();
+        let mut msrp = Vec::new();
         let mut moved = false;
         let mut misrouted = None;
         let d = &mut self.domains[i];
@@ -758,11 +788,7 @@ impl Network {
                         d.name, hop.shard
                     ));
                 }
-                // The simulated domains anchor no MSRP (their PFs have no MSRP address and
-                // refuse sessions with 488), so no command can come.
-                cpm_node::Output::Msrp(c) => {
-                    misrouted = Some(format!("{} asked for MSRP ({c:?}), not simulated", d.name));
-                }
+                cpm_node::Output::Msrp(c) => msrp.push(c),
                 cpm_node::Output::Event(e) => match e {
                     cpm_node::Event::Hop { from, to, message } => {
                         let (from, to) = (d.function_name(from), d.function_name(to));
@@ -791,6 +817,9 @@ impl Network {
         }
         for x in out {
             self.send_datagram(Node::Domain(DomainId(i)), core_addr, x);
+        }
+        for c in msrp {
+            self.msrp.command(now, Node::Domain(DomainId(i)), c);
         }
         moved
     }
@@ -943,6 +972,26 @@ impl Network {
     }
 
     // ------------------------------------------------------------------ looking
+
+    /// Cuts every MSRP connection of a client (its network went away): both ends learn it
+    /// is closed.
+    pub fn cut_msrp(&mut self, c: ClientId) {
+        let now = self.now;
+        for conn in self.msrp.conns_of(Node::Client(c)) {
+            self.msrp.cut(
+                now,
+                crate::msrp::End {
+                    host: Node::Client(c),
+                    conn,
+                },
+            );
+        }
+    }
+
+    /// Octets written on MSRP connections so far.
+    pub fn msrp_bytes(&self) -> u64 {
+        self.msrp.bytes
+    }
 
     /// The current virtual time.
     pub fn now(&self) -> Instant {
