@@ -38,11 +38,15 @@ pub struct ClientConfig {
     /// Whether incoming sessions are accepted at once (180 then 200); otherwise the
     /// application answers each [`crate::Event::SessionIncoming`] itself.
     pub auto_accept: bool,
+    /// Whether the device takes file transfers (RFC 5547 push, the `…oma.cpm.filetransfer`
+    /// ICSI, registered when set): the application must then write what
+    /// [`crate::Event::FileData`] gives it. Off, offers of files are refused (488).
+    pub file_transfer: bool,
 }
 
 impl ClientConfig {
     /// A configuration with the defaults: device `default`, UDP, 600 s, seed 0, deferred
-    /// messages and sessions taken, sessions accepted at once.
+    /// messages and sessions taken, sessions accepted at once, file transfers refused.
     pub fn new(
         aor: impl Into<String>,
         password: impl Into<String>,
@@ -61,6 +65,7 @@ impl ClientConfig {
             deferred: true,
             sessions: true,
             auto_accept: true,
+            file_transfer: false,
         }
     }
 

@@ -60,16 +60,18 @@
 
 mod client;
 mod config;
+mod file;
 mod rng;
 pub mod time;
 
 pub use client::{
-    Client, DEDUP_CAPACITY, EXPLODER_USER, Event, ICSI_DEFERRED, ICSI_LARGEMSG, ICSI_MSG,
-    ICSI_MSG_GROUP, ICSI_SESSION, LARGE_MESSAGE_THRESHOLD, MAX_QUEUED, ReceivedImdn,
-    ReceivedMessage, SendError, SendId, SessionId, SessionKind, aor_of, notification_kind,
-    notification_status,
+    Client, DEDUP_CAPACITY, EXPLODER_USER, Event, FILE_CHUNK, FILE_WINDOW, ICSI_DEFERRED,
+    ICSI_FILETRANSFER, ICSI_LARGEMSG, ICSI_MSG, ICSI_MSG_GROUP, ICSI_SESSION,
+    LARGE_MESSAGE_THRESHOLD, MAX_QUEUED, ReceivedImdn, ReceivedMessage, SendError, SendId,
+    SessionId, SessionKind, aor_of, notification_kind, notification_status,
 };
 pub use config::{ClientConfig, ConfigError, instance_id};
 pub use cpm_content::{DeliveryStatus, DisplayStatus, Notification, ProcessingStatus};
 pub use cpm_msrp::{ConnCommand, ConnEvent, ConnId};
 pub use cpm_sip_core::{Peer, Transmit, TransportKind};
+pub use file::{FileDescription, FileHasher, hex, media_type_for, sanitize_file_name};

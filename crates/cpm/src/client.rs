@@ -21,8 +21,9 @@
 //!
 //! The loop is [`Driver::step`]: flush every transmit, hand out one event if there is one,
 //! otherwise wait for a datagram/stream read, the core's deadline, the caller's deadline or the
-//! stop signal (SIGINT/SIGTERM/SIGHUP for `listen`). The commands (`listen`, `send`, `chat`
-//! in `chat.rs`) are small programs over `step`; `history` (`history.rs`) is a plain HTTP GET
+//! stop signal (SIGINT/SIGTERM/SIGHUP for `listen`). The commands (`listen` in
+//! `listen.rs`, `send`, `chat` in `chat.rs`, `send-file` and the downloads of `listen
+//! --download-dir` in `file.rs`) are small programs over `step`; `history` (`history.rs`) is a plain HTTP GET
 //! with digest authentication.
 
 use std::io::Write as _;
@@ -43,12 +44,15 @@ use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::{mpsc, watch};
 
 mod chat;
+mod file;
 mod history;
+mod listen;
 mod msrp;
 
 use history::history;
 #[cfg(test)]
 use history::{history_line, parse_http, query_escape};
+use listen::listen;
 
 /// The SIP port of `--server HOST` without one.
 const SIP_PORT: u16 = 5060;
@@ -121,6 +125,11 @@ enum ClientCommand {
         /// Registration lifetime asked for, in seconds.
         #[arg(long, value_name = "SECS", default_value_t = 600)]
         expires: u32,
+        /// Take file transfers and store each received file in DIR (as `NAME.part` while
+        /// it arrives; renamed to NAME, or `NAME (1)`..., once its size and SHA-1 are
+        /// checked; deleted when it fails). Without it, file transfers are refused.
+        #[arg(long, value_name = "DIR")]
+        download_dir: Option<std::path::PathBuf>,
     },
     /// Send a pager-mode message (1-1, or 1-N to several recipients) and print the final
     /// response; a text over 1,300 bytes to one recipient goes in Large Message Mode (an
@@ -150,6 +159,18 @@ enum ClientCommand {
         /// Also wait up to SECONDS for the delivery notification of every message sent.
         #[arg(long, value_name = "SECONDS")]
         wait_delivered: Option<f64>,
+    },
+    /// Send a file (RFC 5547, an MSRP session with the file transfer ICSI) to PEER. Prints
+    /// `sent NAME SIZE bytes sha-1 HEX` once the network stored the whole file and checked
+    /// its hash (a progress bar on a terminal meanwhile); exit status 0 then, 1 with the
+    /// reason otherwise (refused, an MSRP error, a timeout, the connection lost).
+    SendFile {
+        /// The peer, user@domain.
+        #[arg(value_name = "AOR")]
+        peer: String,
+        /// The file to send.
+        #[arg(value_name = "PATH")]
+        path: std::path::PathBuf,
     },
     /// Print the user's stored message history (from the node's admin HTTP API).
     History {
@@ -290,6 +311,36 @@ pub(crate) fn run(args: ClientArgs) -> ExitCode {
             );
         }
     }
+    if let ClientCommand::SendFile { peer, path } = &args.command {
+        if peer.trim().is_empty() || peer.chars().any(char::is_whitespace) {
+            usage_error(
+                ErrorKind::InvalidValue,
+                &format!("send-file: {peer:?} is not a recipient"),
+            );
+        }
+        match std::fs::metadata(path) {
+            Ok(m) if m.is_file() => {}
+            Ok(_) => usage_error(
+                ErrorKind::InvalidValue,
+                &format!("send-file: {} is not a regular file", path.display()),
+            ),
+            Err(e) => usage_error(
+                ErrorKind::InvalidValue,
+                &format!("send-file: cannot read {}: {e}", path.display()),
+            ),
+        }
+    }
+    if let ClientCommand::Listen {
+        download_dir: Some(dir),
+        ..
+    } = &args.command
+        && !dir.is_dir()
+    {
+        usage_error(
+            ErrorKind::InvalidValue,
+            &format!("--download-dir {} is not a directory", dir.display()),
+        );
+    }
     if let ClientCommand::Chat {
         wait_delivered: Some(w),
         ..
@@ -316,7 +367,9 @@ pub(crate) fn run(args: ClientArgs) -> ExitCode {
             ClientCommand::Listen {
                 auto_display,
                 expires,
-            } => listen(&common, auto_display, expires).await,
+                download_dir,
+            } => listen(&common, auto_display, expires, download_dir).await,
+            ClientCommand::SendFile { peer, path } => file::send_file(&common, &peer, &path).await,
             ClientCommand::Send {
                 mut to,
                 mut words,
@@ -499,8 +552,16 @@ fn event_line(ev: &Event, c: &Common, device: &str, json_out: bool) -> Option<St
             "composing from={from} state={}",
             if *active { "active" } else { "idle" }
         ),
-        // Send results are printed by `send` itself.
-        Event::SendResult { .. } => return None,
+        // Send results are printed by `send` itself, file events by `listen` and
+        // `send-file`.
+        Event::SendResult { .. }
+        | Event::FileIncoming { .. }
+        | Event::FileNeeded { .. }
+        | Event::FileData { .. }
+        | Event::FileProgress { .. }
+        | Event::FileSent { .. }
+        | Event::FileReceived { .. }
+        | Event::FileFailed { .. } => return None,
     })
 }
 
@@ -509,6 +570,7 @@ fn kind_name(k: SessionKind) -> &'static str {
     match k {
         SessionKind::Chat => "chat",
         SessionKind::LargeMessage => "large-message",
+        SessionKind::FileTransfer => "file-transfer",
     }
 }
 
@@ -526,6 +588,9 @@ enum Step {
     Line(String),
     /// Stdin is at its end (`chat`).
     InputEnd,
+    /// The core took input from the network and has no event for the caller: a caller
+    /// waiting for a state (no transaction pending) looks again.
+    Input,
 }
 
 /// The socket side of a client.
@@ -624,7 +689,14 @@ impl Driver {
     /// Opens the socket (or connection) and builds the core.
     /// `deferred`: whether the device takes the user's deferred messages (see
     /// [`ClientConfig::deferred`]).
-    async fn open(c: &Common, device: &str, expires: u32, deferred: bool) -> Result<Self, String> {
+    /// `files`: whether it takes file transfers ([`ClientConfig::file_transfer`]).
+    async fn open(
+        c: &Common,
+        device: &str,
+        expires: u32,
+        deferred: bool,
+        files: bool,
+    ) -> Result<Self, String> {
         let server = resolve(&c.server).await?;
         let server_name = if server.to_string() == c.server {
             c.server.clone()
@@ -659,6 +731,7 @@ impl Driver {
         cfg.expires = expires;
         cfg.seed = seed();
         cfg.deferred = deferred;
+        cfg.file_transfer = files;
         let client = Client::new(cfg, Instant::now(), unix_ms()).map_err(|e| e.to_string())?;
         Ok(Self {
             client,
@@ -704,7 +777,7 @@ impl Driver {
                         auth_hint(status)
                     ));
                 }
-                Step::Event(_) | Step::Line(_) | Step::InputEnd => {}
+                Step::Event(_) | Step::Line(_) | Step::InputEnd | Step::Input => {}
                 Step::Deadline | Step::Stop if !self.heard => return Err(self.no_answer()),
                 Step::Deadline => {
                     self.shutdown(|_| {}).await;
@@ -784,6 +857,13 @@ impl Driver {
     }
 
     /// Runs until the core has an event, `deadline` passes or the stop signal comes.
+    /// What [`Driver::step`] returns once the core took input: its next event, or
+    /// [`Step::Input`].
+    async fn after_input(&mut self) -> Step {
+        self.flush().await;
+        self.client.poll_event().map_or(Step::Input, Step::Event)
+    }
+
     async fn step(&mut self, deadline: Option<Instant>) -> Step {
         loop {
             self.flush().await;
@@ -864,13 +944,18 @@ impl Driver {
                     self.heard = true;
                     let data = Bytes::copy_from_slice(&self.buf[..n]);
                     self.client.handle_datagram(now, from, data);
+                    return self.after_input().await;
                 }
                 Got::Stream(n) => {
                     self.heard = true;
                     self.client.handle_stream_data(now, &self.buf[..n]);
+                    return self.after_input().await;
                 }
                 Got::Closed => self.closed(),
-                Got::Msrp(ev) => self.client.handle_conn_event(now, ev),
+                Got::Msrp(ev) => {
+                    self.client.handle_conn_event(now, ev);
+                    return self.after_input().await;
+                }
                 Got::Line(Some(line)) => {
                     self.flush().await;
                     return Step::Line(line);
@@ -946,94 +1031,6 @@ fn stop_signal() -> watch::Receiver<bool> {
     rx
 }
 
-// -------------------------------------------------------------------- listen
-
-async fn listen(c: &Common, auto_display: bool, expires: u32) -> Result<ExitCode, String> {
-    if expires == 0 {
-        return Err("--expires must be at least 1".into());
-    }
-    let device = c.device.clone().unwrap_or_else(|| "default".to_owned());
-    let stop = stop_signal();
-    let mut d = Driver::open(c, &device, expires, true).await?;
-    d.stop = Some(stop);
-    let start = Instant::now();
-    d.client.register(start);
-    loop {
-        // Until the server has answered once, wait for it at most --timeout: nothing
-        // listening there is a mistake to report, not a reason to wait forever. Later
-        // failures (the node restarted, a network outage) are retried with back-off.
-        match d.step(d.answer_deadline(start, None)).await {
-            Step::Event(ev) => {
-                if let Some(line) = event_line(&ev, c, &device, c.json) {
-                    emit(&line);
-                }
-                match ev {
-                    Event::RegistrationFailed {
-                        status,
-                        reason,
-                        will_retry: false,
-                    } => {
-                        eprintln!(
-                            "cpm: registration failed: {status} {reason}{}",
-                            auth_hint(status)
-                        );
-                        return Ok(ExitCode::from(1));
-                    }
-                    Event::RegistrationFailed {
-                        status,
-                        reason,
-                        will_retry: true,
-                    } => {
-                        eprintln!("cpm: registration failed: {status} {reason}; retrying");
-                    }
-                    Event::Message(m) if auto_display && m.display_requested => {
-                        d.client.send_displayed(Instant::now(), &m.message_id);
-                    }
-                    // Printed above; nothing else to do (listed, so a new event is a compile
-                    // error here until it is handled). Incoming sessions are accepted by the
-                    // core (`ClientConfig::auto_accept`); their messages come as `Message`.
-                    Event::Registered { .. }
-                    | Event::Unregistered { .. }
-                    | Event::SendResult { .. }
-                    | Event::Message(_)
-                    | Event::Imdn(_)
-                    | Event::NotificationSent { .. }
-                    | Event::SessionIncoming { .. }
-                    | Event::SessionStarted { .. }
-                    | Event::SessionEnded { .. }
-                    | Event::Composing { .. } => {}
-                }
-            }
-            Step::Stop => break,
-            // `listen` reads no input.
-            Step::Line(_) | Step::InputEnd => {}
-            Step::Deadline => {
-                if !d.heard {
-                    return Err(d.no_answer());
-                }
-            }
-        }
-    }
-    let unregistered = d
-        .shutdown(|ev| {
-            if let Some(line) = event_line(ev, c, &device, c.json) {
-                emit(&line);
-            }
-        })
-        .await;
-    match unregistered {
-        Some(0 | 200..=299) => {}
-        Some(status) => {
-            eprintln!("cpm: de-registration refused ({status}); the binding stays until it expires")
-        }
-        None => eprintln!(
-            "cpm: de-registration got no answer within {} s; the binding stays until it expires",
-            UNREGISTER_TIMEOUT.as_secs()
-        ),
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
 // -------------------------------------------------------------------- send
 
 async fn send(
@@ -1051,7 +1048,7 @@ async fn send(
     });
     // A device registered only to hear the notifications does not take the user's
     // deferred messages.
-    let mut d = Driver::open(c, &device, 600, c.device.is_some()).await?;
+    let mut d = Driver::open(c, &device, 600, c.device.is_some(), false).await?;
     // Register first, so that the notifications can reach this device.
     if wait_imdn.is_some() && !d.register_and_wait().await? {
         return Err("registration timed out".into());
@@ -1074,7 +1071,7 @@ async fn send(
                 ..
             }) if i == id => break (status, reason),
             Step::Event(Event::Imdn(i)) if i.message_id == message_id => early.push(*i),
-            Step::Event(_) | Step::Line(_) | Step::InputEnd => {}
+            Step::Event(_) | Step::Line(_) | Step::InputEnd | Step::Input => {}
             Step::Deadline | Step::Stop if !d.heard => return Err(d.no_answer()),
             Step::Deadline | Step::Stop => {
                 break (408, "Request Timeout (no final response)".to_owned());
@@ -1113,7 +1110,7 @@ async fn send(
             Step::Event(Event::Imdn(i)) if i.message_id == message_id => {
                 report(&i, &mut waiting);
             }
-            Step::Event(_) | Step::Line(_) | Step::InputEnd => {}
+            Step::Event(_) | Step::Line(_) | Step::InputEnd | Step::Input => {}
             Step::Deadline | Step::Stop => break,
         }
     }

@@ -29,10 +29,23 @@ struct Listener {
 
 impl Listener {
     fn start(node: &Node, user: &str, pw: &str, transport: &str, device: &str) -> Self {
+        Self::start_with(node, user, pw, transport, device, &[])
+    }
+
+    /// [`Listener::start`] with more `listen` flags.
+    fn start_with(
+        node: &Node,
+        user: &str,
+        pw: &str,
+        transport: &str,
+        device: &str,
+        extra: &[&str],
+    ) -> Self {
         let mut child = Command::new(cpm_bin())
             .args(["client", "--server", &node.sip.to_string()])
             .args(["--user", user, "--password", pw, "--transport", transport])
             .args(["listen", "--json", "--device", device])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -845,6 +858,84 @@ fn a_chat_session_and_a_large_message_cross_both_pfs_and_are_in_both_histories()
         assert!(
             out.contains(&"x".repeat(1000)),
             "{user}'s history lacks the large message"
+        );
+    }
+    let _ = bob.stop();
+}
+
+#[test]
+fn a_file_crosses_both_pfs_is_saved_whole_and_is_in_both_histories() {
+    let node = Node::start(USERS, &[]);
+    let dir = crate::common::TempDir::new("ft-e2e");
+    let downloads = dir.path().join("downloads");
+    std::fs::create_dir_all(&downloads).expect("download dir");
+    let mut bob = Listener::start_with(
+        &node,
+        "bob@localhost",
+        "bobpw",
+        "tcp",
+        "phone",
+        &["--download-dir", downloads.to_str().expect("path")],
+    );
+    // 3 MiB of varied octets (a few dozen chunks, a full window and more).
+    let data: Vec<u8> = (0..3 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let path = dir.path().join("photo.jpg");
+    std::fs::write(&path, &data).expect("the file");
+    let (code, out, err) = run(&with(
+        &alice(&node),
+        &[
+            "--json",
+            "send-file",
+            "bob@localhost",
+            path.to_str().expect("path"),
+        ],
+    ));
+    assert_eq!(
+        code,
+        0,
+        "stdout {out} stderr {err}\nnode log:\n{}",
+        node.log()
+    );
+    let sent: Value = serde_json::from_str(out.lines().last().unwrap_or_default()).expect("JSON");
+    assert_eq!(sent["size"], data.len(), "{sent}");
+    let got = bob.wait_for("the file", |v| v["type"] == "file");
+    assert_eq!(got["from"], "alice@localhost");
+    assert_eq!(got["sha1"], sent["sha1"]);
+    let saved = std::fs::read(got["path"].as_str().expect("a path")).expect("the saved file");
+    assert!(saved == data, "the saved file is the file");
+    assert!(
+        std::fs::read_dir(&downloads).expect("dir").all(|e| !e
+            .expect("entry")
+            .file_name()
+            .to_string_lossy()
+            .ends_with(".part")),
+        "no partial file left"
+    );
+    // Both histories link it.
+    for (user, pw, peer) in [
+        ("alice@localhost", "alicepw", "bob@localhost"),
+        ("bob@localhost", "bobpw", "alice@localhost"),
+    ] {
+        let (code, out, err) = run_client(&[
+            "--server",
+            &node.sip.to_string(),
+            "--http",
+            &node.http.to_string(),
+            "--user",
+            user,
+            "--password",
+            pw,
+            "--json",
+            "history",
+            "--with",
+            peer,
+        ]);
+        assert_eq!(code, 0, "{user}: stdout {out} stderr {err}");
+        assert!(
+            out.contains("photo.jpg"),
+            "{user}'s history links the file: {out}"
         );
     }
     let _ = bob.stop();

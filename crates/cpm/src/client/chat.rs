@@ -70,7 +70,7 @@ pub(super) async fn chat(
         .device
         .clone()
         .unwrap_or_else(|| "default-chat".to_owned());
-    let mut d = Driver::open(c, &device, 600, c.device.is_some()).await?;
+    let mut d = Driver::open(c, &device, 600, c.device.is_some(), false).await?;
     d.stop = Some(super::stop_signal());
     // Register first, as `listen` does: the peer's messages and notifications reach this
     // device too.
@@ -114,6 +114,7 @@ pub(super) async fn chat(
                     st.pending.push_back(line);
                 }
             }
+            Step::Input => {}
             Step::InputEnd => {
                 st.input_done = true;
                 if terminal {
@@ -281,7 +282,7 @@ pub(super) async fn chat(
                     emit(&session_line(&ev, json_out));
                 }
                 Step::Deadline | Step::Stop => break,
-                Step::Event(_) | Step::Line(_) | Step::InputEnd => {}
+                Step::Event(_) | Step::Line(_) | Step::InputEnd | Step::Input => {}
             }
         }
     }

@@ -78,26 +78,8 @@ impl Client {
                     item.body
                         .slice(chunk.offsets.start as usize..chunk.offsets.end as usize)
                 });
-                // RFC 4975 section 6: a transact-id whose end-line occurs in the body is
-                // replaced (with 16 random characters, in practice never).
-                let mut out = None;
-                for _ in 0..4 {
-                    let Ok(transact_id) = TransactId::new(&self.rng.token(16)) else {
-                        continue;
-                    };
-                    let request = MsrpRequest {
-                        transact_id,
-                        method: MsrpMethod::Send,
-                        headers: headers.clone(),
-                    };
-                    let mut bytes = BytesMut::new();
-                    let head = Head::Request(request.clone());
-                    if cpm_msrp::encode(&head, body.as_deref(), chunk.flag, &mut bytes).is_ok() {
-                        out = Some((request, bytes.freeze()));
-                        break;
-                    }
-                }
-                let Some((request, bytes)) = out else {
+                let Some((request, bytes)) = self.encode_send(headers, body.as_deref(), chunk.flag)
+                else {
                     break;
                 };
                 let Some(s) = self.sessions.map.get_mut(&session) else {
@@ -134,6 +116,33 @@ impl Client {
         }
     }
 
+    /// A SEND with these headers, body and end-line flag, encoded, with a new transact-id.
+    pub(super) fn encode_send(
+        &mut self,
+        headers: MsrpHeaders,
+        body: Option<&[u8]>,
+        flag: Flag,
+    ) -> Option<(MsrpRequest, Bytes)> {
+        // RFC 4975 section 6: a transact-id whose end-line occurs in the body is replaced
+        // (with 16 random characters, in practice never).
+        for _ in 0..4 {
+            let Ok(transact_id) = TransactId::new(&self.rng.token(16)) else {
+                continue;
+            };
+            let request = MsrpRequest {
+                transact_id,
+                method: MsrpMethod::Send,
+                headers: headers.clone(),
+            };
+            let mut bytes = BytesMut::new();
+            let head = Head::Request(request.clone());
+            if cpm_msrp::encode(&head, body, flag, &mut bytes).is_ok() {
+                return Some((request, bytes.freeze()));
+            }
+        }
+        None
+    }
+
     /// MSRP transaction outcomes: the 200 to the last chunk reports the message sent; any
     /// failure (error response, RFC 4975 section 7.1.1 timeout as 408) reports it failed.
     pub(super) fn drain_outcomes(&mut self, now: Instant, session: SessionId) {
@@ -144,6 +153,14 @@ impl Client {
             let Some(outcome) = s.tx.poll_outcome() else {
                 return;
             };
+            if let Some(len) = s
+                .file
+                .as_mut()
+                .and_then(|f| f.chunk_answered(outcome.transact_id()))
+            {
+                self.file_outcome(now, session, len, &outcome);
+                continue;
+            }
             let Some(n) = s.in_flight.remove(outcome.transact_id()) else {
                 continue;
             };
@@ -237,7 +254,7 @@ impl Client {
         match frame {
             Frame::Head(Head::Request(request)) => self.on_msrp_request(now, conn, request),
             Frame::Head(Head::Response(response)) => self.on_msrp_response(now, conn, &response),
-            Frame::Data(data) => self.on_msrp_data(conn, &data),
+            Frame::Data(data) => self.on_msrp_data(now, conn, data),
             Frame::End { flag } => self.on_msrp_end(now, conn, flag),
         }
     }
@@ -285,7 +302,17 @@ impl Client {
             self.msrp_respond(conn, &request, MsrpStatus::BadRequest.code());
             return;
         };
-        if let Some(ct) = request.headers.content_type() {
+        let is_file = self
+            .sessions
+            .map
+            .get(&session)
+            .is_some_and(|s| s.file.is_some());
+        if is_file {
+            if let Err(code) = self.file_check_send(session, &request, &message_id) {
+                self.msrp_respond(conn, &request, code);
+                return;
+            }
+        } else if let Some(ct) = request.headers.content_type() {
             let media = mime::media_type(ct);
             if !ACCEPT_TYPES.iter().any(|a| media.eq_ignore_ascii_case(a)) {
                 // RFC 4975 section 7.3.1: a type outside our accept-types is 415.
@@ -317,7 +344,7 @@ impl Client {
         }
     }
 
-    pub(super) fn on_msrp_data(&mut self, conn: ConnId, data: &[u8]) {
+    pub(super) fn on_msrp_data(&mut self, now: Instant, conn: ConnId, data: Bytes) {
         let Some(Reading::Send {
             session,
             request,
@@ -334,19 +361,38 @@ impl Client {
         };
         let message_id = request.headers.message_id().unwrap_or_default().to_owned();
         let at = c.position().saturating_sub(1) as usize;
+        let to_file = s.file.is_some() && request.headers.content_type().is_some();
+        let sid = *session;
         match s.reassembler.data(c, data.len()) {
+            Ok(()) if to_file => {
+                let session = sid;
+                if let Err((code, reason)) = self.file_data(session, at as u64, data) {
+                    if let Some(Reading::Send {
+                        request, cursor, ..
+                    }) = self.sessions.reading.get_mut(&conn)
+                    {
+                        *cursor = None;
+                        let request = request.clone();
+                        self.msrp_respond(conn, &request, code);
+                    }
+                    self.file_fail(now, session, code, reason);
+                }
+            }
             Ok(()) => {
                 let body = s.bodies.entry(message_id).or_default();
                 if body.len() < at + data.len() {
                     body.resize(at + data.len(), 0);
                 }
-                body[at..at + data.len()].copy_from_slice(data);
+                body[at..at + data.len()].copy_from_slice(&data);
             }
             Err(e) => {
                 s.bodies.remove(&message_id);
                 *cursor = None;
                 let request = request.clone();
                 self.msrp_respond(conn, &request, e.status());
+                if to_file {
+                    self.file_fail(now, sid, e.status(), "File Larger Than Offered");
+                }
             }
         }
     }
@@ -365,6 +411,11 @@ impl Client {
             return;
         };
         let message_id = request.headers.message_id().unwrap_or_default().to_owned();
+        if s.file.is_some() && request.headers.content_type().is_some() {
+            let progress = s.reassembler.end(cursor, flag);
+            self.file_chunk_end(now, conn, session, &request, progress);
+            return;
+        }
         let total = match s.reassembler.end(cursor, flag) {
             Progress::Incomplete { .. } => {
                 self.msrp_respond(conn, &request, 200);
