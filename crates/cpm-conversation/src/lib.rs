@@ -17,6 +17,5 @@ pub mod participating;
 
 pub use participating::{
     FILE_RECORD_TYPE, ICSI_FILETRANSFER, ICSI_SESSION, Input, Output, PF_CONTACT_PARAM,
-    ParticipatingFunction,
-    PfConfig, PfStats, Refusal, msrp_session_shard,
+    ParticipatingFunction, PfConfig, PfStats, Refusal, msrp_session_shard,
 };

@@ -53,7 +53,11 @@ impl FileState {
             .map(|h| h.value.clone());
         Some(Self {
             media_id,
-            name: file.selector.name.clone().unwrap_or_else(|| "file".to_owned()),
+            name: file
+                .selector
+                .name
+                .clone()
+                .unwrap_or_else(|| "file".to_owned()),
             media_type: file
                 .selector
                 .media_type

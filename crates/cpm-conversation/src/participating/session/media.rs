@@ -207,7 +207,12 @@ impl ParticipatingFunction {
     }
 
     /// Writes a response on a connection (nothing when none is due).
-    pub(super) fn msrp_answer(&mut self, conn: ConnId, req: &cpm_msrp::Request, status: MsrpStatus) {
+    pub(super) fn msrp_answer(
+        &mut self,
+        conn: ConnId,
+        req: &cpm_msrp::Request,
+        status: MsrpStatus,
+    ) {
         if let Some(resp) = report::response(req, status) {
             let mut out = BytesMut::new();
             if cpm_msrp::encode(&Head::Response(resp), None, Flag::Complete, &mut out).is_ok() {
@@ -734,13 +739,8 @@ impl ParticipatingFunction {
             };
             let mut out = BytesMut::new();
             let head = Head::Request(req.clone());
-            if cpm_msrp::encode(
-                &head,
-                content.as_ref().map(|(_, b)| &b[..]),
-                flag,
-                &mut out,
-            )
-            .is_ok()
+            if cpm_msrp::encode(&head, content.as_ref().map(|(_, b)| &b[..]), flag, &mut out)
+                .is_ok()
             {
                 encoded = Some((req, out.freeze()));
                 break;

@@ -419,7 +419,11 @@ impl ParticipatingFunction {
         let file = if kind == SessionKind::FileTransfer {
             let media_id = format!("ft-{:016x}{:016x}", self.random(), self.random());
             let max = self.cfg.max_file_size;
-            match offer.file.as_ref().map(|f| file::FileState::new(f, media_id, max)) {
+            match offer
+                .file
+                .as_ref()
+                .map(|f| file::FileState::new(f, media_id, max))
+            {
                 Some(Some(f)) => Some(f),
                 // RFC 5547: a push offer describes the file; we keep only what we can bound.
                 _ => {
