@@ -28,6 +28,9 @@ use crate::stream::{Activity, CLOSE_LINGER, accept_failed, drain_until_eof, stop
 const ERROR_GRACE: Duration = Duration::from_secs(1);
 /// Free space ensured in a connection's buffer before each read.
 const READ_CHUNK: usize = 8 * 1024;
+/// The smallest read buffer: what an idle connection holds (a session's connections are
+/// mostly idle between messages, and a node holds thousands of them).
+const READ_MIN: usize = 512;
 
 /// A connection in the table: the way to its writer.
 pub(super) struct ConnEntry {
@@ -329,6 +332,9 @@ async fn read_loop<R: AsyncRead>(
     }
     let mut decoder = Decoder::new(shared.config.limits);
     let mut buf = BytesMut::new();
+    // The next read's size: doubled while reads fill it, halved while they do not come
+    // near, between READ_MIN and READ_CHUNK.
+    let mut want = READ_MIN;
     // After a decode error that loses the framing nothing more is read; the connection
     // waits for the core's close until this deadline.
     let mut framing_lost: Option<Instant> = None;
@@ -373,7 +379,12 @@ async fn read_loop<R: AsyncRead>(
             }
         }
         if framing_lost.is_none() {
-            buf.reserve(READ_CHUNK);
+            if buf.is_empty() && buf.capacity() > want {
+                // Everything read was handed on: give back what a burst grew the buffer to
+                // (the frames handed on keep their own octets alive).
+                buf = BytesMut::new();
+            }
+            buf.reserve(want);
         }
         let idle_deadline = ctl.activity.idle_deadline(shared.epoch, idle);
         let deadline = framing_lost.map_or(idle_deadline, |g| g.min(idle_deadline));
@@ -384,6 +395,11 @@ async fn read_loop<R: AsyncRead>(
             read = rd.read_buf(&mut buf), if framing_lost.is_none() => match read {
                 Ok(0) => break End::Peer,
                 Ok(n) => {
+                    if n >= want {
+                        want = (want * 2).min(READ_CHUNK);
+                    } else if n < want / 4 {
+                        want = (want / 2).max(READ_MIN);
+                    }
                     ctl.activity.touch(shared.epoch);
                     Counters::add(&shared.counters.bytes_in, n as u64);
                     trace!(conn = id.0, n, "MSRP read");

@@ -93,12 +93,6 @@ pub(super) enum SessionKind {
     FileTransfer,
 }
 
-#[derive(Clone, Copy, Debug, Eq, PartialEq)]
-pub(super) enum SessionState {
-    Inviting,
-    Established,
-}
-
 /// One leg's MSRP session.
 #[derive(Debug)]
 pub(super) struct MediaLeg {
@@ -138,6 +132,17 @@ impl MediaLeg {
     }
 }
 
+/// What a session needs while it is being set up.
+#[derive(Debug)]
+pub(super) struct SetupState {
+    /// The INVITE we answer on the up leg.
+    pub(super) up_invite: Request,
+    /// The INVITE we sent on the down leg.
+    pub(super) down_invite: Request,
+    /// The answer SDP for the up leg, computed from the offer at INVITE time.
+    pub(super) up_answer: Bytes,
+}
+
 /// One CPM session through this PF.
 #[derive(Debug)]
 pub(super) struct Session {
@@ -150,23 +155,24 @@ pub(super) struct Session {
     pub(super) owner_uri: String,
     pub(super) peer_uri: String,
     pub(super) ids: ConversationIds,
-    pub(super) state: SessionState,
     /// The terminating PF answered for a user with no device (store and forward).
     pub(super) stand_in: bool,
+    /// What only the set-up needs (the INVITEs, our answer): dropped once the session is
+    /// up, since a node holds many idle sessions.
+    pub(super) setup: Option<Box<SetupState>>,
+    /// (Call-ID, our tag) of each leg's dialog: its key in [`Sessions::dialogs`].
+    pub(super) up_key: (String, String),
+    pub(super) down_key: (String, String),
     // Up leg (we are UAS).
     pub(super) up_server: ServerKey,
-    pub(super) up_invite: Request,
     pub(super) up_tag: String,
     pub(super) up_dialog: Option<Dialog>,
-    /// The answer SDP for the up leg, computed from the offer at INVITE time.
-    pub(super) up_answer: Bytes,
     /// The 2xx we sent, retransmitted until the ACK (RFC 3261 13.3.1.4).
     pub(super) up_ok: Option<Response>,
     pub(super) up_ok_interval: Duration,
     pub(super) up_ok_since: Option<Instant>,
     // Down leg (we are UAC).
     pub(super) down_client: Option<ClientKey>,
-    pub(super) down_invite: Request,
     pub(super) down_dialog: Option<Dialog>,
     pub(super) media: [MediaLeg; 2],
     pub(super) last_activity: Instant,
@@ -483,18 +489,21 @@ impl ParticipatingFunction {
                 owner_uri,
                 peer_uri,
                 ids,
-                state: SessionState::Inviting,
                 stand_in: false,
+                up_key: (call_id_of(&req), up_tag.clone()),
+                down_key: (call_id_of(&out), tag_of(out.headers.from())),
+                setup: Some(Box::new(SetupState {
+                    up_invite: req,
+                    down_invite: out.clone(),
+                    up_answer,
+                })),
                 up_server: key,
-                up_invite: req,
                 up_tag,
                 up_dialog: None,
-                up_answer,
                 up_ok: None,
                 up_ok_interval: self.cfg.timers.t1,
                 up_ok_since: None,
                 down_client: None,
-                down_invite: out.clone(),
                 down_dialog: None,
                 media: [up_media, MediaLeg::new(down_local)],
                 last_activity: now,
@@ -529,12 +538,12 @@ impl ParticipatingFunction {
         };
         let status = resp.status;
         if status.is_provisional() {
-            if status.as_u16() == 100 || s.state != SessionState::Inviting {
+            let Some(setup) = s.setup.as_ref().filter(|_| status.as_u16() != 100) else {
                 return;
-            }
+            };
             // RFC 3261 16.7-like relay of the progress (Appendix C: 180 when the first
             // device is alerting).
-            let mut r = response_to(&s.up_invite, status, Some(&s.up_tag));
+            let mut r = response_to(&setup.up_invite, status, Some(&s.up_tag));
             r.reason = resp.reason.clone();
             r.headers.push(Header::new(HeaderName::Contact, &contact));
             let key = s.up_server.clone();
@@ -547,7 +556,11 @@ impl ParticipatingFunction {
                 self.send_ack(d);
                 return;
             }
-            let Ok(dialog) = Dialog::from_uac(&s.down_invite, resp) else {
+            let Some(Ok(dialog)) = s
+                .setup
+                .as_ref()
+                .map(|st| Dialog::from_uac(&st.down_invite, resp))
+            else {
                 return self.fail_session(now, sid, StatusCode::BAD_GATEWAY, "Bad Answer");
             };
             let answer = Sdp::parse(&resp.body)
@@ -632,9 +645,13 @@ impl ParticipatingFunction {
         let Some(s) = self.sessions.map.get_mut(&sid) else {
             return;
         };
-        let mut ok = response_to(&s.up_invite, StatusCode::OK, Some(&s.up_tag));
+        // Once answered, what the set-up needed goes.
+        let Some(setup) = s.setup.take() else {
+            return;
+        };
+        let mut ok = response_to(&setup.up_invite, StatusCode::OK, Some(&s.up_tag));
         // RFC 3261 12.1.1: the UAS copies Record-Route into the 2xx (the inviter's route set).
-        for rr in s.up_invite.headers.get_all(&HeaderName::RecordRoute) {
+        for rr in setup.up_invite.headers.get_all(&HeaderName::RecordRoute) {
             ok.headers.push(rr.clone());
         }
         ok.headers.push(Header::new(HeaderName::Contact, &contact));
@@ -643,11 +660,10 @@ impl ParticipatingFunction {
             "INVITE, ACK, CANCEL, BYE, MESSAGE, OPTIONS",
         ));
         ok.headers.set(HeaderName::ContentType, "application/sdp");
-        ok.body = s.up_answer.clone();
+        ok.body = setup.up_answer.clone();
         ok.headers
             .set(HeaderName::ContentLength, &ok.body.len().to_string());
-        s.up_dialog = Dialog::from_uas(&s.up_invite, &s.up_tag, DialogState::Confirmed).ok();
-        s.state = SessionState::Established;
+        s.up_dialog = Dialog::from_uas(&setup.up_invite, &s.up_tag, DialogState::Confirmed).ok();
         s.up_ok = Some(ok.clone());
         s.up_ok_since = Some(now);
         s.up_ok_interval = self.cfg.timers.t1;
@@ -687,9 +703,9 @@ impl ParticipatingFunction {
         reason: &str,
     ) {
         if let Some(s) = self.sessions.map.get(&sid)
-            && s.state == SessionState::Inviting
+            && let Some(setup) = &s.setup
         {
-            let mut r = response_to(&s.up_invite, status, Some(&s.up_tag));
+            let mut r = response_to(&setup.up_invite, status, Some(&s.up_tag));
             r.reason = reason.to_owned();
             let key = s.up_server.clone();
             self.stats.rejected += 1;
@@ -704,7 +720,8 @@ impl ParticipatingFunction {
         if let Some(s) = self.sessions.map.get_mut(&sid)
             && let Some(from) = from
             && from != s.owner_leg()
-            && s.state == SessionState::Established
+            // Established: answered, the set-up state is gone.
+            && s.setup.is_none()
         {
             let m = s.media(s.owner_leg());
             if !m.queue.is_empty() || !m.relays.is_empty() {
@@ -734,9 +751,11 @@ impl ParticipatingFunction {
                 cpm_store::StoreOp::DropMedia { id: f.media_id },
             );
         }
-        if s.state == SessionState::Inviting && from != Some(Leg::Up) {
+        if let Some(setup) = s.setup.take()
+            && from != Some(Leg::Up)
+        {
             let r = response_to(
-                &s.up_invite,
+                &setup.up_invite,
                 StatusCode::REQUEST_TERMINATED,
                 Some(&s.up_tag),
             );
@@ -762,13 +781,8 @@ impl ParticipatingFunction {
                 }
             }
         }
-        self.sessions
-            .dialogs
-            .remove(&(call_id_of(&s.up_invite), s.up_tag.clone()));
-        let down_tag = tag_of(s.down_invite.headers.from());
-        self.sessions
-            .dialogs
-            .remove(&(call_id_of(&s.down_invite), down_tag));
+        self.sessions.dialogs.remove(&s.up_key);
+        self.sessions.dialogs.remove(&s.down_key);
         for leg in [Leg::Up, Leg::Down] {
             let m = s.media_mut(leg);
             if let Some(id) = m.local.session_id() {
@@ -835,7 +849,7 @@ impl ParticipatingFunction {
             .sessions
             .map
             .iter()
-            .find(|(_, s)| &s.up_server == invite && s.state == SessionState::Inviting)
+            .find(|(_, s)| &s.up_server == invite && s.setup.is_some())
             .map(|(id, _)| *id)
         else {
             return false;
