@@ -164,6 +164,18 @@ impl Harness {
                     None => self.msrp.push(ConnCommand::Send { conn, bytes }),
                 }
             }
+            ConnCommand::Close { conn } => {
+                // A looped connection closes at both ends, as TCP would tell them.
+                if let Some(i) = self.loops.iter().position(|&(a, b)| a == conn || b == conn) {
+                    let (a, b) = self.loops.remove(i);
+                    for c in [a, b] {
+                        self.node
+                            .handle_input(self.now, Input::Msrp(ConnEvent::Closed { conn: c }));
+                    }
+                } else {
+                    self.msrp.push(ConnCommand::Close { conn });
+                }
+            }
             other => self.msrp.push(other),
         }
     }
@@ -966,4 +978,39 @@ fn both_sides_bye_at_once() {
         );
     }
     assert_eq!(h.node.participating().unwrap().sessions(), 0);
+}
+
+/// alice hangs up right after her message got its 200 (as Large Message Mode does), while
+/// it is still on its way to bob's device: the connection from PF A to PF B closes before
+/// any BYE reaches PF B (PF A may run on another shard, and connections and SIP hops travel
+/// apart); bob still gets the message, then his BYE.
+#[test]
+fn a_message_on_its_way_to_the_device_is_delivered_before_the_session_ends() {
+    let mut h = Harness::new();
+    let (pf_a, pf_b) = alice_to_bob(&mut h, cpm_sip::cpm::ICSI_SESSION, "", "");
+    h.msrp_in(ConnId(1), &chat_send(&pf_a, "last1", "lmm1", "the big one"));
+    h.commit();
+    assert_eq!(h.msrp_out(ConnId(1)), vec![("200 last1".to_owned(), None)]);
+    // The connection between the PFs goes: PF B hears it first.
+    let (a, b) = h.loops.pop().expect("PF A's connection to PF B");
+    for c in [b, a] {
+        h.node
+            .handle_input(h.now, Input::Msrp(ConnEvent::Closed { conn: c }));
+        h.drain();
+    }
+    h.commit();
+    // bob's device still gets the message and acknowledges it; then its leg ends.
+    assert!(answer_send(&mut h, ConnId(2), &pf_b).contains("the big one"));
+    h.commit();
+    assert_eq!(records_of(&h, "bob@localhost", "lmm1"), 1);
+    let sent = std::mem::take(&mut h.sent);
+    assert!(
+        sent.iter()
+            .any(|(a, m)| a == BOB && matches!(m, Message::Request(r) if r.method == Method::Bye)),
+        "{sent:?}"
+    );
+    assert_eq!(h.node.participating().unwrap().sessions(), 0);
+    assert!(h.store.messages().iter().any(|r| r.owner == "bob@localhost"
+        && r.message_id == "lmm1"
+        && r.state == cpm_store::DeliveryState::Delivered));
 }

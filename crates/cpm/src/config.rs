@@ -258,6 +258,9 @@ pub(crate) struct TransportSection {
     pub(crate) tcp_message_timeout_secs: u64,
     /// Largest SIP message body.
     pub(crate) max_message_bytes: usize,
+    /// Most MSRP connections open at once (a session between two users of this node takes
+    /// two client connections and an in-process pipe with two ends); more are refused.
+    pub(crate) msrp_max_connections: usize,
 }
 
 /// `[http]`: the admin and history HTTP server.
@@ -354,6 +357,7 @@ impl Default for TransportSection {
             tcp_max_connections_per_source: 256,
             tcp_message_timeout_secs: 10,
             max_message_bytes: 1024 * 1024,
+            msrp_max_connections: 50_000,
         }
     }
 }
@@ -419,6 +423,7 @@ impl NodeConfig {
         }
         let t = &self.transport;
         if t.max_connections == 0
+            || t.msrp_max_connections == 0
             || t.tcp_max_connections_per_source == 0
             || t.tcp_message_timeout_secs == 0
         {

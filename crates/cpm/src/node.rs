@@ -329,8 +329,12 @@ async fn run(cfg: NodeConfig, threads: usize) -> Result<(), String> {
     let msrp_router = router.clone();
     let msrp_dispatch: cpm_runtime::MsrpDispatcher =
         Arc::new(move |head| usize::from(msrp_router.msrp_shard(head)));
+    let mut msrp_cfg = MsrpTransportConfig::new(msrp_listen);
+    msrp_cfg.max_connections = cfg.transport.msrp_max_connections;
+    // What the SDP names when bound to a wildcard: connections to it stay in process.
+    msrp_cfg.own_ips.push(advertised.ip());
     let (msrp_transports, msrp) = MsrpTransport::bind_sharded(
-        MsrpTransportConfig::new(msrp_listen),
+        msrp_cfg,
         usize::from(shards),
         msrp_dispatch,
     )

@@ -10,7 +10,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{Node, cpm_bin, free_port, run_client};
+use common::{Node, TempDir, cpm_bin, free_port, run_client};
 use cpm_sip_core::digest::{self, Algorithm, Credentials};
 use serde_json::Value;
 
@@ -866,7 +866,7 @@ fn a_chat_session_and_a_large_message_cross_both_pfs_and_are_in_both_histories()
 #[test]
 fn a_file_crosses_both_pfs_is_saved_whole_and_is_in_both_histories() {
     let node = Node::start(USERS, &[]);
-    let dir = crate::common::TempDir::new("ft-e2e");
+    let dir = TempDir::new("ft-e2e");
     let downloads = dir.path().join("downloads");
     std::fs::create_dir_all(&downloads).expect("download dir");
     let mut bob = Listener::start_with(

@@ -31,6 +31,9 @@ const READ_CHUNK: usize = 8 * 1024;
 /// The smallest read buffer: what an idle connection holds (a session's connections are
 /// mostly idle between messages, and a node holds thousands of them).
 const READ_MIN: usize = 512;
+/// Octets an in-process pipe holds in each direction before its writer waits (what a
+/// socket buffer would).
+const PIPE_CAPACITY: usize = 256 * 1024;
 
 /// A connection in the table: the way to its writer.
 pub(super) struct ConnEntry {
@@ -182,6 +185,9 @@ pub(super) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
 /// Opens a connection for `shard`'s core and then serves it; answers `token` either way.
 pub(super) async fn connect(shared: Arc<Shared>, shard: usize, token: u64, addr: SocketAddr) {
     let mut stop = shared.shutdown.subscribe();
+    if shared.is_self(addr) {
+        return connect_self(shared, shard, token, addr, &mut stop).await;
+    }
     let connected = tokio::select! {
         biased;
         () = stopped(&mut stop) => return,
@@ -220,6 +226,44 @@ pub(super) async fn connect(shared: Arc<Shared>, shard: usize, token: u64, addr:
         conn: conn.id,
     };
     serve(shared, conn, stream, shard, first).await;
+}
+
+/// A connection to our own listener: both ends in process, joined by an in-memory pipe; the
+/// listening side is reported as accepted, exactly as a TCP connection would be.
+async fn connect_self(
+    shared: Arc<Shared>,
+    shard: usize,
+    token: u64,
+    addr: SocketAddr,
+    stop: &mut watch::Receiver<bool>,
+) {
+    let Some(ours) = register(&shared) else {
+        Counters::add(&shared.counters.refused, 1);
+        shared.emit(shard, ConnEvent::ConnectFailed { token }, stop).await;
+        return;
+    };
+    let Some(theirs) = register(&shared) else {
+        shared.conns().remove(&ours.id);
+        Counters::add(&shared.counters.refused, 1);
+        shared.emit(shard, ConnEvent::ConnectFailed { token }, stop).await;
+        return;
+    };
+    Counters::add(&shared.counters.connected, 1);
+    Counters::add(&shared.counters.accepted, 1);
+    debug!(conn = ours.id.0, peer_conn = theirs.id.0, token, "MSRP connected in process");
+    let (a, b) = tokio::io::duplex(PIPE_CAPACITY);
+    let accepted = ConnEvent::Accepted {
+        conn: theirs.id,
+        peer: addr,
+    };
+    shared
+        .runtime
+        .spawn(serve(Arc::clone(&shared), theirs, b, 0, accepted));
+    let first = ConnEvent::Connected {
+        token,
+        conn: ours.id,
+    };
+    serve(shared, ours, a, shard, first).await;
 }
 
 fn set_nodelay(stream: &TcpStream, id: ConnId) {

@@ -200,7 +200,11 @@ impl ParticipatingFunction {
                     if let Some(s) = self.sessions.map.get_mut(&sid) {
                         s.media_mut(leg).conn = None;
                     }
-                    self.end_session(now, sid, None);
+                    // The other PF's connection gone (it hung up): what it sent reaches the
+                    // client first.
+                    if !self.drain_first(now, sid, leg, true) {
+                        self.end_session(now, sid, None);
+                    }
                 }
             }
         }

@@ -714,31 +714,52 @@ impl ParticipatingFunction {
         self.end_session(now, sid, None);
     }
 
+    /// The network leg `gone` ended (its BYE, or its connection lost) while messages were
+    /// still on their way to the served user's client: what the network sent before is
+    /// delivered first (a Large Message Mode session ends right after its one SEND), and the
+    /// client's leg ends once it has everything. `bye`: the network leg's dialog is still up
+    /// and gets a BYE now. Returns whether the session stays, draining.
+    pub(super) fn drain_first(&mut self, now: Instant, sid: u64, gone: Leg, bye: bool) -> bool {
+        let Some(s) = self.sessions.map.get_mut(&sid) else {
+            return false;
+        };
+        // Established (answered: the set-up state is gone), and something is owed.
+        let owed = {
+            let m = s.media(s.owner_leg());
+            !m.queue.is_empty() || !m.relays.is_empty()
+        };
+        if gone == s.owner_leg() || s.setup.is_some() || !owed {
+            return false;
+        }
+        s.draining = true;
+        s.last_activity = now;
+        let dialog = match gone {
+            Leg::Up => s.up_dialog.take(),
+            Leg::Down => s.down_dialog.take(),
+        };
+        if let Some(conn) = s.media_mut(gone).conn.take() {
+            self.sessions.conns.remove(&conn);
+            self.outputs
+                .push_back(Output::Msrp(cpm_msrp::ConnCommand::Close { conn }));
+        }
+        if bye && let Some(mut d) = dialog {
+            let mut req = d.request(Method::Bye, None);
+            self.dress(&mut req);
+            let dest = self.core_peer();
+            if let Ok(ck) = self.tx.send_request(now, req, dest) {
+                self.clients.insert(ck, ClientPurpose::Notice);
+            }
+        }
+        true
+    }
+
     /// Ends a session: BYE on every established leg but `from` (which ended it), CANCEL of an
     /// INVITE still out, the MSRP connections closed, the indexes cleaned.
     pub(super) fn end_session(&mut self, now: Instant, sid: u64, from: Option<Leg>) {
-        if let Some(s) = self.sessions.map.get_mut(&sid)
-            && let Some(from) = from
-            && from != s.owner_leg()
-            // Established: answered, the set-up state is gone.
-            && s.setup.is_none()
+        if let Some(from) = from
+            && self.drain_first(now, sid, from, false)
         {
-            let m = s.media(s.owner_leg());
-            if !m.queue.is_empty() || !m.relays.is_empty() {
-                // What the network sent before its BYE is delivered first.
-                s.draining = true;
-                s.last_activity = now;
-                match from {
-                    Leg::Up => s.up_dialog = None,
-                    Leg::Down => s.down_dialog = None,
-                }
-                if let Some(conn) = s.media_mut(from).conn.take() {
-                    self.sessions.conns.remove(&conn);
-                    self.outputs
-                        .push_back(Output::Msrp(cpm_msrp::ConnCommand::Close { conn }));
-                }
-                return;
-            }
+            return;
         }
         let Some(mut s) = self.sessions.map.remove(&sid) else {
             return;
