@@ -39,8 +39,8 @@
 # whole ramp, its top symbols in the report (release builds have no frame pointers: the
 # call graphs are shallow, the self time per symbol is what to read).
 #
-# Not measured (placeholders in the report): file transfer MB/s (not built in the node yet);
-# Kamailio's msrp relay.
+# File transfer: FT_MB MB through both PFs, three runs, next to one raw loopback TCP
+# connection carrying 64 KiB messages (section 4). Not measured: Kamailio's msrp relay.
 #
 # Output: Markdown on stdout and in bench/results/msrp-<date>[-quick][-TAG].md (-2, -3...);
 # raw files in a work directory under ${TMPDIR:-/tmp} (path printed). Traffic stays on
@@ -62,6 +62,7 @@ SIZE=100
 MAX_P99=50
 THREADS=""
 IDLE_SENDERS=24
+FT_MB=50
 IDLE_SESSIONS=100
 PERF=1
 BIN_DIR=""
@@ -237,6 +238,47 @@ BYTES=$($MPY send-bytes "$RESULTS")
 wait_idle "the TCP reference"
 for i in 1 2 3; do
     "$GEN_BIN" tcp --conns "$SENDERS" --window "$WINDOW" --size "$BYTES" --duration 5 | tee -a "$RESULTS" >&2
+done
+
+# ------------------------------------------------------------------ 4. file transfer
+# A FT_MB MB file from snd0 to rcv0 through both PFs (`cpm client send-file`, 64 KiB chunks,
+# a window of 8; every chunk written to a media object at each PF before it is relayed, the
+# SHA-1 checked, the file linked from both histories), saved by `listen --download-dir`:
+# the time from the command's start to its exit (it exits after the last chunk's 200, which
+# follows the receiver's). The reference: one raw loopback TCP connection carrying the same
+# octets in 64 KiB messages, window 8 (`cpm-bench tcp`).
+wait_idle "the file transfer"
+start_cpm ft 1
+mkdir -p "$WORK/ft/dl"
+head -c $((FT_MB * 1024 * 1024)) /dev/urandom >"$WORK/ft/file.bin"
+"$CPM_BIN" client --server "127.0.0.1:$SERVER_PORT" --user rcv0@localhost --password benchpw \
+    --transport tcp listen --json --download-dir "$WORK/ft/dl" >"$WORK/ft/listen.out" 2>&1 &
+LISTEN_PID=$!
+PIDS+=("$LISTEN_PID")
+for ((i = 0; i < 100; i++)); do
+    grep -q '"registered"' "$WORK/ft/listen.out" 2>/dev/null && break
+    sleep 0.1
+done
+for run in 1 2 3; do
+    rm -f "$WORK/ft/dl"/*
+    t0=$(date +%s.%N)
+    "$CPM_BIN" client --server "127.0.0.1:$SERVER_PORT" --user snd0@localhost --password benchpw \
+        --transport tcp send-file rcv0@localhost "$WORK/ft/file.bin" >"$WORK/ft/send-$run.out" 2>&1 ||
+        die "send-file failed (see $WORK/ft/send-$run.out)"
+    t1=$(date +%s.%N)
+    for ((i = 0; i < 100; i++)); do
+        [ -e "$WORK/ft/dl/file.bin" ] && break
+        sleep 0.05
+    done
+    same=false
+    cmp -s "$WORK/ft/file.bin" "$WORK/ft/dl/file.bin" && same=true
+    echo "{\"type\":\"ft\",\"run\":$run,\"bytes\":$((FT_MB * 1024 * 1024)),\"secs\":$(printf '%.4f' "$(echo "$t1 - $t0" | bc)"),\"same\":$same}" | tee -a "$RESULTS" >&2
+done
+stop_pid "$LISTEN_PID" 5
+untrack "$LISTEN_PID"
+stop_cpm
+for run in 1 2 3; do
+    "$GEN_BIN" tcp --conns 1 --window 8 --size 65536 --duration 5 | sed 's/"type":"tcp"/"type":"tcp_bulk"/' | tee -a "$RESULTS" >&2
 done
 
 # ------------------------------------------------------------------ report
