@@ -333,13 +333,10 @@ async fn run(cfg: NodeConfig, threads: usize) -> Result<(), String> {
     msrp_cfg.max_connections = cfg.transport.msrp_max_connections;
     // What the SDP names when bound to a wildcard: connections to it stay in process.
     msrp_cfg.own_ips.push(advertised.ip());
-    let (msrp_transports, msrp) = MsrpTransport::bind_sharded(
-        msrp_cfg,
-        usize::from(shards),
-        msrp_dispatch,
-    )
-    .await
-    .map_err(|e| format!("cannot listen for MSRP on {msrp_listen}: {e}"))?;
+    let (msrp_transports, msrp) =
+        MsrpTransport::bind_sharded(msrp_cfg, usize::from(shards), msrp_dispatch)
+            .await
+            .map_err(|e| format!("cannot listen for MSRP on {msrp_listen}: {e}"))?;
     // What the SDP names: the bound port, on the advertised address when bound to a wildcard.
     let msrp_addr = {
         let bound = msrp.local_addr();

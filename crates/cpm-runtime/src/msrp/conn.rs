@@ -239,18 +239,27 @@ async fn connect_self(
 ) {
     let Some(ours) = register(&shared) else {
         Counters::add(&shared.counters.refused, 1);
-        shared.emit(shard, ConnEvent::ConnectFailed { token }, stop).await;
+        shared
+            .emit(shard, ConnEvent::ConnectFailed { token }, stop)
+            .await;
         return;
     };
     let Some(theirs) = register(&shared) else {
         shared.conns().remove(&ours.id);
         Counters::add(&shared.counters.refused, 1);
-        shared.emit(shard, ConnEvent::ConnectFailed { token }, stop).await;
+        shared
+            .emit(shard, ConnEvent::ConnectFailed { token }, stop)
+            .await;
         return;
     };
     Counters::add(&shared.counters.connected, 1);
     Counters::add(&shared.counters.accepted, 1);
-    debug!(conn = ours.id.0, peer_conn = theirs.id.0, token, "MSRP connected in process");
+    debug!(
+        conn = ours.id.0,
+        peer_conn = theirs.id.0,
+        token,
+        "MSRP connected in process"
+    );
     let (a, b) = tokio::io::duplex(PIPE_CAPACITY);
     let accepted = ConnEvent::Accepted {
         conn: theirs.id,
