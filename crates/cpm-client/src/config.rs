@@ -2,6 +2,7 @@
 
 use core::net::SocketAddr;
 
+use cpm_msrp::MsrpUri;
 use cpm_sip_core::TransportKind;
 use sha2::{Digest as _, Sha256};
 
@@ -42,11 +43,44 @@ pub struct ClientConfig {
     /// ICSI, registered when set): the application must then write what
     /// [`crate::Event::FileData`] gives it. Off, offers of files are refused (488).
     pub file_transfer: bool,
+    /// An MSRP relay (RFC 4976) every session's media goes through, or `None` for a direct
+    /// connection to the network's MSRP endpoint. Before it offers or answers a session's
+    /// SDP, the client opens a connection to the relay, authenticates with AUTH (answering
+    /// its digest challenge with [`ClientConfig::aor`] and [`ClientConfig::password`]) and
+    /// puts the relay's Use-Path before its own URI in `a=path`.
+    pub msrp_relay: Option<MsrpRelay>,
+}
+
+/// Where an MSRP relay is (RFC 4976).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MsrpRelay {
+    /// The relay's URI, `msrp://HOST:PORT;tcp`: the To-Path of AUTH.
+    pub uri: MsrpUri,
+    /// The address to connect to (the client resolves no names: the driver does, for a URI
+    /// with a host name).
+    pub addr: SocketAddr,
+}
+
+impl MsrpRelay {
+    /// The relay at `uri`, whose host must be an IP address (with its port, 2855 when the
+    /// URI has none, RFC 4975 section 15.1); `None` otherwise.
+    pub fn from_uri(uri: MsrpUri) -> Option<Self> {
+        let ip: core::net::IpAddr = uri
+            .host()
+            .as_str()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse()
+            .ok()?;
+        let addr = SocketAddr::new(ip, uri.port().unwrap_or(2855));
+        Some(Self { uri, addr })
+    }
 }
 
 impl ClientConfig {
     /// A configuration with the defaults: device `default`, UDP, 600 s, seed 0, deferred
-    /// messages and sessions taken, sessions accepted at once, file transfers refused.
+    /// messages and sessions taken, sessions accepted at once, file transfers refused, no MSRP
+    /// relay.
     pub fn new(
         aor: impl Into<String>,
         password: impl Into<String>,
@@ -66,6 +100,7 @@ impl ClientConfig {
             sessions: true,
             auto_accept: true,
             file_transfer: false,
+            msrp_relay: None,
         }
     }
 

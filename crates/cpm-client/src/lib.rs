@@ -70,8 +70,8 @@ pub use client::{
     LARGE_MESSAGE_THRESHOLD, MAX_QUEUED, ReceivedImdn, ReceivedMessage, SendError, SendId,
     SessionId, SessionKind, aor_of, notification_kind, notification_status,
 };
-pub use config::{ClientConfig, ConfigError, instance_id};
+pub use config::{ClientConfig, ConfigError, MsrpRelay, instance_id};
 pub use cpm_content::{DeliveryStatus, DisplayStatus, Notification, ProcessingStatus};
-pub use cpm_msrp::{ConnCommand, ConnEvent, ConnId};
+pub use cpm_msrp::{ConnCommand, ConnEvent, ConnId, MsrpUri};
 pub use cpm_sip_core::{Peer, Transmit, TransportKind};
 pub use file::{FileDescription, FileHasher, hex, media_type_for, sanitize_file_name};

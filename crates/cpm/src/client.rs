@@ -15,7 +15,9 @@
 //!   reported as [`Client::handle_connection_closed`]; [`Client::poll_close`] closes it.
 //! - MSRP (sessions): `msrp.rs`, one small task per connection the core asks for
 //!   ([`cpm_client::Client::poll_conn_command`]), reading through `cpm_msrp::Decoder` and
-//!   reporting to [`cpm_client::Client::handle_conn_event`]; no protocol logic.
+//!   reporting to [`cpm_client::Client::handle_conn_event`]; no protocol logic. With
+//!   `--msrp-relay` the relay's host is resolved here (the core resolves no names) and the
+//!   core connects every session to it (RFC 4976, [`cpm_client::ClientConfig::msrp_relay`]).
 //! - Time: `std::time::Instant` is the core's `now`; the wall clock is read once, at start.
 //!   One `sleep_until(client.poll_timeout())`.
 //!
@@ -34,8 +36,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use clap::{Args, CommandFactory as _, Subcommand, ValueEnum};
 use cpm_client::{
-    Client, ClientConfig, Event, ReceivedImdn, ReceivedMessage, SessionKind, TransportKind,
-    notification_kind, notification_status,
+    Client, ClientConfig, Event, MsrpRelay, MsrpUri, ReceivedImdn, ReceivedMessage, SessionKind,
+    TransportKind, notification_kind, notification_status,
 };
 use serde_json::json;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -56,6 +58,8 @@ use listen::listen;
 
 /// The SIP port of `--server HOST` without one.
 const SIP_PORT: u16 = 5060;
+/// The MSRP port of a relay URI without one (RFC 4975 section 15.1).
+const MSRP_PORT: u16 = 2855;
 /// The HTTP port of `--http HOST` without one (and of the default `--http`).
 const HTTP_PORT: u16 = 8080;
 /// How long `send --wait-imdn` waits for its registration.
@@ -107,6 +111,11 @@ pub(crate) struct ClientArgs {
     /// within SECS: nothing is listening there, or it does not take us.
     #[arg(long, global = true, value_name = "SECS", default_value = "5", value_parser = seconds)]
     timeout: Duration,
+    /// Send every session's media through this MSRP relay (RFC 4976), `msrp://HOST:PORT;tcp`:
+    /// the client authenticates to it (AUTH, digest with --user and --password) before each
+    /// session's SDP, and puts its Use-Path in `a=path`.
+    #[arg(long, global = true, value_name = "URI", value_parser = msrp_relay)]
+    msrp_relay: Option<MsrpUri>,
     #[command(subcommand)]
     command: ClientCommand,
 }
@@ -228,6 +237,20 @@ fn http_server(s: &str) -> Result<String, String> {
     host_port(s, HTTP_PORT)
 }
 
+/// An MSRP relay's URI (RFC 4976 section 5: `msrp://HOST[:PORT];tcp`, port 2855 when left
+/// out). `msrps:` is refused: the client's MSRP transport has no TLS.
+fn msrp_relay(s: &str) -> Result<MsrpUri, String> {
+    let uri: MsrpUri = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not an MSRP URI (msrp://HOST:PORT;tcp)"))?;
+    if uri.is_secure() {
+        return Err(format!(
+            "{s:?}: msrps (TLS) is not supported by cpm client; use msrp://"
+        ));
+    }
+    Ok(uri)
+}
+
 /// A positive number of seconds (fractions allowed).
 fn seconds(s: &str) -> Result<Duration, String> {
     s.parse::<f64>()
@@ -248,6 +271,8 @@ struct Common {
     json: bool,
     http: Option<String>,
     timeout: Duration,
+    /// `--msrp-relay`.
+    msrp_relay: Option<MsrpUri>,
 }
 
 /// A usage error in clap's format (exit status 2).
@@ -285,6 +310,7 @@ pub(crate) fn run(args: ClientArgs) -> ExitCode {
         json: args.json,
         http: args.http,
         timeout: args.timeout,
+        msrp_relay: args.msrp_relay,
     };
     if !common.user.contains('@') {
         usage_error(
@@ -732,6 +758,15 @@ impl Driver {
         cfg.seed = seed();
         cfg.deferred = deferred;
         cfg.file_transfer = files;
+        if let Some(uri) = &c.msrp_relay {
+            let host = uri.host().as_str();
+            let port = uri.port().unwrap_or(MSRP_PORT);
+            let addr = resolve(&format!("{host}:{port}")).await?;
+            cfg.msrp_relay = Some(MsrpRelay {
+                uri: uri.clone(),
+                addr,
+            });
+        }
         let client = Client::new(cfg, Instant::now(), unix_ms()).map_err(|e| e.to_string())?;
         Ok(Self {
             client,

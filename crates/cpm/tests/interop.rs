@@ -805,3 +805,296 @@ fn baresip_receives_a_message_sent_by_cpm_client() {
     );
     bob.quit();
 }
+
+// ---------------------------------------------------------------------------------------------
+// Kamailio as an MSRP relay (RFC 4976)
+
+/// The msrp module of Debian's `kamailio` package.
+const KAMAILIO_MSRP_SO: &str = "/usr/lib/x86_64-linux-gnu/kamailio/modules/msrp.so";
+
+/// The relay's configuration; its placeholders are filled in by [`KamailioRelay::start`].
+const KAMAILIO_MSRP_CFG: &str = include_str!("peers/kamailio-msrp.cfg");
+
+/// How long Kamailio may take to listen, and to exit after SIGTERM.
+const KAMAILIO_WAIT: Duration = Duration::from_secs(10);
+
+/// Whether `tool` is on the PATH.
+fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+}
+
+/// Kamailio running `tests/peers/kamailio-msrp.cfg` on a free loopback port, in its own
+/// process group (its main process signals its whole group when it shuts down). Dropped: SIGTERM
+/// to its main process by PID (which stops its children), a bounded wait, then SIGKILL to the
+/// group it leads.
+struct KamailioRelay {
+    child: Child,
+    port: u16,
+    dir: TempDir,
+}
+
+impl KamailioRelay {
+    fn start(users: &[(&str, &str)], realm: &str) -> Self {
+        use std::os::unix::process::CommandExt as _;
+        let mut table = String::new();
+        for (aor, pw) in users {
+            let _ = writeln!(table, "$sht(users=>{aor}) = \"{pw}\";");
+        }
+        for attempt in 1..=5 {
+            let dir = TempDir::new("kamailio-msrp");
+            let port = free_port();
+            let cfg = KAMAILIO_MSRP_CFG
+                .replace("KAM_PORT", &port.to_string())
+                .replace("KAM_REALM", realm)
+                .replace("KAM_USERS", &table);
+            let cfg_path = dir.path().join("kamailio.cfg");
+            std::fs::write(&cfg_path, cfg).expect("write kamailio.cfg");
+            let log = std::fs::File::create(dir.path().join("kamailio.log")).expect("log file");
+            let child = Command::new("kamailio")
+                .args(["-DD", "-E", "-m", "64", "-M", "8", "-f"])
+                .arg(&cfg_path)
+                .arg("-P")
+                .arg(dir.path().join("kamailio.pid"))
+                .arg("-w")
+                .arg(dir.path())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .process_group(0)
+                .spawn()
+                .expect("start kamailio");
+            let mut relay = Self { child, port, dir };
+            wait_until(KAMAILIO_WAIT, || {
+                port_bound(port, true) || !matches!(relay.child.try_wait(), Ok(None))
+            });
+            if port_bound(port, true) && matches!(relay.child.try_wait(), Ok(None)) {
+                return relay;
+            }
+            let log = relay.log();
+            // A parallel test may take the port between our probe and the bind: another.
+            assert!(
+                attempt < 5 && log.contains("bind"),
+                "kamailio did not start (attempt {attempt}):\n{}",
+                tail(&log, 4000)
+            );
+            relay.stop();
+        }
+        unreachable!("the last attempt panics")
+    }
+
+    /// The relay's URI, as `--msrp-relay` takes it.
+    fn uri(&self) -> String {
+        format!("msrp://127.0.0.1:{};tcp", self.port)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("kamailio.log")).unwrap_or_default()
+    }
+
+    /// SIGTERM to the main process, a bounded wait, SIGKILL to its group if it is still there.
+    fn stop(&mut self) {
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return;
+        }
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let exited = wait_until(KAMAILIO_WAIT, || !matches!(self.child.try_wait(), Ok(None)));
+        if !exited {
+            eprintln!("killing kamailio's process group {pid}");
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .status();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Drop for KamailioRelay {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// `cpm client listen --json`, its stdout lines on a channel; killed by PID when dropped.
+struct JsonListener {
+    /// Held for its `Drop` (the kill by PID).
+    _proc: Proc,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl JsonListener {
+    fn start(node: &Node, user: &str, password: &str) -> Self {
+        use std::io::BufRead as _;
+        let mut proc = Proc::spawn(
+            "cpm client listen",
+            Command::new(cpm_bin())
+                .args(["client", "--server", &node.sip.to_string()])
+                .args(["--user", user, "--password", password])
+                .args(["listen", "--json"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null()),
+        );
+        let out = proc.child.stdout.take().expect("stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut l = Self { _proc: proc, lines };
+        l.wait_for("registered", |v| v["type"] == "registered");
+        l
+    }
+
+    /// The next line satisfying `want`, within 15 s.
+    fn wait_for(
+        &mut self,
+        what: &str,
+        want: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut seen = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let v: serde_json::Value = serde_json::from_str(&line)
+                        .unwrap_or_else(|e| panic!("listen: not JSON ({e}): {line}"));
+                    if want(&v) {
+                        return v;
+                    }
+                    seen.push(line);
+                }
+                Err(_) => break,
+            }
+        }
+        panic!("listen: no {what} line; saw {seen:#?}");
+    }
+}
+
+/// `cpm client chat` from a pipe with these lines, through `--msrp-relay`; bounded by
+/// [`SIPP_WALL`]. Exit code, stdout, stderr.
+fn chat_through_relay(node: &Node, relay: &str, peer: &str, input: &str) -> (i32, String, String) {
+    let mut proc = Proc::spawn(
+        "cpm client chat",
+        Command::new(cpm_bin())
+            .args(["client", "--server", &node.sip.to_string()])
+            .args(["--user", "alice@localhost", "--password", "alicepw"])
+            .args(["--msrp-relay", relay, "--json", "chat", peer])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    let mut stdin: ChildStdin = proc.child.stdin.take().expect("stdin");
+    stdin.write_all(input.as_bytes()).expect("write stdin");
+    drop(stdin);
+    let read = |mut r: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = r.read_to_string(&mut s);
+            s
+        })
+    };
+    let out = read(Box::new(proc.child.stdout.take().expect("stdout")));
+    let err = read(Box::new(proc.child.stderr.take().expect("stderr")));
+    let status = proc.wait_bounded(SIPP_WALL);
+    (
+        status.and_then(|s| s.code()).unwrap_or(-1),
+        out.join().unwrap_or_default(),
+        err.join().unwrap_or_default(),
+    )
+}
+
+/// Issue 13 deliverable 7: a chat whose media goes through Kamailio's msrp module as the
+/// client's MSRP relay (RFC 4976). Alice's client authenticates to the relay (AUTH, 401 with a
+/// digest challenge, AUTH with her credentials, 200 with Use-Path), offers `a=path` = relay's
+/// Use-Path + her URI; the PF takes the relayed connection (From-Path: relay, alice), stores
+/// each line and relays it to bob; its success REPORTs come back through the relay. Both
+/// histories have the lines; Kamailio's log shows the AUTH, the relayed SENDs and REPORTs.
+#[test]
+fn a_chat_through_kamailio_as_msrp_relay_reaches_bob_and_both_histories() {
+    if !on_path("kamailio") || !Path::new(KAMAILIO_MSRP_SO).is_file() {
+        eprintln!(
+            "SKIPPED: kamailio (Debian package `kamailio`, with {KAMAILIO_MSRP_SO}) is not \
+             installed"
+        );
+        return;
+    }
+    let started = Instant::now();
+    let node = Node::start(USERS, NODE_FLAGS);
+    let relay = KamailioRelay::start(USERS, "localhost");
+    let mut bob = JsonListener::start(&node, "bob@localhost", "bobpw");
+    let lines = ["hello bob via kamailio", "second line, relayed"];
+    let (code, out, err) = chat_through_relay(
+        &node,
+        &relay.uri(),
+        "bob@localhost",
+        &format!("{}\n", lines.join("\n")),
+    );
+    let context = || {
+        format!(
+            "stdout {out}\nstderr {err}\nkamailio log:\n{}\nnode log:\n{}",
+            tail(&relay.log(), 4000),
+            node_log(&node)
+        )
+    };
+    assert_eq!(code, 0, "chat through the relay failed\n{}", context());
+    for text in lines {
+        let m = bob.wait_for(text, |v| v["type"] == "message" && v["text"] == text);
+        assert_eq!(m["from"], "alice@localhost");
+    }
+    // Both histories have the lines.
+    for (user, pw, peer) in [
+        ("alice@localhost", "alicepw", "bob@localhost"),
+        ("bob@localhost", "bobpw", "alice@localhost"),
+    ] {
+        let (code, hist, herr) = common::run_client(&[
+            "--server",
+            &node.sip.to_string(),
+            "--http",
+            &node.http.to_string(),
+            "--user",
+            user,
+            "--password",
+            pw,
+            "--json",
+            "history",
+            "--with",
+            peer,
+        ]);
+        assert_eq!(code, 0, "{user}: history: {hist} {herr}");
+        for text in lines {
+            assert!(
+                hist.contains(text),
+                "{user}'s history lacks {text:?}: {hist}"
+            );
+        }
+    }
+    // Kamailio did the relaying: the challenge, the AUTH, the SENDs on to the PF, the PF's
+    // success REPORTs back to the client.
+    let log = strip_ansi(&relay.log());
+    for needle in [
+        "msrp-relay: AUTH from",
+        "msrp-relay: AUTH ok user=alice@localhost session=",
+        "msrp-relay: relayed SEND",
+        "msrp-relay: relayed REPORT",
+    ] {
+        assert!(
+            log.contains(needle),
+            "kamailio log lacks {needle:?}\n{}",
+            context()
+        );
+    }
+    let sends = log.matches("msrp-relay: relayed SEND").count();
+    let reports = log.matches("msrp-relay: relayed REPORT").count();
+    // The binding SEND and one per line; a REPORT per line.
+    assert!(sends > lines.len(), "{sends} SENDs relayed\n{}", context());
+    assert_eq!(reports, lines.len(), "REPORTs relayed\n{}", context());
+    drop(bob);
+    drop(relay);
+    eprintln!("kamailio msrp relay test: {:?}", started.elapsed());
+}

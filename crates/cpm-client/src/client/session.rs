@@ -13,6 +13,13 @@
 //! MSRP 200 to its last chunk. Incoming: 180, then 200 with our answer (at once with
 //! [`crate::ClientConfig::auto_accept`]), `Connect` to the offer's path, the binding SEND,
 //! every SEND answered 200 per chunk and handed on like a pager message once whole.
+//!
+//! Through an MSRP relay ([`crate::ClientConfig::msrp_relay`], RFC 4976), the session's
+//! connection goes to the relay and is opened first: AUTH (To-Path the relay, From-Path our
+//! URI), a 401's digest challenge answered with the user's credentials (section 5), the 200's
+//! Use-Path kept; only then is the SDP offered or answered, its `a=path` the Use-Path then our
+//! URI, and every SEND's To-Path the Use-Path then the peer's path (section 6). The relay
+//! answers SENDs hop by hop.
 
 use core::net::{IpAddr, SocketAddr};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -34,6 +41,7 @@ use cpm_sip_core::transaction::{ClientKey, ServerKey, response_to};
 mod file;
 mod incoming;
 mod msrp;
+mod relay;
 
 use file::Transfer;
 pub use file::{FILE_CHUNK, FILE_WINDOW};
@@ -60,6 +68,13 @@ const INCOMING_LIMITS: ReassemblyLimits = ReassemblyLimits {
     max_message_len: 16 * 1024 * 1024,
     max_messages: 8,
 };
+/// Largest chunk we send through an MSRP relay: RFC 4976 section 7.1 lets a relay refuse
+/// what it cannot buffer, and Kamailio's `msrp` module takes frames of at most 10,240 body
+/// octets (its `MSRP_MAX_BODY_SIZE`).
+const RELAY_CHUNK: u64 = 8 * 1024;
+/// How long, through a relay, a message whose chunks the relay took waits for the success
+/// REPORT that says the network stored it.
+const REPORT_TIMEOUT: Duration = Duration::from_secs(30);
 /// RFC 3994: the composing indication's media type.
 const ISCOMPOSING: &str = "application/im-iscomposing+xml";
 /// What our sessions carry (RFC 4975 section 8: `a=accept-types`): CPIM and the composing
@@ -103,6 +118,9 @@ enum Phase {
     Inviting,
     /// Incoming: 180 sent, the application has not answered yet.
     Offered,
+    /// Outgoing through a relay: the connection to it is being opened and authenticated
+    /// (RFC 4976 section 5); the INVITE follows.
+    Authenticating,
     /// The SDP exchange is done; the MSRP connection is being opened.
     Connecting,
     /// The MSRP connection is open and bound.
@@ -181,13 +199,39 @@ struct Session {
     next_item: u64,
     in_flight: HashMap<TransactId, u64>,
     reassembler: Reassembler,
+    /// Through a relay, whose 200s are hop by hop (RFC 4976 section 7.3): the items whose
+    /// success REPORT (RFC 4975 section 7.1.2) reports them stored, by MSRP Message-ID, and
+    /// when those whose chunks are all answered give up waiting for it.
+    reports: HashMap<String, u64>,
+    report_by: BTreeMap<u64, Instant>,
     /// Bodies of incoming messages being reassembled, by MSRP Message-ID.
     bodies: HashMap<String, Vec<u8>>,
     /// The file of a [`SessionKind::FileTransfer`] session.
     file: Option<Box<Transfer>>,
+    /// Through an MSRP relay: its AUTH and Use-Path.
+    relay: Option<relay::Relay>,
 }
 
 impl Session {
+    /// The To-Path of our requests: the relay's Use-Path (RFC 4976 section 6), then the
+    /// peer's path.
+    fn to_path(&self) -> Vec<MsrpUri> {
+        self.relay
+            .iter()
+            .flat_map(|r| r.use_path.iter().cloned())
+            .chain(self.remote_path.iter().cloned())
+            .collect()
+    }
+
+    /// The largest chunk to send in this session.
+    fn max_chunk(&self) -> u64 {
+        if self.relay.is_some() {
+            RELAY_CHUNK
+        } else {
+            MAX_CHUNK
+        }
+    }
+
     fn push_item(&mut self, item: Item) -> u64 {
         let n = self.next_item;
         self.next_item += 1;
@@ -214,7 +258,9 @@ impl Session {
             .uas
             .as_ref()
             .map(|u| [u.resend_at, u.give_up].into_iter().flatten().min());
-        [self.tx.poll_timeout(), uas.flatten()]
+        let relay = self.relay.as_ref().and_then(|r| r.deadline);
+        let report = self.report_by.values().min().copied();
+        [self.tx.poll_timeout(), uas.flatten(), relay, report]
             .into_iter()
             .flatten()
             .min()
@@ -332,7 +378,10 @@ impl Client {
     pub fn start_session(&mut self, now: Instant, to: &str) -> Result<SessionId, SendError> {
         let target = self.target_uri(to)?;
         let id = self.new_session(SessionKind::Chat, &target);
-        self.invite(now, id)?;
+        if let Err(e) = self.begin_outgoing(now, id) {
+            self.sessions.map.remove(&id);
+            return Err(e);
+        }
         Ok(id)
     }
 
@@ -405,6 +454,9 @@ impl Client {
             return;
         };
         match s.phase {
+            Phase::Authenticating => {
+                self.finish_session(now, session, 487, "Request Terminated", false);
+            }
             Phase::Inviting => {
                 s.cancelled = true;
                 if let Some(key) = s.invite_key.clone() {
@@ -442,10 +494,19 @@ impl Client {
                     .commands
                     .push_back(ConnCommand::Close { conn });
             }
-            ConnEvent::Connected { token, conn } => self.on_connected(now, SessionId(token), conn),
+            ConnEvent::Connected { token, conn } => {
+                let session = SessionId(token);
+                if self.authenticating(session) {
+                    self.relay_connected(now, session, conn);
+                } else {
+                    self.on_connected(now, session, conn);
+                }
+            }
             ConnEvent::ConnectFailed { token } => {
                 let session = SessionId(token);
-                if self.sessions.map.contains_key(&session) {
+                if self.authenticating(session) {
+                    self.relay_failed(now, session, 503, "MSRP Relay Unreachable");
+                } else if self.sessions.map.contains_key(&session) {
                     self.finish_session(now, session, 503, "MSRP Connection Failed", true);
                 }
             }
@@ -459,11 +520,17 @@ impl Client {
             ConnEvent::Closed { conn } => {
                 self.sessions.reading.remove(&conn);
                 if let Some(session) = self.sessions.by_conn(conn) {
+                    let authenticating = self.authenticating(session);
                     if let Some(s) = self.sessions.map.get_mut(&session) {
                         s.conn = None;
                     }
-                    // RFC 4975 section 5.4: the session cannot go on without its connection.
-                    self.finish_session(now, session, 503, "MSRP Connection Closed", true);
+                    if authenticating {
+                        self.relay_failed(now, session, 503, "MSRP Relay Closed");
+                    } else {
+                        // RFC 4975 section 5.4: the session cannot go on without its
+                        // connection.
+                        self.finish_session(now, session, 503, "MSRP Connection Closed", true);
+                    }
                 }
             }
         }
@@ -498,7 +565,7 @@ impl Client {
                 chunks_left: 0,
             });
         }
-        if let Err(e) = self.invite(now, session) {
+        if let Err(e) = self.begin_outgoing(now, session) {
             self.sessions.map.remove(&session);
             return Err(e);
         }
@@ -607,7 +674,7 @@ impl Client {
         }
         s.remote_path = remote.path;
         s.phase = Phase::Connecting;
-        self.connect(now, session);
+        self.start_media(now, session);
     }
 
     /// The INVITE got no final response (408) or its connection closed (503).
@@ -649,6 +716,17 @@ impl Client {
             .map(|(id, _)| *id)
             .collect();
         for session in due {
+            if self
+                .sessions
+                .map
+                .get(&session)
+                .and_then(|s| s.relay.as_ref())
+                .and_then(|r| r.deadline)
+                .is_some_and(|d| d <= now)
+            {
+                self.relay_failed(now, session, 408, "MSRP Relay Did Not Answer");
+                continue;
+            }
             let Some(s) = self.sessions.map.get_mut(&session) else {
                 continue;
             };
@@ -663,6 +741,15 @@ impl Client {
                     u.resend_at = Some(now + u.interval);
                     resend = u.ok.clone().map(|b| (u.peer, b));
                 }
+            }
+            let no_report: Vec<u64> = s
+                .report_by
+                .iter()
+                .filter(|(_, at)| **at <= now)
+                .map(|(n, _)| *n)
+                .collect();
+            for n in no_report {
+                self.finish_item(now, session, n, 408, "No Success Report");
             }
             if let Some((peer, payload)) = resend {
                 self.transmits
@@ -710,6 +797,11 @@ impl Client {
         };
         let conversation_id = self.conversation_for(&[peer.to_owned()]);
         let contribution_id = self.rng.uuid();
+        let relay = self
+            .cfg
+            .msrp_relay
+            .as_ref()
+            .map(|r| relay::Relay::new(r.uri.clone()));
         self.sessions.map.insert(
             id,
             Session {
@@ -735,9 +827,12 @@ impl Client {
                 items: BTreeMap::new(),
                 next_item: 0,
                 in_flight: HashMap::new(),
+                reports: HashMap::new(),
+                report_by: BTreeMap::new(),
                 reassembler: Reassembler::new(INCOMING_LIMITS),
                 bodies: HashMap::new(),
                 file: None,
+                relay,
             },
         );
         id
@@ -749,6 +844,21 @@ impl Client {
         Bytes::from(
             Sdp::for_msrp(&self.user, session_id, 1, self.cfg.local_addr.ip(), media).to_bytes(),
         )
+    }
+
+    /// Starts a session we start: the INVITE, or through a relay first the relay's AUTH
+    /// (the INVITE follows its 200). A recipient that is no URI is an error at once.
+    fn begin_outgoing(&mut self, now: Instant, session: SessionId) -> Result<(), SendError> {
+        let Some(s) = self.sessions.map.get_mut(&session) else {
+            return Err(SendError::NoSession);
+        };
+        if s.relay.is_none() {
+            return self.invite(now, session);
+        }
+        Uri::parse(&s.peer).map_err(|_| SendError::BadRecipient(s.peer.clone()))?;
+        s.phase = Phase::Authenticating;
+        self.relay_connect(session);
+        Ok(())
     }
 
     /// Sends the INVITE of a session we start (PROTOCOL.md flows 2.2 and 2.3).
@@ -874,16 +984,39 @@ impl Client {
         }
     }
 
+    /// The SDP exchange is done: the media goes on the relay's connection, which is open
+    /// already, or on a new one to the peer's path.
+    fn start_media(&mut self, now: Instant, session: SessionId) {
+        let Some(s) = self.sessions.map.get(&session) else {
+            return;
+        };
+        match (&s.relay, s.conn) {
+            (None, _) => self.connect(now, session),
+            (Some(_), Some(conn)) => self.media_up(now, session, conn),
+            (Some(_), None) => {
+                self.finish_session(now, session, 503, "MSRP Relay Closed", true);
+            }
+        }
+    }
+
     fn on_connected(&mut self, now: Instant, session: SessionId, conn: ConnId) {
-        let Some(s) = self
+        if !self
             .sessions
             .map
-            .get_mut(&session)
-            .filter(|s| s.phase == Phase::Connecting && s.conn.is_none())
-        else {
+            .get(&session)
+            .is_some_and(|s| s.phase == Phase::Connecting && s.conn.is_none())
+        {
             self.sessions
                 .commands
                 .push_back(ConnCommand::Close { conn });
+            return;
+        }
+        self.media_up(now, session, conn);
+    }
+
+    /// The session's MSRP connection is open: it is bound with the first SEND.
+    fn media_up(&mut self, now: Instant, session: SessionId, conn: ConnId) {
+        let Some(s) = self.sessions.map.get_mut(&session) else {
             return;
         };
         s.conn = Some(conn);
@@ -903,7 +1036,8 @@ impl Client {
             s.queue.push_front(n);
         }
         let (peer, kind, incoming) = (aor_of(&s.peer), s.kind, s.incoming);
-        self.sessions.reading.insert(conn, Reading::Idle);
+        // A relay's connection may be in the middle of a frame already.
+        self.sessions.reading.entry(conn).or_insert(Reading::Idle);
         self.events.push_back(Event::SessionStarted {
             session,
             peer,

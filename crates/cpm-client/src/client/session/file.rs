@@ -170,7 +170,7 @@ impl Client {
                 acked: 0,
             }),
         }));
-        if let Err(e) = self.invite(now, session) {
+        if let Err(e) = self.begin_outgoing(now, session) {
             self.sessions.map.remove(&session);
             return Err(e);
         }
@@ -231,6 +231,11 @@ impl Client {
         if !up {
             return;
         }
+        let chunk = self
+            .sessions
+            .map
+            .get(&session)
+            .map_or(FILE_CHUNK, |s| s.max_chunk().min(FILE_CHUNK));
         let Some(t) = self.transfer_mut(session) else {
             return;
         };
@@ -248,7 +253,7 @@ impl Client {
         }
         let mut asks = Vec::new();
         while snd.asked.len() + snd.unanswered.len() < FILE_WINDOW && snd.next < size {
-            let len = FILE_CHUNK.min(size - snd.next);
+            let len = chunk.min(size - snd.next);
             snd.asked.push_back((snd.next, len));
             asks.push(Event::FileNeeded {
                 session,
@@ -274,8 +279,7 @@ impl Client {
         };
         let size = t.file.size;
         let end = offset + data.len() as u64;
-        let Ok(mut headers) = MsrpHeaders::new(s.remote_path.clone(), vec![s.local_path.clone()])
-        else {
+        let Ok(mut headers) = MsrpHeaders::new(s.to_path(), vec![s.local_path.clone()]) else {
             return;
         };
         headers.set(MsrpHeader::MessageId(snd.message_id.clone()));

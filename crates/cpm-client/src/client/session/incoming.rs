@@ -28,6 +28,18 @@ impl Client {
         if s.phase != Phase::Offered {
             return false;
         }
+        if let Some(r) = s.relay.as_mut()
+            && r.use_path.is_empty()
+        {
+            // RFC 4976 section 5: our answer's path starts with the relay's Use-Path, which
+            // its AUTH gives; the 200 follows then.
+            let start = !r.accept;
+            r.accept = true;
+            if start && s.conn.is_none() {
+                self.relay_connect(session);
+            }
+            return true;
+        }
         let Some(uas) = s.uas.as_mut() else {
             return false;
         };
@@ -63,7 +75,7 @@ impl Client {
             uas.give_up = Some(now + 64 * T1);
         }
         s.phase = Phase::Connecting;
-        self.connect(now, session);
+        self.start_media(now, session);
         true
     }
 

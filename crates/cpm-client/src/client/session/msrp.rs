@@ -13,7 +13,7 @@ use cpm_msrp::{
     StatusCode as MsrpStatus, TransactId, report,
 };
 
-use super::{ACCEPT_TYPES, ISCOMPOSING, MAX_CHUNK, Phase, Reading, SessionId, SessionKind, What};
+use super::{ACCEPT_TYPES, ISCOMPOSING, Phase, Reading, SessionId, SessionKind, What};
 use crate::client::{Client, Event, Inbound, Purpose};
 
 /// RFC 3994 section 3: an `<isComposing>` document's `<state>`, `active` or `idle`.
@@ -58,19 +58,28 @@ impl Client {
                 continue;
             };
             let message_id = self.rng.token(16);
-            let chunks: Vec<_> = Chunker::new(item.body.len() as u64, MAX_CHUNK).collect();
+            let max_chunk = s.max_chunk();
+            // Through a relay the 200s are hop by hop (RFC 4976 section 7.3): what the
+            // application waits for asks for the success REPORT (RFC 4975 section 7.1.2)
+            // that the network sends once it stored the message.
+            let wants_report = s.relay.is_some()
+                && item.content_type.is_some()
+                && !matches!(item.what, What::Quiet);
+            let chunks: Vec<_> = Chunker::new(item.body.len() as u64, max_chunk).collect();
             let mut sent = 0;
             for chunk in chunks {
                 let Some(s) = self.sessions.map.get(&session) else {
                     return;
                 };
-                let Ok(mut headers) =
-                    MsrpHeaders::new(s.remote_path.clone(), vec![s.local_path.clone()])
+                let Ok(mut headers) = MsrpHeaders::new(s.to_path(), vec![s.local_path.clone()])
                 else {
                     break;
                 };
                 headers.set(MsrpHeader::MessageId(message_id.clone()));
                 headers.set(MsrpHeader::ByteRange(chunk.range));
+                if wants_report {
+                    headers.set(MsrpHeader::SuccessReport(true));
+                }
                 if let Some(ct) = &item.content_type {
                     headers.set(MsrpHeader::ContentType(ct.clone()));
                 }
@@ -107,6 +116,9 @@ impl Client {
                     self.report_item(now, session, item.what, status, "Not Sent");
                 }
                 continue;
+            }
+            if wants_report {
+                s.reports.insert(message_id, n);
             }
             if let Some(i) = s.items.get_mut(&n) {
                 i.chunks_left = sent;
@@ -185,22 +197,85 @@ impl Client {
             if !done {
                 continue;
             }
-            let Some(item) = s.items.remove(&n) else {
+            if status == 200 && s.reports.values().any(|r| *r == n) {
+                // The relay took every chunk; the success REPORT says the network has it.
+                s.report_by.insert(n, now + super::REPORT_TIMEOUT);
                 continue;
-            };
+            }
             let reason = comment.unwrap_or_else(|| {
                 MsrpStatus::from_code(status)
                     .map_or("Error", MsrpStatus::comment)
                     .to_owned()
             });
-            let lmm = s.kind == SessionKind::LargeMessage && matches!(item.what, What::Chat { .. });
-            self.report_item(now, session, item.what, status, &reason);
-            if lmm {
-                // Large Message Mode: one message, then BYE (PROTOCOL.md flow 2.2).
-                self.finish_session(now, session, 200, "Message Sent", false);
+            if self.finish_item(now, session, n, status, &reason) {
                 return;
             }
         }
+    }
+
+    /// An item is answered: its outcome is reported; Large Message Mode ends its session
+    /// then (PROTOCOL.md flow 2.2). Returns whether the session ended.
+    pub(super) fn finish_item(
+        &mut self,
+        now: Instant,
+        session: SessionId,
+        n: u64,
+        status: u16,
+        reason: &str,
+    ) -> bool {
+        let Some(s) = self.sessions.map.get_mut(&session) else {
+            return true;
+        };
+        s.reports.retain(|_, r| *r != n);
+        s.report_by.remove(&n);
+        let Some(item) = s.items.remove(&n) else {
+            return false;
+        };
+        let lmm = s.kind == SessionKind::LargeMessage && matches!(item.what, What::Chat { .. });
+        self.report_item(now, session, item.what, status, reason);
+        if lmm {
+            self.finish_session(now, session, 200, "Message Sent", false);
+        }
+        lmm
+    }
+
+    /// A REPORT (RFC 4975 section 7.1.2): the success or failure of a message we asked the
+    /// network to report on, whose outcome it is.
+    fn on_report(&mut self, now: Instant, session: SessionId, request: &MsrpRequest) {
+        let (Some(message_id), Some(status)) =
+            (request.headers.message_id(), request.headers.status())
+        else {
+            return;
+        };
+        let Some(n) = self
+            .sessions
+            .map
+            .get(&session)
+            .and_then(|s| s.reports.get(message_id).copied())
+        else {
+            return;
+        };
+        let (code, reason) = (
+            status.code,
+            status
+                .reason
+                .clone()
+                .unwrap_or_else(|| if status.code == 200 { "OK" } else { "Error" }.to_owned()),
+        );
+        if let Some(s) = self.sessions.map.get_mut(&session) {
+            // Whatever chunk answers are still to come no longer matter.
+            let ids: Vec<TransactId> = s
+                .in_flight
+                .iter()
+                .filter(|(_, i)| **i == n)
+                .map(|(t, _)| t.clone())
+                .collect();
+            for t in ids {
+                s.in_flight.remove(&t);
+                s.tx.cancel(&t);
+            }
+        }
+        self.finish_item(now, session, n, code, &reason);
     }
 
     pub(super) fn report_item(
@@ -262,6 +337,12 @@ impl Client {
     pub(super) fn on_msrp_response(&mut self, now: Instant, conn: ConnId, response: &MsrpResponse) {
         self.sessions.reading.insert(conn, Reading::Discard);
         if let Some(session) = self.sessions.by_conn(conn)
+            && self.is_auth_response(session, response)
+        {
+            self.on_auth_response(now, session, response);
+            return;
+        }
+        if let Some(session) = self.sessions.by_conn(conn)
             && let Some(s) = self.sessions.map.get_mut(&session)
         {
             s.tx.handle_response(now, response);
@@ -269,7 +350,7 @@ impl Client {
         }
     }
 
-    pub(super) fn on_msrp_request(&mut self, _now: Instant, conn: ConnId, request: MsrpRequest) {
+    pub(super) fn on_msrp_request(&mut self, now: Instant, conn: ConnId, request: MsrpRequest) {
         self.sessions.reading.insert(conn, Reading::Discard);
         // RFC 4975 section 7.3.1: the session is the one the To-Path's last URI names, on
         // the connection bound to it; otherwise 481.
@@ -290,8 +371,11 @@ impl Client {
         };
         match request.method {
             MsrpMethod::Send => {}
-            // Never answered (RFC 4975 section 7.1.2); we ask for none, so nothing to read.
-            MsrpMethod::Report => return,
+            // Never answered (RFC 4975 section 7.1.2); no body to read.
+            MsrpMethod::Report => {
+                self.on_report(now, session, &request);
+                return;
+            }
             // RFC 4975 section 12: unknown methods get 501.
             _ => {
                 self.msrp_respond(conn, &request, MsrpStatus::UnknownMethod.code());
