@@ -33,7 +33,7 @@ pub struct ReceivedMessage {
     /// Delivered by the network from storage: the request's Accept-Contact or
     /// P-Asserted-Service carries the `…oma.cpm.deferred` ICSI.
     pub deferred: bool,
-    /// The sender asked for a display notification ([`Client::send_displayed`]).
+    /// The sender asked for a display notification ([`Client::send_displayed`](crate::Client::send_displayed)).
     pub display_requested: bool,
 }
 
@@ -71,13 +71,13 @@ pub enum Event {
         /// Whether a retry is scheduled.
         will_retry: bool,
     },
-    /// The de-registration ([`Client::unregister`]) ended with this status (0 when there was
+    /// The de-registration ([`Client::unregister`](crate::Client::unregister)) ended with this status (0 when there was
     /// nothing to remove).
     Unregistered {
         /// The status code.
         status: u16,
     },
-    /// The final response to a [`Client::send_message`].
+    /// The final response to a [`Client::send_message`](crate::Client::send_message).
     SendResult {
         /// Which send.
         id: SendId,
@@ -93,7 +93,7 @@ pub enum Event {
     /// A disposition notification arrived.
     Imdn(Box<ReceivedImdn>),
     /// A notification we sent (automatic delivery notification, or
-    /// [`Client::send_displayed`]) got its final response.
+    /// [`Client::send_displayed`](crate::Client::send_displayed)) got its final response.
     NotificationSent {
         /// The original sender the notification went to (`user@domain`).
         to: String,
@@ -107,8 +107,8 @@ pub enum Event {
         reason: String,
     },
     /// A peer invites us to a session (a chat, or one large message). With
-    /// [`ClientConfig::auto_accept`] the client has already answered it; otherwise the
-    /// application answers with [`Client::accept_session`] or [`Client::reject_session`].
+    /// [`ClientConfig::auto_accept`](crate::ClientConfig::auto_accept) the client has already answered it; otherwise the
+    /// application answers with [`Client::accept_session`](crate::Client::accept_session) or [`Client::reject_session`](crate::Client::reject_session).
     SessionIncoming {
         /// The session.
         session: SessionId,
@@ -118,7 +118,7 @@ pub enum Event {
         kind: SessionKind,
     },
     /// The session's MSRP connection is open and bound: messages flow
-    /// ([`Client::send_chat`]).
+    /// ([`Client::send_chat`](crate::Client::send_chat)).
     SessionStarted {
         /// The session.
         session: SessionId,
@@ -140,7 +140,7 @@ pub enum Event {
         status: u16,
         /// The reason phrase.
         reason: String,
-        /// Whether the peer (or the network) ended it, rather than [`Client::end_session`].
+        /// Whether the peer (or the network) ended it, rather than [`Client::end_session`](crate::Client::end_session).
         by_peer: bool,
     },
     /// The peer's composing state changed (RFC 3994 `application/im-iscomposing+xml`).
@@ -233,7 +233,7 @@ pub enum Event {
     },
 }
 
-/// Why [`Client::send_message`] refused to send.
+/// Why [`Client::send_message`](crate::Client::send_message) refused to send.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SendError {
