@@ -763,7 +763,8 @@ fn incoming_chat_session() {
         tag(&r[1]).unwrap()
     );
     feed_text(&mut c, t0, &bye);
-    let r = responses(&drain(&mut c));
+    let out = drain(&mut c);
+    let r = responses(&out);
     assert_eq!(r[0].status, StatusCode::OK);
     assert!(
         commands(&mut c)
@@ -778,15 +779,21 @@ fn incoming_chat_session() {
         )),
         "{evs:?}"
     );
-    // The display IMDN was not answered: it failed with the session.
-    assert!(evs.iter().any(|e| matches!(
+    // The display IMDN was not answered: the session cannot carry it any more, so it goes
+    // by pager MESSAGE (its result comes with that MESSAGE's answer).
+    assert!(!evs.iter().any(|e| matches!(
         e,
         Event::NotificationSent {
-            status: 503,
             notification: Notification::Display(_),
             ..
         }
     )));
+    assert!(
+        requests(&out)
+            .iter()
+            .any(|q| q.method == Method::Message && q.body.windows(9).any(|w| w == b"displayed")),
+        "the display IMDN goes by pager"
+    );
 }
 
 #[test]
@@ -1134,4 +1141,71 @@ fn send_for_unknown_session_is_481() {
         matches!(&out[..], [(ConnId(99), m)] if matches!(&m.head, Head::Response(r) if r.status == 481))
     );
     assert!(events(c).is_empty());
+}
+
+/// The delivered notification of a session message is on its way in the session when the
+/// session's connection goes: the sender still learns the state, by pager MESSAGE.
+#[test]
+fn a_notification_the_session_could_not_carry_goes_by_pager() {
+    let t0 = origin();
+    let mut c = registered(t0);
+    let theirs = pf_path("pfin9");
+    let offer = sdp_of(&pf_media(&theirs, Setup::ActPass));
+    feed_text(&mut c, t0, &incoming_invite("inv9", ICSI_SESSION, &offer));
+    let ok = responses(&drain(&mut c)).pop().expect("the 200");
+    let ours = msrp_of(&ok.body).path[0].clone();
+    let _ = events(&mut c);
+    let cmds = commands(&mut c);
+    let [ConnCommand::Connect { token, .. }] = cmds.as_slice() else {
+        panic!("{cmds:?}");
+    };
+    c.handle_conn_event(
+        t0,
+        ConnEvent::Connected {
+            token: *token,
+            conn: CONN,
+        },
+    );
+    let bind = written(&commands(&mut c)).remove(0).1;
+    feed_msrp(&mut c, t0, CONN, &ok_for(&bind));
+    let cpim = CpimBuilder::new()
+        .from(&CpimAddress::new("sip:bob@localhost".to_owned()))
+        .to(&CpimAddress::new("sip:alice@localhost".to_owned()))
+        .date_time("2026-11-25T16:00:00.000Z".to_owned())
+        .message_id("late1".to_owned())
+        .disposition_notification(&[Disposition::PositiveDelivery])
+        .content_type("text/plain")
+        .body(Bytes::from_static(b"see you"))
+        .build()
+        .unwrap()
+        .to_bytes();
+    let n = cpim.len() as u64;
+    let send = msrp_send(
+        &ours,
+        &theirs,
+        "late1tid",
+        "latemsg1",
+        ByteRange {
+            start: 1,
+            end: Some(n),
+            total: Some(n),
+        },
+        "message/cpim",
+        &cpim,
+        Flag::Complete,
+    );
+    feed_msrp(&mut c, t0, CONN, &send);
+    // Our 200 and the delivered IMDN in the session; its answer never comes.
+    assert_eq!(written(&commands(&mut c)).len(), 2);
+    let _ = events(&mut c);
+    drain(&mut c);
+    c.handle_conn_event(t0, ConnEvent::Closed { conn: CONN });
+    let pager: Vec<Request> = requests(&drain(&mut c))
+        .into_iter()
+        .filter(|r| r.method == Method::Message)
+        .collect();
+    assert_eq!(pager.len(), 1, "the notification goes by pager");
+    let body = Cpim::parse(pager[0].body.clone()).unwrap();
+    assert_eq!(body.content_type(), Some(mime::MESSAGE_IMDN_XML));
+    assert_eq!(Imdn::parse(&body.body).unwrap().message_id, "late1");
 }

@@ -325,6 +325,10 @@ impl Client {
                     message_id: message_id.to_owned(),
                     notification,
                 },
+                Origin {
+                    session: None,
+                    ..origin.clone()
+                },
             )
         {
             return;

@@ -47,6 +47,7 @@ use file::Transfer;
 pub use file::{FILE_CHUNK, FILE_WINDOW};
 use msrp::composing_xml;
 
+use super::receive::Origin;
 use super::{
     Client, Event, ICSI_FILETRANSFER, ICSI_LARGEMSG, ICSI_SESSION, Purpose, SendError, SendId,
     USER_AGENT, add_icsi_headers, aor_of, set_body,
@@ -132,8 +133,9 @@ enum Phase {
 enum What {
     /// A chat message (or the one message of Large Message Mode): [`Event::SendResult`].
     Chat { id: SendId, message_id: String },
-    /// A disposition notification: [`Event::NotificationSent`] (a [`Purpose::Notification`]).
-    Notification(Purpose),
+    /// A disposition notification: [`Event::NotificationSent`] (a [`Purpose::Notification`]);
+    /// if the session fails it, it goes again by pager MESSAGE to this origin.
+    Notification(Purpose, Box<Origin>),
     /// A composing indication or the empty binding SEND: nobody waits for it.
     Quiet,
 }
@@ -581,6 +583,7 @@ impl Client {
         session: SessionId,
         cpim: Bytes,
         purpose: Purpose,
+        fallback: Origin,
     ) -> bool {
         match self.sessions.map.get(&session) {
             Some(s)
@@ -593,7 +596,7 @@ impl Client {
             now,
             session,
             Item {
-                what: What::Notification(purpose),
+                what: What::Notification(purpose, Box::new(fallback)),
                 content_type: Some(mime::MESSAGE_CPIM.to_owned()),
                 body: cpim,
                 chunks_left: 0,

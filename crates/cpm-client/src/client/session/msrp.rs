@@ -280,7 +280,7 @@ impl Client {
 
     pub(super) fn report_item(
         &mut self,
-        _now: Instant,
+        now: Instant,
         _session: SessionId,
         what: What,
         status: u16,
@@ -293,18 +293,33 @@ impl Client {
                 reason: reason.to_owned(),
                 message_id,
             }),
-            What::Notification(Purpose::Notification {
-                to,
-                message_id,
-                notification,
-            }) => self.events.push_back(Event::NotificationSent {
+            What::Notification(
+                Purpose::Notification {
+                    message_id,
+                    notification,
+                    ..
+                },
+                fallback,
+            ) if !(200..300).contains(&status) => {
+                // The session failed it (it ended first, the connection went): the sender
+                // still learns the state, by pager MESSAGE (RFC 5438 section 7.1).
+                self.send_notification(now, &fallback, &message_id, notification);
+            }
+            What::Notification(
+                Purpose::Notification {
+                    to,
+                    message_id,
+                    notification,
+                },
+                _,
+            ) => self.events.push_back(Event::NotificationSent {
                 to,
                 message_id,
                 notification,
                 status,
                 reason: reason.to_owned(),
             }),
-            What::Notification(_) | What::Quiet => {}
+            What::Notification(..) | What::Quiet => {}
         }
     }
 
